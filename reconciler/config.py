@@ -1,0 +1,122 @@
+"""Every knob of the reconciler, read from the environment (one place, validated at start)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Reconciler settings. Each field is read from the upper-case environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
+
+    # --- Keycloak -------------------------------------------------------------------------------------
+    keycloak_url: AnyHttpUrl = Field(description="Base URL of Keycloak, e.g. https://sso.example.com")
+    keycloak_realm: str = Field(min_length=1, description="Realm whose users are mirrored")
+    keycloak_client_id: str = Field(
+        default="user-reconciler",
+        min_length=1,
+        description="Confidential client with a service account holding realm-management/view-users",
+    )
+    keycloak_client_secret: SecretStr = Field(description="Secret of that client (never logged)")
+    keycloak_verify_tls: bool = Field(default=True, description="Verify Keycloak's TLS certificate")
+    keycloak_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one Keycloak request")
+    keycloak_max_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Keycloak requests in flight at once, across all paths"
+    )
+    keycloak_max_requests_per_s: float = Field(
+        default=0.0, ge=0, description="Keycloak request rate limit per process; 0 means unlimited"
+    )
+    keycloak_retry_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts for a Keycloak request that failed transiently"
+    )
+    keycloak_page_size: int = Field(default=100, ge=1, le=1000, description="Users per page in the full reconcile")
+
+    # --- Store ----------------------------------------------------------------------------------------
+    mongodb_uri: SecretStr = Field(description="MongoDB connection string (may carry credentials; never logged)")
+    mongodb_database: str = Field(default="app", min_length=1, description="Database holding the users")
+    mongodb_users_collection: str = Field(default="users", min_length=1, description="Collection of users")
+    mongodb_timeout_s: float = Field(default=10.0, gt=0, description="Server selection and socket timeout")
+
+    # --- Kafka ----------------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1, description="Kafka brokers")
+    kafka_group_id: str = Field(default="keycloak-user-reconciler", min_length=1, description="Consumer group")
+    kafka_group_instance_id: str | None = Field(
+        default=None, description="Static membership id (e.g. the pod name); empty for dynamic membership"
+    )
+    kafka_user_events_topic: str = Field(default="keycloak.events", description="Topic of Keycloak user events")
+    kafka_admin_events_topic: str = Field(
+        default="keycloak.admin-events", description="Topic of Keycloak admin events"
+    )
+    kafka_dead_letter_topic: str = Field(
+        default="keycloak.events.dlq", min_length=1, description="Topic for messages that cannot be used"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol"
+    )
+    kafka_sasl_mechanism: str | None = Field(default=None, description="SASL mechanism, e.g. SCRAM-SHA-512")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password (never logged)")
+
+    # --- Event path -----------------------------------------------------------------------------------
+    consumer_enabled: bool = Field(default=True, description="Run the Kafka consumer in `reconciler run`")
+    consumer_max_pending_users: int = Field(
+        default=10_000, ge=1, description="Distinct users queued before partitions are paused"
+    )
+    consumer_commit_interval_s: float = Field(default=1.0, gt=0, description="How often offsets are committed")
+    event_not_found_retries: int = Field(
+        default=3, ge=0, le=20, description="Re-reads of a user a create/update hint could not find yet"
+    )
+    event_not_found_backoff_s: float = Field(
+        default=0.5, ge=0, description="First delay before re-reading a user not found after a hint"
+    )
+    event_recheck_delay_s: float = Field(
+        default=2.0, ge=0, description="Delay of the follow-up re-check after an update hint; 0 disables it"
+    )
+
+    # --- Full reconcile -------------------------------------------------------------------------------
+    reconcile_enabled: bool = Field(default=True, description="Run the periodic full reconcile")
+    reconcile_interval_s: float = Field(default=900.0, gt=0, description="Seconds between full reconciles")
+    reconcile_jitter_s: float = Field(default=30.0, ge=0, description="Random delay added to each interval")
+    reconcile_lease_ttl_s: float = Field(
+        default=600.0, gt=0, description="Lease expiry: a crashed holder blocks others at most this long"
+    )
+    mass_deactivation_max_ratio: float = Field(
+        default=0.10, ge=0, le=1, description="Share of active users one run may deactivate"
+    )
+    mass_deactivation_min_count: int = Field(
+        default=5, ge=0, description="Deactivations always allowed in one run, whatever the share"
+    )
+    sync_groups_and_roles: bool = Field(default=False, description="Mirror group names and realm roles")
+
+    # --- Process --------------------------------------------------------------------------------------
+    http_enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics")
+    http_host: str = Field(default="0.0.0.0", description="Address of the health and metrics server")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="Port of the health and metrics server")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level")
+    log_format: Literal["json", "console"] = Field(default="json", description="JSON lines or human console")
+
+    @field_validator("kafka_group_instance_id", "kafka_sasl_mechanism", "kafka_sasl_username", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _topics_distinct(self) -> Settings:
+        if self.kafka_dead_letter_topic in {self.kafka_user_events_topic, self.kafka_admin_events_topic}:
+            raise ValueError("KAFKA_DEAD_LETTER_TOPIC must differ from the event topics")
+        return self
+
+    @cached_property
+    def keycloak_base_url(self) -> str:
+        """Keycloak URL without a trailing slash."""
+        return str(self.keycloak_url).rstrip("/")
+
+    @property
+    def event_topics(self) -> list[str]:
+        """The topics the consumer reads (empty names are left out)."""
+        return [t for t in (self.kafka_user_events_topic, self.kafka_admin_events_topic) if t]

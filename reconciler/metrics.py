@@ -1,0 +1,60 @@
+"""Prometheus metrics of the whole process: one prefix, base units, no per-user labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREFIX = "reconciler"
+
+# --- Keycloak -----------------------------------------------------------------------------------------
+KEYCLOAK_REQUESTS = Counter(
+    f"{PREFIX}_keycloak_requests_total",
+    "Keycloak admin API requests by operation and outcome",
+    ["operation", "outcome"],  # outcome: ok, not_found, retried, client_error, server_error, timeout, ...
+)
+KEYCLOAK_REQUEST_SECONDS = Histogram(
+    f"{PREFIX}_keycloak_request_duration_seconds", "Keycloak admin API request duration", ["operation"]
+)
+KEYCLOAK_TOKEN_REFRESHES = Counter(f"{PREFIX}_keycloak_token_refreshes_total", "Service-account tokens fetched")
+
+# --- Store and apply ----------------------------------------------------------------------------------
+USER_CHANGES = Counter(
+    f"{PREFIX}_user_changes_total",
+    "Store changes by action and path",
+    ["action", "synced_by"],  # action: created, updated, deactivated, reactivated, unchanged, stale
+)
+STORE_WRITE_SECONDS = Histogram(f"{PREFIX}_store_write_duration_seconds", "Duration of one store bulk write")
+
+# --- Full reconcile -----------------------------------------------------------------------------------
+RECONCILE_RUNS = Counter(
+    f"{PREFIX}_reconcile_runs_total", "Full reconcile runs by outcome", ["outcome"]
+)  # outcome: success, failed, guard_tripped, skipped_lease
+RECONCILE_DURATION = Histogram(
+    f"{PREFIX}_reconcile_duration_seconds",
+    "Full reconcile run duration",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600),
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    f"{PREFIX}_reconcile_last_success_timestamp_seconds", "Unix time of the last successful full reconcile"
+)
+MASS_DEACTIVATION_GUARD_TRIPS = Counter(
+    f"{PREFIX}_mass_deactivation_guard_trips_total", "Runs whose deactivations the guard refused"
+)
+
+# --- Event path ---------------------------------------------------------------------------------------
+EVENTS = Counter(
+    f"{PREFIX}_events_total", "Kafka messages by outcome", ["topic", "outcome"]
+)  # outcome: hinted, ignored_realm, ignored_type, dead_lettered
+HINTS_COALESCED = Counter(f"{PREFIX}_hints_coalesced_total", "Hints merged into an already queued or running user")
+LOOKUPS = Counter(f"{PREFIX}_lookups_total", "Event-path user lookups by outcome", ["outcome"])
+APPLY_LATENCY = Histogram(
+    f"{PREFIX}_event_apply_latency_seconds",
+    "From the Keycloak event time to the store write",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_users", "Users queued or in flight on the event path")
+CONSUMER_LAG = Gauge(f"{PREFIX}_consumer_lag_messages", "Messages behind the end of each partition", ["topic", "partition"])
+CONSUMER_LAG_SECONDS = Gauge(
+    f"{PREFIX}_consumer_lag_seconds", "Age of the oldest uncommitted message of each partition", ["topic", "partition"]
+)
+DEAD_LETTERS = Counter(f"{PREFIX}_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])

@@ -1,0 +1,58 @@
+"""Typed shapes shared by the Keycloak client, the apply core and the store."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+# Keycloak ids are UUIDs in every supported version; anything else never goes into an admin API URL.
+KEYCLOAK_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def is_keycloak_id(value: object) -> bool:
+    """True when `value` is a string safe to put into an admin API path as a user id."""
+    return isinstance(value, str) and KEYCLOAK_ID_PATTERN.fullmatch(value) is not None
+
+
+class SyncedBy(StrEnum):
+    """Which path wrote a user document."""
+
+    EVENT = "event"
+    RECONCILE = "reconcile"
+    REPLAY = "replay"
+
+
+class DeactivationReason(StrEnum):
+    """Why a local user was deactivated."""
+
+    DELETED = "deleted_in_keycloak"
+    DISABLED = "disabled_in_keycloak"
+
+
+@dataclass(frozen=True, slots=True)
+class KeycloakUser:
+    """The part of a Keycloak UserRepresentation the application mirrors."""
+
+    id: str
+    username: str
+    enabled: bool
+    email: str | None = None
+    email_verified: bool = False
+    first_name: str | None = None
+    last_name: str | None = None
+    avatar_url: str | None = None
+    created_timestamp_ms: int | None = None
+    groups: tuple[str, ...] | None = None  # None: not fetched (group/role sync off)
+    realm_roles: tuple[str, ...] | None = None
+    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What Keycloak said about one user id at one instant: the user, or None when it does not exist."""
+
+    user_id: str
+    user: KeycloakUser | None
+    observed_at: datetime
