@@ -1,0 +1,57 @@
+# The two commands a newcomer needs: `make run` (local stack + the reconciler) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACK := $(PYTHON) scripts/stack/stack.py
+# Loads the local stack's settings (written by stack-up) into a recipe's shell.
+WITH_STACK_ENV := set -a; . .stack/env; set +a;
+
+.PHONY: help install stack-up stack-down stack-status lint typecheck pytest test run bench reliability clean
+
+help:
+	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
+	@echo "make test         install, start the stack, ruff, mypy, pytest"
+	@echo "make stack-up     start Kafka, Keycloak and SecantusDB on 127.0.0.1 (stack-down / stack-status)"
+	@echo "make bench        benchmarks (not part of make test)"
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+stack-up: install
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+lint: install
+	$(BIN)/ruff check reconciler tests scripts bench
+	$(BIN)/ruff format --check reconciler tests scripts bench
+
+typecheck: install
+	$(BIN)/mypy reconciler
+
+pytest: install
+	$(WITH_STACK_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+test: stack-up lint typecheck pytest
+
+run: stack-up
+	$(WITH_STACK_ENV) $(BIN)/python scripts/demo_users.py && $(BIN)/reconciler run
+
+bench: stack-up
+	$(WITH_STACK_ENV) $(BIN)/python -m bench
+
+reliability: stack-up
+	$(WITH_STACK_ENV) $(BIN)/pytest -m reliability tests/reliability
+
+clean: stack-down
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""The local stack without Docker: Kafka (KRaft), Keycloak with the Kafka listener, and SecantusDB.
+
+Usage: stack.py up | down | status
+
+Everything is downloaded once through the ordinary package clients (Maven, pip) and cached under `.cache/`;
+runtime state (pid files, logs, `.stack/env`) lives under `.stack/`. Every server listens on 127.0.0.1 only,
+and `down` stops only the processes whose pid files `up` wrote. Standard library only, so it runs before the
+project's virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache"
+STATE = ROOT / ".stack"
+LOGS = STATE / "logs"
+HOST = "127.0.0.1"
+
+KAFKA_VERSION = "4.4.0"
+KEYCLOAK_VERSION = os.environ.get("STACK_KEYCLOAK_VERSION", "26.5.6")
+KAFKA_PORT = int(os.environ.get("STACK_KAFKA_PORT", "9092"))
+KAFKA_CONTROLLER_PORT = int(os.environ.get("STACK_KAFKA_CONTROLLER_PORT", "9093"))
+KEYCLOAK_PORT = int(os.environ.get("STACK_KEYCLOAK_PORT", "8080"))
+KEYCLOAK_MANAGEMENT_PORT = int(os.environ.get("STACK_KEYCLOAK_MANAGEMENT_PORT", "9000"))
+MONGO_PORT = int(os.environ.get("STACK_MONGO_PORT", "27017"))
+
+REALM = "app"
+REALM_FILE = ROOT / "keycloak-spi-config" / "realm" / "app-realm.json"
+LISTENER_DIR = ROOT / "keycloak-spi-config" / "kafka-listener"
+LISTENER_JAR = LISTENER_DIR / "target" / "keycloak-kafka-listener.jar"
+TOPICS = {"keycloak.events": 3, "keycloak.admin-events": 3, "keycloak.events.dlq": 1}
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin"  # local bootstrap admin of a loopback-only dev stack
+
+
+class StackError(Exception):
+    """A stack step failed; the message says what and how to fix it."""
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a setup command; on failure raise with the tail of its output."""
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-20:]
+        raise StackError(f"command failed ({result.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+    return result  # type: ignore[no-any-return]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float, proc: Service | None = None) -> None:
+    """Poll `check` until it is true, the service died, or the deadline passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc is not None and not proc.alive():
+            raise StackError(f"{proc.name} exited while starting; see {proc.log_file}\n{proc.log_tail()}")
+        time.sleep(0.5)
+    raise StackError(
+        f"timed out after {timeout_s:.0f}s waiting for {what}" + (f"; see {proc.log_file}" if proc else "")
+    )
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def java_home_for_keycloak() -> str | None:
+    """Keycloak 26.5 runs on Java 21+; prefer a newer JDK when the default is older."""
+    explicit = os.environ.get("STACK_KEYCLOAK_JAVA_HOME")
+    if explicit:
+        return explicit
+    candidates = sorted(Path("/usr/lib/jvm").glob("temurin-2[1-9]*")) + sorted(
+        Path("/usr/lib/jvm").glob("java-2[1-9]*")
+    )
+    return str(candidates[-1]) if candidates else None
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of a live, non-zombie process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+@dataclass
+class Service:
+    name: str
+    ports: tuple[int, ...]
+
+    @property
+    def pid_file(self) -> Path:
+        return STATE / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return LOGS / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def alive(self) -> bool:
+        """True while the process `up` started still runs (a reused pid has another start time)."""
+        try:
+            pid_text, started = self.pid_file.read_text().split()
+        except (OSError, ValueError):
+            return False
+        return process_start_time(int(pid_text)) == started
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def check_ports_free(self) -> None:
+        for port in self.ports:
+            if port_open(port):
+                raise StackError(
+                    f"port {port} on {HOST} is already taken by another program, so {self.name} cannot start; "
+                    f"stop that program or choose another port (see STACK_*_PORT in scripts/stack/stack.py)"
+                )
+
+    def spawn(self, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,  # its own process group, so `down` stops it and its children only
+            )
+        self.pid_file.write_text(f"{proc.pid} {process_start_time(proc.pid)}")
+
+    def stop(self, timeout_s: float = 60) -> None:
+        pid = self.pid()
+        if pid is None or not self.alive():
+            self.pid_file.unlink(missing_ok=True)
+            return
+        log(f"stopping {self.name} (pid {pid})")
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive():
+            time.sleep(0.3)
+        if self.alive():
+            log(f"{self.name} did not stop in {timeout_s:.0f}s; killing it")
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+
+KAFKA = Service("kafka", (KAFKA_PORT, KAFKA_CONTROLLER_PORT))
+KEYCLOAK = Service("keycloak", (KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT))
+MONGO = Service("secantusdb", (MONGO_PORT,))
+SERVICES = (MONGO, KAFKA, KEYCLOAK)
+
+
+# --- Kafka -------------------------------------------------------------------------------------------------
+def kafka_libs() -> Path:
+    libs = CACHE / "kafka" / f"libs-{KAFKA_VERSION}"
+    marker = libs / ".complete"
+    if not marker.exists():
+        log(f"resolving Apache Kafka {KAFKA_VERSION} and its dependencies with Maven")
+        shutil.rmtree(libs, ignore_errors=True)
+        run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(ROOT / "scripts/stack/kafka-pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}",
+                "-DincludeScope=runtime",
+            ]
+        )
+        marker.touch()
+    return libs
+
+
+def start_kafka() -> None:
+    libs = kafka_libs()
+    home = CACHE / "kafka"
+    data = home / "data"
+    config = home / "server.properties"
+    config.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={HOST}:{KAFKA_CONTROLLER_PORT}",
+                f"listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=3",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "",
+            ]
+        )
+    )
+    (home / "log4j2.properties").write_text(
+        "\n".join(
+            [
+                "status = warn",
+                "appender.out.type = Console",
+                "appender.out.name = out",
+                "appender.out.layout.type = PatternLayout",
+                "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+                "rootLogger.level = info",
+                "rootLogger.appenderRef.out.ref = out",
+                "logger.kafka.name = kafka",
+                "logger.kafka.level = warn",
+                "logger.kafkaserver.name = kafka.server.KafkaServer",
+                "logger.kafkaserver.level = info",
+                "logger.apache.name = org.apache.kafka",
+                "logger.apache.level = warn",
+                "",
+            ]
+        )
+    )
+    classpath = f"{libs}/*"
+    java_opts = ["-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}"]
+    if not (data / "meta.properties").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        cluster_id = (
+            run(["java", "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"])
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        run(
+            [
+                "java",
+                *java_opts,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+                "--standalone",
+            ]
+        )
+    KAFKA.spawn(["java", *java_opts, "-cp", classpath, "kafka.Kafka", str(config)], cwd=home)
+    wait_for(f"Kafka on {HOST}:{KAFKA_PORT}", lambda: port_open(KAFKA_PORT), 90, KAFKA)
+    for topic, partitions in TOPICS.items():
+        run(
+            [
+                "java",
+                "-Xmx256m",
+                f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
+                "-cp",
+                classpath,
+                "org.apache.kafka.tools.TopicCommand",
+                "--bootstrap-server",
+                f"{HOST}:{KAFKA_PORT}",
+                "--create",
+                "--if-not-exists",
+                "--topic",
+                topic,
+                "--partitions",
+                str(partitions),
+                "--replication-factor",
+                "1",
+            ]
+        )
+    log(f"Kafka {KAFKA_VERSION} ready on {HOST}:{KAFKA_PORT}, topics {', '.join(TOPICS)}")
+
+
+# --- Keycloak ----------------------------------------------------------------------------------------------
+def keycloak_home() -> Path:
+    home = CACHE / f"keycloak-{KEYCLOAK_VERSION}"
+    if (home / ".complete").exists():
+        return home
+    repo = Path(os.environ.get("MAVEN_REPO", Path.home() / ".m2" / "repository"))
+    archive = (
+        repo
+        / "org/keycloak/keycloak-quarkus-dist"
+        / KEYCLOAK_VERSION
+        / f"keycloak-quarkus-dist-{KEYCLOAK_VERSION}.zip"
+    )
+    if not archive.exists():
+        log(f"downloading Keycloak {KEYCLOAK_VERSION} with Maven (about 160 MB, once)")
+        run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "dependency:get",
+                f"-Dartifact=org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:zip",
+                "-Dtransitive=false",
+            ]
+        )
+    log(f"unpacking Keycloak {KEYCLOAK_VERSION}")
+    staging = CACHE / "keycloak-unpack"
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(staging)
+    (unpacked,) = list(staging.iterdir())
+    shutil.rmtree(home, ignore_errors=True)
+    unpacked.rename(home)
+    shutil.rmtree(staging, ignore_errors=True)
+    for script in (home / "bin").glob("*.sh"):
+        script.chmod(0o755)
+    (home / ".complete").touch()
+    return home
+
+
+def listener_jar() -> Path:
+    sources = sorted(
+        p.stat().st_mtime for p in LISTENER_DIR.rglob("*") if p.is_file() and "target" not in p.parts
+    )
+    if not LISTENER_JAR.exists() or (sources and sources[-1] > LISTENER_JAR.stat().st_mtime):
+        log("building the Kafka event listener provider with Maven")
+        run(["mvn", "-q", "-B", "-f", str(LISTENER_DIR / "pom.xml"), "package", "-DskipTests"])
+    return LISTENER_JAR
+
+
+def start_keycloak() -> None:
+    home = keycloak_home()
+    jar = listener_jar()
+    providers = home / "providers"
+    target = providers / jar.name
+    if not target.exists() or target.read_bytes() != jar.read_bytes():
+        shutil.copy2(jar, target)
+    imports = home / "data" / "import"
+    imports.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REALM_FILE, imports / REALM_FILE.name)
+    env = {
+        "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USER,
+        "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "JAVA_OPTS_KC_HEAP": "-Xms256m -Xmx1024m",
+    }
+    java_home = java_home_for_keycloak()
+    if java_home:
+        env["JAVA_HOME"] = java_home
+    KEYCLOAK.spawn(
+        [
+            str(home / "bin" / "kc.sh"),
+            "start-dev",
+            f"--http-host={HOST}",
+            f"--http-port={KEYCLOAK_PORT}",
+            f"--http-management-port={KEYCLOAK_MANAGEMENT_PORT}",
+            "--health-enabled=true",
+            "--metrics-enabled=false",
+            "--import-realm",
+            f"--spi-events-listener--kafka--bootstrap-servers={HOST}:{KAFKA_PORT}",
+            "--spi-events-listener--kafka--events-topic=keycloak.events",
+            "--spi-events-listener--kafka--admin-events-topic=keycloak.admin-events",
+        ],
+        env=env,
+        cwd=home,
+    )
+    ready = f"http://{HOST}:{KEYCLOAK_MANAGEMENT_PORT}/health/ready"
+    wait_for(f"Keycloak health at {ready}", lambda: http_ok(ready), 240, KEYCLOAK)
+    realm = f"http://{HOST}:{KEYCLOAK_PORT}/realms/{REALM}/.well-known/openid-configuration"
+    wait_for(f"realm {REALM}", lambda: http_ok(realm), 60, KEYCLOAK)
+    log(f"Keycloak {KEYCLOAK_VERSION} ready on http://{HOST}:{KEYCLOAK_PORT} (realm {REALM})")
+
+
+# --- SecantusDB --------------------------------------------------------------------------------------------
+def start_mongo() -> None:
+    server = shutil.which("secantusd-py", path=str(ROOT / ".venv" / "bin")) or shutil.which("secantusd-py")
+    if server is None:
+        raise StackError("secantusd-py not found: run `make install` first (SecantusDB is a dev dependency)")
+    data = CACHE / "secantus-data"
+    data.mkdir(parents=True, exist_ok=True)
+    MONGO.spawn(
+        [
+            server,
+            "--host",
+            HOST,
+            "--port",
+            str(MONGO_PORT),
+            "--storage-path",
+            str(data),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=CACHE,
+    )
+    wait_for(f"SecantusDB on {HOST}:{MONGO_PORT}", lambda: port_open(MONGO_PORT), 60, MONGO)
+    log(f"SecantusDB ready on {HOST}:{MONGO_PORT}")
+
+
+# --- Commands ----------------------------------------------------------------------------------------------
+STARTERS = {MONGO.name: start_mongo, KAFKA.name: start_kafka, KEYCLOAK.name: start_keycloak}
+
+
+def write_env() -> Path:
+    secret = next(
+        c["secret"]
+        for c in json.loads(REALM_FILE.read_text())["clients"]
+        if c["clientId"] == "user-reconciler"
+    )
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
+        "KAFKA_USER_EVENTS_TOPIC": "keycloak.events",
+        "KAFKA_ADMIN_EVENTS_TOPIC": "keycloak.admin-events",
+        "KAFKA_DEAD_LETTER_TOPIC": "keycloak.events.dlq",
+        "KEYCLOAK_URL": f"http://{HOST}:{KEYCLOAK_PORT}",
+        "KEYCLOAK_MANAGEMENT_URL": f"http://{HOST}:{KEYCLOAK_MANAGEMENT_PORT}",
+        "KEYCLOAK_REALM": REALM,
+        "KEYCLOAK_CLIENT_ID": "user-reconciler",
+        "KEYCLOAK_CLIENT_SECRET": secret,
+        "KEYCLOAK_ADMIN_USER": ADMIN_USER,
+        "KEYCLOAK_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "KEYCLOAK_SELF_SERVICE_CLIENT_ID": "e2e-self-service",
+        "MONGODB_URI": f"mongodb://{HOST}:{MONGO_PORT}/?directConnection=true",
+        "MONGODB_DATABASE": "app",
+        "HTTP_HOST": HOST,
+        "STACK_HOME": str(ROOT),
+    }
+    path = STATE / "env"
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return path
+
+
+def up() -> None:
+    STATE.mkdir(exist_ok=True)
+    CACHE.mkdir(exist_ok=True)
+    started = time.monotonic()
+    for service in SERVICES:
+        if service.alive():
+            log(f"{service.name} already running (pid {service.pid()})")
+            continue
+        service.pid_file.unlink(missing_ok=True)
+        service.check_ports_free()
+        STARTERS[service.name]()
+    env = write_env()
+    log(f"stack ready in {time.monotonic() - started:.0f}s; settings in {env.relative_to(ROOT)}")
+
+
+def down() -> None:
+    for service in reversed(SERVICES):
+        service.stop()
+    (STATE / "env").unlink(missing_ok=True)
+    log("stack stopped")
+
+
+def status() -> int:
+    all_up = True
+    for service in SERVICES:
+        running = service.alive()
+        all_up &= running
+        ports = ", ".join(f"{p}:{'open' if port_open(p) else 'closed'}" for p in service.ports)
+        print(
+            f"{service.name:<11} {'running' if running else 'stopped':<8} pid={service.pid() or '-':<8} {ports}"
+        )
+    return 0 if all_up else 1
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "status"
+    try:
+        if command == "up":
+            up()
+        elif command == "down":
+            down()
+        elif command == "status":
+            return status()
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    except StackError as error:
+        log(f"error: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,118 @@
+"""Shared fixtures: the real stack's endpoints, settings with a private database, and a Keycloak admin."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from reconciler.config import Settings
+from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.stack import HOW_TO_START, REALM_FILE, discover_stack_env, docker_available
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    """Endpoints of the real stack. Never skips: without a stack the integration tests fail and say why."""
+    env = discover_stack_env()
+    if env is not None:
+        yield env
+        return
+    if docker_available():
+        from tests.support.containers import start_container_stack
+
+        with start_container_stack() as container_env:
+            yield container_env
+        return
+    pytest.fail(HOW_TO_START, pytrace=False)
+
+
+def _database_name(request: pytest.FixtureRequest) -> str:
+    module = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].lower())
+    return f"t_{module}_{uuid.uuid4().hex[:8]}"[:60]
+
+
+def make_settings(stack_env: dict[str, str], **overrides: Any) -> Settings:
+    """Settings for the stack, built explicitly (not from this process's environment)."""
+    values: dict[str, Any] = {
+        "keycloak_url": stack_env["KEYCLOAK_URL"],
+        "keycloak_realm": stack_env["KEYCLOAK_REALM"],
+        "keycloak_client_id": stack_env["KEYCLOAK_CLIENT_ID"],
+        "keycloak_client_secret": stack_env["KEYCLOAK_CLIENT_SECRET"],
+        "mongodb_uri": stack_env["MONGODB_URI"],
+        "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+        "kafka_user_events_topic": stack_env.get("KAFKA_USER_EVENTS_TOPIC", "keycloak.events"),
+        "kafka_admin_events_topic": stack_env.get("KAFKA_ADMIN_EVENTS_TOPIC", "keycloak.admin-events"),
+        "kafka_dead_letter_topic": stack_env.get("KAFKA_DEAD_LETTER_TOPIC", "keycloak.events.dlq"),
+        "http_host": "127.0.0.1",
+        "log_format": "json",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="module")
+def database_name(request: pytest.FixtureRequest) -> str:
+    """A private database per test module, so modules never see each other's users."""
+    return _database_name(request)
+
+
+@pytest.fixture(scope="module")
+async def realm(stack_env: dict[str, str], request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh realm per test module, made from the stack's realm file (same clients, listener, events).
+
+    Modules never see each other's users or events, and a full reconcile lists only the module's users.
+    """
+    name = _database_name(request).replace("_", "-")
+    admin = _admin(stack_env, name)
+    await admin.create_realm(json.loads(REALM_FILE.read_text()), name)
+    yield name
+    if not os.environ.get("KEEP_TEST_DATABASES"):
+        await admin.delete_realm(name)
+    await admin.aclose()
+
+
+@pytest.fixture(scope="module")
+def settings(stack_env: dict[str, str], database_name: str, realm: str) -> Settings:
+    return make_settings(stack_env, mongodb_database=database_name, keycloak_realm=realm)
+
+
+def _admin(stack_env: dict[str, str], realm: str) -> KeycloakTestAdmin:
+    return KeycloakTestAdmin(
+        stack_env["KEYCLOAK_URL"],
+        realm,
+        stack_env["KEYCLOAK_ADMIN_USER"],
+        stack_env["KEYCLOAK_ADMIN_PASSWORD"],
+        stack_env.get("KEYCLOAK_SELF_SERVICE_CLIENT_ID", "e2e-self-service"),
+    )
+
+
+@pytest.fixture(scope="module")
+async def kc_admin(stack_env: dict[str, str], realm: str) -> AsyncIterator[KeycloakTestAdmin]:
+    """The bootstrap admin acting on the module's realm."""
+    admin = _admin(stack_env, realm)
+    yield admin
+    await admin.aclose()
+
+
+@pytest.fixture(scope="session")
+async def mongo_client(stack_env: dict[str, str]) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack_env["MONGODB_URI"], tz_aware=True)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+async def users_collection(
+    mongo_client: AsyncMongoClient[dict[str, Any]], settings: Settings
+) -> AsyncIterator[Any]:
+    """The module's users collection, dropped with its database afterwards."""
+    yield mongo_client[settings.mongodb_database][settings.mongodb_users_collection]
+    if not os.environ.get("KEEP_TEST_DATABASES"):
+        await mongo_client.drop_database(settings.mongodb_database)

@@ -1,0 +1,172 @@
+"""Test-side Keycloak administration with the bootstrap admin: create, change and delete users and groups.
+
+This is the "outside world" the reconciler mirrors; it deliberately does not reuse reconciler code.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+
+class KeycloakTestAdmin:
+    """Admin REST calls as the master realm's bootstrap admin (password grant on admin-cli)."""
+
+    def __init__(
+        self, base_url: str, realm: str, username: str, password: str, self_service_client: str
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.realm = realm
+        self._username = username
+        self._password = password
+        self._self_service_client = self_service_client
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30)
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _headers(self) -> dict[str, str]:
+        if self._token is None or time.monotonic() > self._token_expires:
+            response = await self._http.post(
+                "/realms/master/protocol/openid-connect/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "admin-cli",
+                    "username": self._username,
+                    "password": self._password,
+                },
+            )
+            response.raise_for_status()
+            body = response.json()
+            self._token = body["access_token"]
+            self._token_expires = time.monotonic() + body["expires_in"] - 10
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """An admin API call on this realm (`path` relative to /admin/realms/{realm})."""
+        url = f"/admin/realms/{self.realm}{path}" if not path.startswith("/admin/") else path
+        response = await self._http.request(method, url, headers=await self._headers(), **kwargs)
+        response.raise_for_status()
+        return response
+
+    # --- realms --------------------------------------------------------------------------------------------
+    async def create_realm(self, export: dict[str, Any], name: str) -> None:
+        """Create realm `name` from a realm export, renamed (its clients, service account and events kept)."""
+        representation = {**export}
+        representation["realm"] = name
+        representation["id"] = name
+        await self.request("POST", "/admin/realms", json=representation)
+
+    async def delete_realm(self, name: str) -> None:
+        await self.request("DELETE", f"/admin/realms/{name}")
+
+    # --- users ---------------------------------------------------------------------------------------------
+    async def create_user(
+        self,
+        username: str | None = None,
+        *,
+        email: str | None = None,
+        first_name: str | None = "Test",
+        last_name: str | None = "User",
+        enabled: bool = True,
+        attributes: dict[str, list[str]] | None = None,
+        password: str | None = None,
+    ) -> str:
+        """Create a user and return its Keycloak id."""
+        username = username or f"u-{uuid.uuid4().hex[:12]}"
+        body: dict[str, Any] = {
+            "username": username,
+            "email": email if email is not None else f"{username}@example.test",
+            "emailVerified": True,
+            "firstName": first_name,
+            "lastName": last_name,
+            "enabled": enabled,
+            "attributes": attributes or {},
+        }
+        if password:
+            body["credentials"] = [{"type": "password", "value": password, "temporary": False}]
+        response = await self.request("POST", "/users", json=body)
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+    async def get_user(self, user_id: str) -> dict[str, Any] | None:
+        try:
+            return (await self.request("GET", f"/users/{user_id}")).json()  # type: ignore[no-any-return]
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code == 404:
+                return None
+            raise
+
+    async def update_user(self, user_id: str, **fields: Any) -> None:
+        """PUT a partial representation (camelCase keys, as the admin API takes them)."""
+        current = await self.get_user(user_id)
+        assert current is not None, f"user {user_id} does not exist"
+        current.update(fields)
+        await self.request("PUT", f"/users/{user_id}", json=current)
+
+    async def set_enabled(self, user_id: str, enabled: bool) -> None:
+        await self.update_user(user_id, enabled=enabled)
+
+    async def delete_user(self, user_id: str) -> None:
+        await self.request("DELETE", f"/users/{user_id}")
+
+    async def list_users(self, max_results: int = 100_000) -> list[dict[str, Any]]:
+        response = await self.request("GET", "/users", params={"first": 0, "max": max_results})
+        return response.json()  # type: ignore[no-any-return]
+
+    async def delete_all_users(self) -> None:
+        for user in await self.list_users():
+            await self.delete_user(user["id"])
+
+    async def partial_import_users(self, users: list[dict[str, Any]]) -> None:
+        """Create many users in one request (realm partial import; emits no events)."""
+        await self.request("POST", "/partialImport", json={"ifResourceExists": "OVERWRITE", "users": users})
+
+    # --- groups and roles ----------------------------------------------------------------------------------
+    async def create_group(self, name: str) -> str:
+        response = await self.request("POST", "/groups", json={"name": name})
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+    async def add_to_group(self, user_id: str, group_id: str) -> None:
+        await self.request("PUT", f"/users/{user_id}/groups/{group_id}")
+
+    async def remove_from_group(self, user_id: str, group_id: str) -> None:
+        await self.request("DELETE", f"/users/{user_id}/groups/{group_id}")
+
+    async def create_realm_role(self, name: str) -> dict[str, Any]:
+        await self.request("POST", "/roles", json={"name": name})
+        return (await self.request("GET", f"/roles/{name}")).json()  # type: ignore[no-any-return]
+
+    async def grant_realm_role(self, user_id: str, role: dict[str, Any]) -> None:
+        await self.request("POST", f"/users/{user_id}/role-mappings/realm", json=[role])
+
+    # --- the user acting on their own account (user events) -------------------------------------------------
+    async def user_token(self, username: str, password: str) -> str:
+        response = await self._http.post(
+            f"/realms/{self.realm}/protocol/openid-connect/token",
+            data={
+                "grant_type": "password",
+                "client_id": self._self_service_client,
+                "username": username,
+                "password": password,
+                "scope": "openid",
+            },
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]  # type: ignore[no-any-return]
+
+    async def update_own_profile(self, username: str, password: str, **fields: Any) -> None:
+        """The user changes their own profile through the account API (emits an UPDATE_PROFILE user event)."""
+        headers = {
+            "Authorization": f"Bearer {await self.user_token(username, password)}",
+            "Accept": "application/json",  # the account endpoint serves the account console page otherwise
+        }
+        account = f"/realms/{self.realm}/account/"
+        current = (await self._http.get(account, headers=headers)).raise_for_status().json()
+        current.pop("userProfileMetadata", None)
+        current.update(fields)
+        (await self._http.post(account, headers=headers, json=current)).raise_for_status()
