@@ -1,0 +1,440 @@
+"""Keycloak admin API client: service-account token manager plus the user reads the reconciler needs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import quote
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+from reconciler import logs, metrics
+from reconciler.config import Settings
+from reconciler.models import KeycloakUser, is_keycloak_id
+
+log = logs.get_logger(__name__)
+
+Operation = Literal["token", "list_users", "get_user", "count_users", "user_groups", "user_realm_roles"]
+
+# Refresh a token this long before Keycloak says it expires (capped at a tenth of its lifetime).
+_TOKEN_REFRESH_MARGIN_S = 30.0
+_DEFAULT_TOKEN_LIFETIME_S = 60.0
+_BAD_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+# Kept in KeycloakUser.extra; the rest (userProfileMetadata alone is ~1.5 kB per user) is dropped.
+_EXTRA_FIELDS = ("attributes", "federationLink")
+
+
+class KeycloakError(Exception):
+    """Base of every error this client raises (except `InvalidUserId`)."""
+
+
+class KeycloakConfigError(KeycloakError):
+    """Permanent: credentials, permissions, realm or URL are wrong. Retrying does not help."""
+
+
+class KeycloakUnavailable(KeycloakError):
+    """Transient: 429, 5xx, timeout or connection failure, still failing after all attempts."""
+
+
+class KeycloakProtocolError(KeycloakError):
+    """Permanent: Keycloak answered something this client does not understand."""
+
+
+class InvalidUserId(ValueError):
+    """The id is not a Keycloak user id; it never reaches a URL."""
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _RetryAfterOrBackoff(wait_base):
+    """Wait what a 429's Retry-After asks (capped), else exponential backoff with jitter."""
+
+    def __init__(self, backoff: wait_base, cap_s: float) -> None:
+        self._backoff = backoff
+        self._cap_s = cap_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self._cap_s)
+        return self._backoff(retry_state)
+
+
+class _RateLimiter:
+    """Spaces request starts at least 1/rate seconds apart (rate 0: unlimited)."""
+
+    def __init__(self, rate_per_s: float) -> None:
+        self._interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+        self._next_slot = 0.0
+
+    async def acquire(self) -> None:
+        if not self._interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def user_from_representation(data: Mapping[str, Any]) -> KeycloakUser:
+    """Map a Keycloak UserRepresentation (brief or full) to a `KeycloakUser`.
+
+    `avatar_url` comes from `attributes.picture[0]`; a brief representation has no attributes, so its
+    `avatar_url` is always None. Keycloak >= 24 keeps a `picture` attribute only when the realm's user
+    profile declares it or enables unmanaged attributes. Raises `KeycloakProtocolError` when id, username
+    or enabled is unusable.
+    """
+    if not isinstance(data, Mapping):
+        raise KeycloakProtocolError("user representation is not a JSON object")
+    user_id, username, enabled = data.get("id"), data.get("username"), data.get("enabled")
+    if not isinstance(user_id, str) or not is_keycloak_id(user_id):
+        raise KeycloakProtocolError("user representation has no valid Keycloak id")
+    if not isinstance(username, str) or not username:
+        raise KeycloakProtocolError(f"user {user_id} has no username")
+    if not isinstance(enabled, bool):
+        raise KeycloakProtocolError(f"user {user_id} has no boolean 'enabled'")
+    attributes = data.get("attributes")
+    pictures = attributes.get("picture") if isinstance(attributes, Mapping) else None
+    avatar = pictures[0] if isinstance(pictures, list) and pictures and isinstance(pictures[0], str) else None
+    created = data.get("createdTimestamp")
+    return KeycloakUser(
+        id=user_id,
+        username=username,
+        enabled=enabled,
+        email=_optional_str(data, "email"),
+        email_verified=data.get("emailVerified") is True,
+        first_name=_optional_str(data, "firstName"),
+        last_name=_optional_str(data, "lastName"),
+        avatar_url=avatar or None,
+        created_timestamp_ms=created if isinstance(created, int) and not isinstance(created, bool) else None,
+        extra={k: data[k] for k in _EXTRA_FIELDS if k in data},
+    )
+
+
+class KeycloakAdminClient:
+    """Reads users of one realm through the admin REST API with a service-account token.
+
+    Every request is bounded by a semaphore (`keycloak_max_concurrency`) and an optional rate limit
+    (`keycloak_max_requests_per_s`); transient failures are retried with backoff (`keycloak_retry_attempts`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        retry_after_max_s: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._base = settings.keycloak_base_url
+        self._realm_path = quote(settings.keycloak_realm, safe="")
+        self._admin_base = f"{self._base}/admin/realms/{self._realm_path}"
+        self._token_url = f"{self._base}/realms/{self._realm_path}/protocol/openid-connect/token"
+        self._client_secret = settings.keycloak_client_secret.get_secret_value()
+        logs.register_secret(self._client_secret)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            verify=settings.keycloak_verify_tls,
+            timeout=httpx.Timeout(settings.keycloak_timeout_s),
+            limits=httpx.Limits(max_connections=settings.keycloak_max_concurrency + 1),
+            headers={"Accept": "application/json"},
+        )
+        self._semaphore = asyncio.Semaphore(settings.keycloak_max_concurrency)
+        self._limiter = _RateLimiter(settings.keycloak_max_requests_per_s)
+        self._attempts = settings.keycloak_retry_attempts
+        self._wait = _RetryAfterOrBackoff(
+            wait_exponential_jitter(multiplier=backoff_s, max=backoff_max_s, jitter=backoff_s),
+            retry_after_max_s,
+        )
+        self._token: str | None = None
+        self._token_refresh_at = 0.0
+        self._token_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # --- users ------------------------------------------------------------------------------------------
+
+    async def list_users(self, first: int, max_results: int, *, brief: bool = True) -> list[KeycloakUser]:
+        """One page of users, ordered by Keycloak (offset paging; service-account users are not listed).
+
+        On Keycloak 26.5 `briefRepresentation=true` returns id, username, firstName, lastName, email,
+        emailVerified, enabled, createdTimestamp and access: no attributes, so `avatar_url` is always None.
+        Pass `brief=False` when avatars matter; the full form adds attributes, requiredActions, totp,
+        notBefore, disableableCredentialTypes and a per-user userProfileMetadata (about 1.5 kB each).
+        """
+        params = {"first": first, "max": max_results, "briefRepresentation": str(brief).lower()}
+        data = await self._get_json("list_users", "/users", params)
+        if not isinstance(data, list):
+            raise KeycloakProtocolError("user listing is not a JSON array")
+        return [user_from_representation(item) for item in data]
+
+    async def get_user(self, user_id: str) -> KeycloakUser | None:
+        """The full representation of one user, or None when Keycloak has no such user (404)."""
+        path = f"/users/{self._checked_id(user_id)}"
+        data = await self._get_json("get_user", path, None, not_found_ok=True)
+        if data is None:
+            return None
+        user = user_from_representation(data)
+        if user.id != user_id:
+            raise KeycloakProtocolError(f"asked for user {user_id}, Keycloak returned {user.id}")
+        return user
+
+    async def count_users(self) -> int:
+        """Number of users in the realm (service-account users are not counted)."""
+        data = await self._get_json("count_users", "/users/count", None)
+        if not isinstance(data, int) or isinstance(data, bool):
+            raise KeycloakProtocolError("user count is not an integer")
+        return data
+
+    async def user_groups(self, user_id: str) -> tuple[str, ...] | None:
+        """Names (not paths) of the groups the user is a direct member of; None when the user is gone (404)."""
+        path = f"/users/{self._checked_id(user_id)}/groups"
+        page_size = self._settings.keycloak_page_size
+        names: list[str] = []
+        first = 0
+        while True:
+            params = {"first": first, "max": page_size, "briefRepresentation": "true"}
+            page = await self._get_json("user_groups", path, params, not_found_ok=True)
+            if page is None:
+                return None
+            names.extend(self._names(page, "groups"))
+            if len(page) < page_size:
+                return tuple(names)
+            first += page_size
+
+    async def user_realm_roles(self, user_id: str) -> tuple[str, ...] | None:
+        """Names of the realm roles mapped directly to the user (composites not expanded); None on 404."""
+        path = f"/users/{self._checked_id(user_id)}/role-mappings/realm"
+        data = await self._get_json("user_realm_roles", path, None, not_found_ok=True)
+        return None if data is None else tuple(self._names(data, "realm roles"))
+
+    @staticmethod
+    def _checked_id(user_id: str) -> str:
+        if not is_keycloak_id(user_id):
+            raise InvalidUserId(f"not a Keycloak user id: {user_id!r:.80}")
+        return user_id
+
+    @staticmethod
+    def _names(data: Any, what: str) -> list[str]:
+        if not isinstance(data, list) or not all(
+            isinstance(item, Mapping) and isinstance(item.get("name"), str) for item in data
+        ):
+            raise KeycloakProtocolError(f"{what} listing is not an array of named objects")
+        return [item["name"] for item in data]
+
+    # --- admin requests ---------------------------------------------------------------------------------
+
+    async def _get_json(
+        self, operation: Operation, path: str, params: Mapping[str, Any] | None, *, not_found_ok: bool = False
+    ) -> Any:
+        url = self._admin_base + path
+        token = await self._access_token()
+        response = await self._send(operation, "GET", url, params=params, token=token)
+        if response.status_code == 401:
+            # Revoked, or expired earlier than announced: one fresh token, one more try.
+            self._invalidate_token(token)
+            token = await self._access_token()
+            response = await self._send(operation, "GET", url, params=params, token=token)
+        status = response.status_code
+        if status == 404 and not_found_ok:
+            return None
+        if status == 401:
+            raise KeycloakConfigError(
+                f"Keycloak rejected a fresh service-account token of client '{self._settings.keycloak_client_id}'"
+                f" for {operation} (HTTP 401): check that KEYCLOAK_URL is the URL Keycloak issues tokens for"
+            )
+        if status == 403:
+            raise KeycloakConfigError(
+                f"the service account of client '{self._settings.keycloak_client_id}' lacks"
+                f" realm-management/view-users in realm '{self._settings.keycloak_realm}' ({operation}: HTTP 403)"
+            )
+        if status != 200:
+            raise KeycloakProtocolError(f"unexpected HTTP {status} from Keycloak for {operation}")
+        return self._json(response, operation)
+
+    @staticmethod
+    def _json(response: httpx.Response, operation: Operation) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise KeycloakProtocolError(f"Keycloak sent invalid JSON for {operation}") from exc
+
+    async def _send(
+        self,
+        operation: Operation,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """One logical request: bounded, rate limited, retried while the failure is transient."""
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+
+        async def attempt() -> httpx.Response:
+            async with self._semaphore:
+                await self._limiter.acquire()
+                started = time.perf_counter()
+                try:
+                    response = await self._http.request(
+                        method, url, params=params, data=data, headers=headers
+                    )
+                except httpx.TimeoutException as exc:
+                    self._observe(operation, "timeout", started)
+                    raise _Transient(f"timeout ({type(exc).__name__})") from exc
+                except httpx.TransportError as exc:
+                    self._observe(operation, "connection_error", started)
+                    raise _Transient(f"connection error ({type(exc).__name__})") from exc
+                status = response.status_code
+                if status == 429:
+                    self._observe(operation, "rate_limited", started)
+                    raise _Transient("HTTP 429", _retry_after_s(response.headers.get("Retry-After")))
+                if status >= 500:
+                    self._observe(operation, "server_error", started)
+                    raise _Transient(f"HTTP {status}")
+                self._observe(operation, _outcome(status), started)
+                return response
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=lambda state: self._log_retry(operation, state),
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except _Transient as exc:
+            raise KeycloakUnavailable(
+                f"Keycloak {operation} failed after {self._attempts} attempts: {exc.reason}"
+            ) from exc
+
+    @staticmethod
+    def _observe(operation: Operation, outcome: str, started: float) -> None:
+        metrics.KEYCLOAK_REQUESTS.labels(operation=operation, outcome=outcome).inc()
+        metrics.KEYCLOAK_REQUEST_SECONDS.labels(operation=operation).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _log_retry(operation: Operation, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "keycloak request retried",
+            operation=operation,
+            attempt=state.attempt_number,
+            reason=exc.reason if isinstance(exc, _Transient) else repr(exc),
+            delay_s=round(state.upcoming_sleep, 3),
+        )
+
+    # --- token ------------------------------------------------------------------------------------------
+
+    async def _access_token(self) -> str:
+        if self._token is not None and time.monotonic() < self._token_refresh_at:
+            return self._token
+        async with self._token_lock:
+            # Whoever waited on the lock reuses the token the holder just fetched.
+            if self._token is not None and time.monotonic() < self._token_refresh_at:
+                return self._token
+            return await self._fetch_token()
+
+    def _invalidate_token(self, token: str) -> None:
+        # Only the token that failed: a concurrent caller may already have replaced it.
+        if self._token == token:
+            self._token = None
+
+    async def _fetch_token(self) -> str:
+        requested_at = time.monotonic()
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._settings.keycloak_client_id,
+            "client_secret": self._client_secret,
+        }
+        response = await self._send("token", "POST", self._token_url, data=form)
+        client, realm = self._settings.keycloak_client_id, self._settings.keycloak_realm
+        if response.status_code in (400, 401):
+            error = _oauth_error(response)
+            if error in _BAD_CLIENT_ERRORS or response.status_code == 401:
+                raise KeycloakConfigError(
+                    f"Keycloak refused the token request of client '{client}' in realm '{realm}' ({error}):"
+                    " bad client id or secret, or the client is not confidential with service accounts enabled"
+                )
+            raise KeycloakConfigError(f"Keycloak refused the token request of client '{client}' ({error})")
+        if response.status_code == 404:
+            raise KeycloakConfigError(f"realm '{realm}' not found at {self._base} (token endpoint: HTTP 404)")
+        if response.status_code != 200:
+            raise KeycloakConfigError(
+                f"token endpoint answered HTTP {response.status_code} for client '{client}'"
+            )
+        body = self._json(response, "token")
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise KeycloakProtocolError("token response has no access_token")
+        logs.register_secret(token)
+        lifetime = body.get("expires_in")
+        lifetime_s = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else None
+        lifetime_s = lifetime_s or _DEFAULT_TOKEN_LIFETIME_S
+        self._token = token
+        self._token_refresh_at = requested_at + lifetime_s - min(_TOKEN_REFRESH_MARGIN_S, lifetime_s / 10)
+        metrics.KEYCLOAK_TOKEN_REFRESHES.inc()
+        log.debug("keycloak token fetched", client_id=client, expires_in_s=lifetime_s)
+        return token
+
+
+def _outcome(status: int) -> str:
+    if status < 300:
+        return "ok"
+    return {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, "client_error")
+
+
+def _oauth_error(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    error = body.get("error") if isinstance(body, dict) else None
+    # Keycloak's own error codes are short identifiers; anything else is not echoed.
+    return error if isinstance(error, str) and error.isidentifier() else f"HTTP {response.status_code}"
