@@ -413,7 +413,7 @@ class KeycloakAdminClient:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise KeycloakProtocolError("token response has no access_token")
-        logs.register_secret(token)
+        logs.register_secret(token, ephemeral=True)
         lifetime = body.get("expires_in")
         lifetime_s = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else None
         lifetime_s = lifetime_s or _DEFAULT_TOKEN_LIFETIME_S

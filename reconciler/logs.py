@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections import deque
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -19,17 +20,25 @@ _SECRET_PATTERNS = (
 )
 
 _known_secrets: set[str] = set()
+# Tokens rotate every few minutes: only the last few can still appear anywhere, so the set stays bounded.
+_recent_tokens: deque[str] = deque(maxlen=4)
 
 
-def register_secret(value: str | None) -> None:
-    """Remember a secret value so that it is masked if it ever reaches a log line."""
+def register_secret(value: str | None, *, ephemeral: bool = False) -> None:
+    """Remember a secret value so that it is masked if it ever reaches a log line.
+
+    `ephemeral` values (access tokens) are kept only while they are among the last few registered.
+    """
     if value and len(value) >= 4:
-        _known_secrets.add(value)
+        if ephemeral:
+            _recent_tokens.append(value)
+        else:
+            _known_secrets.add(value)
 
 
 def redact(text: str) -> str:
     """Mask known secrets and credential-shaped substrings in `text`."""
-    for secret in _known_secrets:
+    for secret in (*_known_secrets, *_recent_tokens):
         if secret in text:
             text = text.replace(secret, "***")
     for pattern in _SECRET_PATTERNS:
