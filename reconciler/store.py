@@ -1,0 +1,391 @@
+"""UserStore: the application's MongoDB copy of Keycloak users, on PyMongo's async API (not Motor).
+
+A thin data layer: it reads documents, executes the guarded writes the apply core hands it, and keeps the
+lease and run records of the full reconcile. It decides nothing about users.
+
+Every user write is guarded by `observed_at` (invariant 2): the update filter only matches a document that
+was observed *before* the write's observation (or never), and it upserts. When a newer document exists the
+filter misses, the upsert tries to insert a second document with the same `external_id`, and the unique
+index refuses it with E11000: that write is *stale*, counted and never retried.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Final, Self
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from reconciler import metrics
+from reconciler.config import Settings
+from reconciler.logs import get_logger
+
+log = get_logger(__name__)
+
+Document = dict[str, Any]
+
+LEASES_COLLECTION: Final = "leases"
+RUNS_COLLECTION: Final = "reconcile_runs"
+_DUPLICATE_KEY: Final = 11000
+
+
+class F:
+    """Field names of the local user document (see DESIGN.md, "The local user document")."""
+
+    ID: Final = "_id"  # the application's own stable UUID string, generated at creation
+    EXTERNAL_ID: Final = "external_id"  # Keycloak id (unique index)
+    USERNAME: Final = "username"
+    EMAIL: Final = "email"
+    EMAIL_VERIFIED: Final = "email_verified"
+    FIRST_NAME: Final = "first_name"
+    LAST_NAME: Final = "last_name"
+    DISPLAY_NAME: Final = "display_name"
+    AVATAR_URL: Final = "avatar_url"
+    IS_ACTIVE: Final = "is_active"
+    DEACTIVATED_AT: Final = "deactivated_at"
+    DEACTIVATION_REASON: Final = "deactivation_reason"
+    CREATED_AT: Final = "created_at"
+    UPDATED_AT: Final = "updated_at"
+    OBSERVED_AT: Final = "observed_at"
+    SYNCED_BY: Final = "synced_by"
+    GROUPS: Final = "groups"  # only with group/role sync on
+    REALM_ROLES: Final = "realm_roles"
+
+
+# What the apply core reads back to compare (never the whole document).
+COMPARED_PROJECTION: Final[tuple[str, ...]] = (
+    F.EXTERNAL_ID,
+    F.USERNAME,
+    F.EMAIL,
+    F.EMAIL_VERIFIED,
+    F.FIRST_NAME,
+    F.LAST_NAME,
+    F.DISPLAY_NAME,
+    F.AVATAR_URL,
+    F.IS_ACTIVE,
+    F.DEACTIVATED_AT,
+    F.DEACTIVATION_REASON,
+    F.OBSERVED_AT,
+    F.GROUPS,
+    F.REALM_ROLES,
+)
+
+
+class StoreError(Exception):
+    """A store operation failed in a way the caller has to handle (retry, fail the run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserWrite:
+    """One guarded write of one user document, as decided by the apply core.
+
+    `set_fields` and `unset_fields` are applied only if the stored document was observed before
+    `observed_at` (or has no `observed_at`); `observed_at` itself is always set. With `insert_fields` the write
+    is an upsert and a missing document is created with those fields plus a fresh `_id`; without it the
+    write never creates a document.
+    """
+
+    external_id: str
+    observed_at: datetime
+    set_fields: Mapping[str, Any]
+    unset_fields: tuple[str, ...] = ()
+    insert_fields: Mapping[str, Any] | None = None
+
+    @property
+    def upsert(self) -> bool:
+        return self.insert_fields is not None
+
+
+class WriteStatus(StrEnum):
+    """What became of one `UserWrite`."""
+
+    INSERTED = "inserted"  # a new document was created
+    UPDATED = "updated"  # an existing document was overwritten
+    STALE = "stale"  # a document observed at or after this write's observation exists (or, for a
+    # non-upsert write, no document exists any more): nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """Per-write status of one bulk write, in the order of the writes."""
+
+    statuses: tuple[WriteStatus, ...]
+
+    def count(self, status: WriteStatus) -> int:
+        return sum(1 for s in self.statuses if s is status)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One full reconcile run as recorded in `reconcile_runs`."""
+
+    run_id: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str  # running, success, failed, guard_tripped, cancelled
+    holder: str | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _aware(value: Any) -> Any:
+    """Datetimes read from a client built without tz_aware come back naive; they are UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def utc_now() -> datetime:
+    """Current UTC time at BSON (millisecond) precision, so what is written compares equal when read back."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class UserStore:
+    """Users, leases and run records in one MongoDB database."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        users_collection: str = "users",
+        *,
+        owns_client: bool = False,
+    ) -> None:
+        self._client = client
+        self._owns_client = owns_client
+        db = client[database]
+        self.users: AsyncCollection[Document] = db[users_collection]
+        self.leases: AsyncCollection[Document] = db[LEASES_COLLECTION]
+        self.runs: AsyncCollection[Document] = db[RUNS_COLLECTION]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UserStore:
+        """A store with its own client (closed by `close()`); connecting happens lazily on first use."""
+        timeout_ms = int(settings.mongodb_timeout_s * 1000)
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            settings.mongodb_uri.get_secret_value(),
+            tz_aware=True,
+            appname="keycloak-user-reconciler",
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms,
+        )
+        return cls(client, settings.mongodb_database, settings.mongodb_users_collection, owns_client=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.close()
+
+    async def ping(self) -> None:
+        """Raise a PyMongoError unless the server answers (readiness, CLI start)."""
+        await self.users.database.command("ping")
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes every query here relies on (idempotent)."""
+        await self.users.create_index([(F.EXTERNAL_ID, ASCENDING)], unique=True, name="external_id_unique")
+        await self.users.create_index([(F.IS_ACTIVE, ASCENDING)], name="is_active")
+        await self.runs.create_index(
+            [("outcome", ASCENDING), ("started_at", DESCENDING)], name="outcome_started"
+        )
+        await self.runs.create_index([("started_at", DESCENDING)], name="started_at")
+        # Leases are addressed by `_id` (the lease name) only; the default `_id` index is all they need.
+
+    # --- users ----------------------------------------------------------------------------------------------
+
+    async def find_by_external_ids(
+        self, external_ids: Iterable[str], projection: Sequence[str] = COMPARED_PROJECTION
+    ) -> dict[str, Document]:
+        """The documents of these Keycloak ids (one query), keyed by external_id; missing ids are absent."""
+        ids = list(dict.fromkeys(external_ids))
+        if not ids:
+            return {}
+        found: dict[str, Document] = {}
+        cursor = self.users.find({F.EXTERNAL_ID: {"$in": ids}}, {name: 1 for name in projection})
+        async for doc in cursor:
+            found[doc[F.EXTERNAL_ID]] = {key: _aware(value) for key, value in doc.items()}
+        return found
+
+    async def get_user(self, external_id: str) -> Document | None:
+        """The whole document of one Keycloak id (tests, verification)."""
+        doc = await self.users.find_one({F.EXTERNAL_ID: external_id})
+        return None if doc is None else {key: _aware(value) for key, value in doc.items()}
+
+    async def write_users(self, writes: Sequence[UserWrite]) -> WriteOutcome:
+        """Execute guarded writes in one unordered bulk write and report each one's status.
+
+        At most one write per external_id is allowed in a call. Stale writes are reported, not raised; any
+        other write error raises `StoreError` (the caller retries: every write is idempotent).
+        """
+        if not writes:
+            return WriteOutcome(())
+        if len({w.external_id for w in writes}) != len(writes):
+            raise ValueError("write_users takes at most one write per external_id")
+        ops = [self._update_op(w) for w in writes]
+        timer = metrics.STORE_WRITE_SECONDS.time()
+        with timer:
+            try:
+                result = await self.users.bulk_write(ops, ordered=False)
+                details: Mapping[str, Any] = result.bulk_api_result
+            except BulkWriteError as error:
+                details = error.details
+        statuses: list[WriteStatus | None] = [None] * len(writes)
+        other_errors: list[str] = []
+        for item in details.get("writeErrors", []):
+            if item.get("code") == _DUPLICATE_KEY:
+                statuses[item["index"]] = WriteStatus.STALE
+            else:
+                other_errors.append(
+                    f"#{item.get('index')}: code {item.get('code')}: {item.get('errmsg', '')[:200]}"
+                )
+        if other_errors or details.get("writeConcernErrors"):
+            raise StoreError(
+                "user bulk write failed: " + "; ".join(other_errors or ["write concern error"])[:1000]
+            )
+        for item in details.get("upserted", []):
+            statuses[item["index"]] = WriteStatus.INSERTED
+        # Upserts left are ones whose filter matched: updated. Non-upserts left matched or missed; the
+        # aggregate count tells whether any missed, and only then a read tells which.
+        matched_upserts = 0
+        unsure: list[int] = []
+        for index, write in enumerate(writes):
+            if statuses[index] is not None:
+                continue
+            if write.upsert:
+                statuses[index] = WriteStatus.UPDATED
+                matched_upserts += 1
+            else:
+                unsure.append(index)
+        if unsure:
+            matched_plain = int(details.get("nMatched", 0)) - matched_upserts
+            if matched_plain >= len(unsure):
+                for index in unsure:
+                    statuses[index] = WriteStatus.UPDATED
+            else:
+                docs = await self.find_by_external_ids(
+                    [writes[i].external_id for i in unsure], (F.EXTERNAL_ID, F.OBSERVED_AT)
+                )
+                for index in unsure:
+                    doc = docs.get(writes[index].external_id)
+                    ours = doc is not None and doc.get(F.OBSERVED_AT) == writes[index].observed_at
+                    statuses[index] = WriteStatus.UPDATED if ours else WriteStatus.STALE
+        return WriteOutcome(tuple(s if s is not None else WriteStatus.STALE for s in statuses))
+
+    @staticmethod
+    def _update_op(write: UserWrite) -> UpdateOne:
+        guard = {
+            F.EXTERNAL_ID: write.external_id,
+            "$or": [{F.OBSERVED_AT: {"$lt": write.observed_at}}, {F.OBSERVED_AT: {"$exists": False}}],
+        }
+        update: Document = {"$set": {**write.set_fields, F.OBSERVED_AT: write.observed_at}}
+        if write.unset_fields:
+            update["$unset"] = dict.fromkeys(write.unset_fields, "")
+        if write.insert_fields is not None:
+            update["$setOnInsert"] = {**write.insert_fields, F.ID: str(uuid.uuid4())}
+        return UpdateOne(guard, update, upsert=write.upsert)
+
+    async def list_active_external_ids(self, batch_size: int = 1000) -> AsyncIterator[str]:
+        """Stream the Keycloak ids of all active local users (only the id is transferred)."""
+        cursor = self.users.find({F.IS_ACTIVE: True}, {F.EXTERNAL_ID: 1, F.ID: 0}, batch_size=batch_size)
+        async for doc in cursor:
+            external_id = doc.get(F.EXTERNAL_ID)
+            if isinstance(external_id, str):
+                yield external_id
+
+    async def count_active(self) -> int:
+        return await self.users.count_documents({F.IS_ACTIVE: True})
+
+    # --- lease ----------------------------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease `name` for `ttl_s` seconds; False while another holder's lease is valid.
+
+        A lease is free when it does not exist or has expired, so a crashed holder blocks others at most
+        `ttl_s`. Expiry uses this process's clock: keep replica clocks in sync (NTP) and `ttl_s` well above
+        the skew.
+        """
+        now = utc_now()
+        try:
+            await self.leases.find_one_and_update(
+                {"_id": name, "$or": [{"expires_at": {"$lte": now}}, {"holder": holder}]},
+                {"$set": {"holder": holder, "expires_at": now + timedelta(seconds=ttl_s), "renewed_at": now}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False  # the lease exists, unexpired, held by someone else
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Give the lease up if `holder` still holds it; True when it did."""
+        result = await self.leases.delete_one({"_id": name, "holder": holder})
+        return result.deleted_count == 1
+
+    async def lease_holder(self, name: str) -> tuple[str, datetime] | None:
+        """Who holds the lease and until when (None when free or expired)."""
+        doc = await self.leases.find_one({"_id": name})
+        if doc is None or _aware(doc["expires_at"]) <= utc_now():
+            return None
+        return str(doc["holder"]), _aware(doc["expires_at"])
+
+    # --- run records ----------------------------------------------------------------------------------------
+
+    async def start_run(self, run_id: str, started_at: datetime, holder: str | None = None) -> None:
+        await self.runs.insert_one(
+            {
+                "_id": run_id,
+                "started_at": started_at,
+                "ended_at": None,
+                "outcome": "running",
+                "holder": holder,
+            }
+        )
+
+    async def finish_run(
+        self,
+        run_id: str,
+        ended_at: datetime,
+        outcome: str,
+        counts: Mapping[str, int],
+        error: str | None = None,
+    ) -> None:
+        await self.runs.update_one(
+            {"_id": run_id},
+            {"$set": {"ended_at": ended_at, "outcome": outcome, "counts": dict(counts), "error": error}},
+        )
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        doc = await self.runs.find_one({"_id": run_id})
+        return None if doc is None else _run_record(doc)
+
+    async def last_successful_run(self) -> RunRecord | None:
+        """The most recently started run that succeeded, by any replica."""
+        doc = await self.runs.find_one({"outcome": "success"}, sort=[("started_at", DESCENDING)])
+        return None if doc is None else _run_record(doc)
+
+
+def _run_record(doc: Mapping[str, Any]) -> RunRecord:
+    return RunRecord(
+        run_id=str(doc["_id"]),
+        started_at=_aware(doc["started_at"]),
+        ended_at=_aware(doc.get("ended_at")),
+        outcome=str(doc.get("outcome")),
+        holder=doc.get("holder"),
+        counts=dict(doc.get("counts") or {}),
+        error=doc.get("error"),
+    )
