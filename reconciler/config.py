@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Distinct users queued before partitions are paused"
     )
     consumer_commit_interval_s: float = Field(default=1.0, gt=0, description="How often offsets are committed")
+    consumer_max_poll_records: int = Field(default=500, ge=1, le=10_000, description="Records fetched per poll")
+    consumer_session_timeout_s: float = Field(
+        default=30.0, ge=6, le=300, description="Group session timeout (static members keep partitions this long)"
+    )
+    consumer_drain_timeout_s: float = Field(
+        default=20.0, gt=0, description="Time to finish in-flight work on revocation or shutdown"
+    )
     event_not_found_retries: int = Field(
         default=3, ge=0, le=20, description="Re-reads of a user a create/update hint could not find yet"
     )

@@ -18,6 +18,20 @@ class TopicWatcher:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self.seen: list[ConsumerRecord[bytes, bytes]] = []
+        self._returned = 0
+
+    async def next_record(self, timeout_s: float = 15.0) -> ConsumerRecord[bytes, bytes]:
+        """The next record not yet returned by this method, waiting up to `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self._returned >= len(self.seen):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no further record within {timeout_s}s")
+            batches = await self._consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for records in batches.values():
+                self.seen.extend(records)
+        self._returned += 1
+        return self.seen[self._returned - 1]
 
     async def wait_for(
         self, match: Callable[[dict[str, Any]], bool], timeout_s: float = 15.0

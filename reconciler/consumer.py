@@ -1,0 +1,179 @@
+"""The consumer-group loop: Kafka records -> user hints -> the coalescing queue -> committed offsets.
+
+Offsets are committed per partition only up to the oldest record whose applies have not all succeeded
+(invariant 3). On revocation the revoked partitions' in-flight work is finished and committed first; on stop
+the queue drains and the final offsets are committed. Bad messages go to the dead-letter topic (invariant 8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from reconciler import metrics
+from reconciler.config import Settings
+from reconciler.events import ParseResult, UserHint, parse_record
+from reconciler.kafka import DeadLetters, client_options
+from reconciler.logs import get_logger
+from reconciler.offsets import OffsetTracker, PartitionOffsets
+from reconciler.workqueue import CoalescingQueue
+
+log = get_logger(__name__)
+
+ApplyHints = Callable[[str, list[UserHint]], Awaitable[None]]
+
+
+class EventConsumer:
+    """Runs the event path until `stop` is set. `apply_hints(user_id, hints)` must retry transient errors."""
+
+    def __init__(self, settings: Settings, apply_hints: ApplyHints, realms: frozenset[str]) -> None:
+        self._settings = settings
+        self._realms = realms
+        self._queue: CoalescingQueue[UserHint] = CoalescingQueue(apply_hints, settings.keycloak_max_concurrency)
+        self._offsets = OffsetTracker()
+        self._dead_letters = DeadLetters(settings)
+        self._consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=settings.kafka_group_id,
+            group_instance_id=settings.kafka_group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.consumer_max_poll_records,
+            session_timeout_ms=int(settings.consumer_session_timeout_s * 1000),
+        )
+        self._paused = False
+        self._last_commit = 0.0
+        self.joined = False  # readiness: the group has assigned us (possibly zero) partitions
+        self.last_progress = time.monotonic()  # liveness: the poll loop is turning
+
+    @property
+    def queue(self) -> CoalescingQueue[UserHint]:
+        return self._queue
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._dead_letters.start()
+        try:
+            await self._consumer.start()
+            self._consumer.subscribe(self._settings.event_topics, listener=_Rebalance(self))
+            self._queue.start()
+            log.info("consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id)
+            while not stop.is_set():
+                self._apply_backpressure()
+                batches = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.consumer_max_poll_records
+                )
+                for records in batches.values():
+                    for record in records:
+                        await self._handle(record)
+                await self._commit(force=False)
+                self._update_lag()
+                self.last_progress = time.monotonic()
+            log.info("consumer stopping: draining in-flight work", pending_users=len(self._queue))
+            await self._queue.close(drain=True, timeout_s=self._settings.consumer_drain_timeout_s)
+            await self._commit(force=True)
+        finally:
+            await self._queue.close(drain=False)
+            await self._consumer.stop()
+            await self._dead_letters.stop()
+            log.info("consumer stopped")
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        offsets = self._offsets.partition(record.topic, record.partition)
+        result: ParseResult = parse_record(record.value, realms=self._realms)
+        if result.invalid is not None:
+            await self._dead_letters.publish(record, result.invalid, result.detail or "")
+            metrics.EVENTS.labels(topic=record.topic, outcome="dead_lettered").inc()
+            offsets.track(record.offset, parts=0)
+            return
+        if not result.hints:
+            metrics.EVENTS.labels(topic=record.topic, outcome=f"ignored_{result.ignored or 'other'}").inc()
+            offsets.track(record.offset, parts=0)
+            return
+        metrics.EVENTS.labels(topic=record.topic, outcome="hinted").inc()
+        offsets.track(record.offset, parts=len(result.hints))
+        for hint in result.hints:
+            await self._queue.submit(hint.user_id, hint, _done(offsets, record.offset))
+
+    def _apply_backpressure(self) -> None:
+        """Pause fetching while too much is pending, so memory stays bounded and polling never starves."""
+        limit = self._settings.consumer_max_pending_users
+        pending = max(len(self._queue), self._offsets.pending_records() // 4)
+        assignment = self._consumer.assignment()
+        if not self._paused and pending >= limit and assignment:
+            self._consumer.pause(*assignment)
+            self._paused = True
+            log.info("partitions paused: queue full", pending_users=len(self._queue))
+        elif self._paused and pending < limit // 2:
+            self._consumer.resume(*assignment)
+            self._paused = False
+            log.info("partitions resumed", pending_users=len(self._queue))
+
+    async def _commit(self, force: bool, only: set[tuple[str, int]] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < self._settings.consumer_commit_interval_s:
+            return
+        moves = self._offsets.to_commit()
+        if only is not None:
+            moves = {key: point for key, point in moves.items() if key in only}
+        if not moves:
+            self._last_commit = now
+            return
+        try:
+            await self._consumer.commit(
+                {TopicPartition(topic, part): OffsetAndMetadata(point, "") for (topic, part), point in moves.items()}
+            )
+        except (CommitFailedError, KafkaError) as error:
+            # A rebalance is under way or the broker is away: the same offsets are committed next time.
+            log.warning("offset commit failed; will retry", error=str(error))
+            return
+        self._offsets.mark_committed(moves)
+        self._last_commit = now
+        log.debug("offsets committed", offsets={f"{t}/{p}": o for (t, p), o in moves.items()})
+
+    def _update_lag(self) -> None:
+        for (topic, part), offsets in self._offsets.items():
+            highwater = self._consumer.highwater(TopicPartition(topic, part))
+            point = offsets.commit_point()
+            if highwater is not None and point is not None:
+                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(part)).set(max(0, highwater - point))
+            metrics.CONSUMER_LAG_SECONDS.labels(topic=topic, partition=str(part)).set(offsets.oldest_pending_age_s())
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish the revoked partitions' in-flight records and commit them before another member takes over."""
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        deadline = time.monotonic() + self._settings.consumer_drain_timeout_s
+        # Records finish in the worker tasks; a short poll with a deadline is the simplest wait here.
+        while self._offsets.pending_in(keys) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self._offsets.pending_in(keys):
+            log.warning("revoked partitions not drained in time; their records will be redelivered")
+        await self._commit(force=True, only=keys)
+        for topic, part in keys:
+            self._offsets.forget(topic, part)
+        log.info("partitions revoked", partitions=sorted(f"{t}/{p}" for t, p in keys))
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.joined = True
+        self._paused = False  # a new assignment starts unpaused
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+def _done(offsets: PartitionOffsets, offset: int) -> Callable[[], None]:
+    return lambda: offsets.done(offset)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: EventConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner.on_assigned(set(assigned))
