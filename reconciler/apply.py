@@ -363,13 +363,16 @@ class Applier:
             elif change.action is Action.CREATED and status is WriteStatus.UPDATED:
                 action = Action.UPDATED  # someone created it meanwhile, with an older observation
             result.counts[action] += 1
-            if action in (Action.DEACTIVATED, Action.REACTIVATED):
+            if action is Action.DEACTIVATED and change.write is not None:
+                reason = change.write.set_fields.get(F.DEACTIVATION_REASON)
                 log.info(
-                    f"user {action.value}",
+                    "user deactivated",
                     external_id=change.external_id,
-                    reason=change.write.set_fields.get(F.DEACTIVATION_REASON) if change.write else None,
+                    reason=reason,
                     synced_by=synced_by.value,
                 )
+            elif action is Action.REACTIVATED:
+                log.info("user reactivated", external_id=change.external_id, synced_by=synced_by.value)
             elif action not in (Action.STALE, Action.UNCHANGED):
                 log.debug(f"user {action.value}", external_id=change.external_id, fields=sorted(change.diff))
         for action, count in result.counts.items():

@@ -1,0 +1,274 @@
+"""UserStore and the Applier's writes on the real store: monotonic writes, stale handling, lease, run records."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from reconciler.apply import Action, Applier
+from reconciler.config import Settings
+from reconciler.keycloak import KeycloakAdminClient
+from reconciler.models import KeycloakUser, Observation, SyncedBy
+from reconciler.store import F, UserStore, UserWrite, WriteStatus, utc_now
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.stack
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture(scope="module")
+def store_settings(stack_env: dict[str, str], database_name: str) -> Settings:
+    return make_settings(stack_env, mongodb_database=database_name)
+
+
+@pytest.fixture(scope="module")
+async def store(
+    store_settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]
+) -> AsyncIterator[UserStore]:
+    async with UserStore.from_settings(store_settings) as user_store:
+        await user_store.ensure_indexes()
+        yield user_store
+    if not os.environ.get("KEEP_TEST_DATABASES"):
+        await mongo_client.drop_database(store_settings.mongodb_database)
+
+
+@pytest.fixture(scope="module")
+async def applier(store: UserStore, store_settings: Settings) -> AsyncIterator[Applier]:
+    # apply() never calls Keycloak (group/role sync is off); the client is only a constructor argument.
+    async with KeycloakAdminClient(store_settings) as keycloak:
+        yield Applier(store, keycloak, store_settings)
+
+
+def kc_user(user_id: str, **fields: Any) -> KeycloakUser:
+    values: dict[str, Any] = {"id": user_id, "username": f"u-{user_id[:8]}", "enabled": True}
+    values.update(fields)
+    return KeycloakUser(**values)
+
+
+async def test_indexes_are_idempotent_and_external_id_is_unique(store: UserStore) -> None:
+    await store.ensure_indexes()
+    indexes = await store.users.index_information()
+    unique = [spec for spec in indexes.values() if spec["key"] == [("external_id", 1)]]
+    assert unique and unique[0].get("unique") is True
+    assert any(spec["key"] == [("is_active", 1)] for spec in indexes.values())
+
+
+async def test_write_statuses_per_operation_in_one_bulk_write(store: UserStore) -> None:
+    existing, newer, missing, fresh = new_id(), new_id(), new_id(), new_id()
+    first = await store.write_users(
+        [
+            UserWrite(existing, at(1), {F.USERNAME: "existing", F.IS_ACTIVE: True}, insert_fields={"x": 1}),
+            UserWrite(newer, at(10), {F.USERNAME: "newer", F.IS_ACTIVE: True}, insert_fields={"x": 1}),
+        ]
+    )
+    assert first.statuses == (WriteStatus.INSERTED, WriteStatus.INSERTED)
+
+    outcome = await store.write_users(
+        [
+            UserWrite(existing, at(2), {F.USERNAME: "existing-2"}, insert_fields={"x": 1}),  # newer: updates
+            UserWrite(newer, at(5), {F.USERNAME: "older"}, insert_fields={"x": 1}),  # older: E11000 -> stale
+            UserWrite(missing, at(5), {F.IS_ACTIVE: False}),  # no upsert, no document -> stale
+            UserWrite(fresh, at(5), {F.USERNAME: "fresh"}, insert_fields={"x": 1}),  # created
+        ]
+    )
+    assert outcome.statuses == (
+        WriteStatus.UPDATED,
+        WriteStatus.STALE,
+        WriteStatus.STALE,
+        WriteStatus.INSERTED,
+    )
+    assert (await store.get_user(existing) or {})[F.USERNAME] == "existing-2"
+    assert (await store.get_user(newer) or {})[F.USERNAME] == "newer"
+    assert await store.get_user(missing) is None
+    created = await store.get_user(fresh)
+    assert created is not None and created["x"] == 1 and uuid.UUID(created["_id"])
+
+
+async def test_non_upsert_write_against_a_newer_document_is_stale(store: UserStore) -> None:
+    user_id = new_id()
+    await store.write_users([UserWrite(user_id, at(10), {F.IS_ACTIVE: True}, insert_fields={})])
+    outcome = await store.write_users(
+        [UserWrite(user_id, at(5), {F.IS_ACTIVE: False}), UserWrite(new_id(), at(5), {F.IS_ACTIVE: False})]
+    )
+    assert outcome.statuses == (WriteStatus.STALE, WriteStatus.STALE)
+    assert (await store.get_user(user_id) or {})[F.IS_ACTIVE] is True
+
+
+async def test_a_document_written_without_observed_at_is_overwritten(store: UserStore) -> None:
+    user_id = new_id()
+    await store.users.insert_one({"_id": new_id(), F.EXTERNAL_ID: user_id, F.USERNAME: "from-login"})
+    outcome = await store.write_users([UserWrite(user_id, at(1), {F.USERNAME: "from-keycloak"})])
+    assert outcome.statuses == (WriteStatus.UPDATED,)
+    assert (await store.get_user(user_id) or {})[F.USERNAME] == "from-keycloak"
+
+
+async def test_older_observation_never_overwrites_a_newer_one(applier: Applier, store: UserStore) -> None:
+    """Invariant 2: apply t2 then t1 -> the document keeps t2's fields."""
+    user_id = new_id()
+    t2 = await applier.apply(
+        [Observation(user_id, kc_user(user_id, first_name="Newer"), at(2))], SyncedBy.EVENT
+    )
+    assert t2[Action.CREATED] == 1
+    t1 = await applier.apply(
+        [Observation(user_id, kc_user(user_id, first_name="Older", enabled=False), at(1))], SyncedBy.RECONCILE
+    )
+    assert t1[Action.STALE] == 1 and t1.written == 0
+    doc = await store.get_user(user_id)
+    assert doc is not None
+    assert doc[F.FIRST_NAME] == "Newer" and doc[F.IS_ACTIVE] is True and doc[F.OBSERVED_AT] == at(2)
+
+
+async def test_older_creation_racing_a_newer_one_is_stale_not_an_error(
+    applier: Applier, store: UserStore
+) -> None:
+    """Both see no document; the newer creation lands first; the older upsert hits E11000 -> stale."""
+    user_id = new_id()
+    await store.write_users(
+        [UserWrite(user_id, at(9), {F.USERNAME: "newest", F.IS_ACTIVE: True}, insert_fields={})]
+    )
+    # Plan as if the document did not exist yet (the store read happened before the newer write).
+    from reconciler.apply import plan
+
+    (change,) = plan(
+        [Observation(user_id, kc_user(user_id), at(3))], {}, synced_by=SyncedBy.RECONCILE, now=utc_now()
+    )
+    assert change.action is Action.CREATED and change.write is not None
+    assert (await store.write_users([change.write])).statuses == (WriteStatus.STALE,)
+    assert (await store.get_user(user_id) or {})[F.USERNAME] == "newest"
+
+
+async def test_concurrent_applies_in_random_order_keep_the_latest_observation(
+    applier: Applier, store: UserStore
+) -> None:
+    user_id = new_id()
+    observations = [
+        Observation(user_id, kc_user(user_id, first_name=f"v{i}", enabled=i % 3 != 0), at(i))
+        for i in range(1, 26)
+    ]
+    random.Random(7).shuffle(observations)
+    results = await asyncio.gather(*(applier.apply([obs], SyncedBy.EVENT) for obs in observations))
+    assert sum(r[Action.CREATED] for r in results) == 1
+    doc = await store.get_user(user_id)
+    assert doc is not None
+    assert doc[F.FIRST_NAME] == "v25" and doc[F.OBSERVED_AT] == at(25) and doc[F.IS_ACTIVE] is True
+
+
+async def test_not_found_user_is_never_created_and_an_existing_one_is_soft_deactivated(
+    applier: Applier, store: UserStore
+) -> None:
+    ghost = new_id()
+    result = await applier.apply([Observation(ghost, None, at(1))], SyncedBy.EVENT)
+    assert result.written == 0 and await store.get_user(ghost) is None
+
+    user_id = new_id()
+    await applier.apply([Observation(user_id, kc_user(user_id), at(1))], SyncedBy.EVENT)
+    result = await applier.apply([Observation(user_id, None, at(2))], SyncedBy.EVENT)
+    assert result[Action.DEACTIVATED] == 1
+    doc = await store.get_user(user_id)
+    assert doc is not None
+    assert doc[F.IS_ACTIVE] is False
+    assert doc[F.DEACTIVATION_REASON] == "deleted_in_keycloak"
+    assert isinstance(doc[F.DEACTIVATED_AT], datetime)
+    assert doc[F.USERNAME] == f"u-{user_id[:8]}"  # soft: the profile stays
+
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], SyncedBy.EVENT)
+    assert result[Action.REACTIVATED] == 1
+    doc = await store.get_user(user_id)
+    assert doc is not None and doc[F.IS_ACTIVE] is True
+    assert F.DEACTIVATED_AT not in doc and F.DEACTIVATION_REASON not in doc
+
+
+async def test_event_path_records_observed_at_of_unchanged_users_reconcile_writes_nothing(
+    applier: Applier, store: UserStore
+) -> None:
+    user_id = new_id()
+    await applier.apply([Observation(user_id, kc_user(user_id), at(1))], SyncedBy.RECONCILE)
+    before = await store.get_user(user_id)
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(2))], SyncedBy.RECONCILE)
+    assert result[Action.UNCHANGED] == 1
+    assert await store.get_user(user_id) == before
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], SyncedBy.EVENT)
+    assert result[Action.UNCHANGED] == 1
+    after = await store.get_user(user_id)
+    assert after is not None and before is not None
+    assert after[F.OBSERVED_AT] == at(3)
+    assert after[F.UPDATED_AT] == before[F.UPDATED_AT] and after[F.SYNCED_BY] == "reconcile"
+    # ...so an older observation still in flight cannot undo the confirmed state.
+    stale = await applier.apply(
+        [Observation(user_id, kc_user(user_id, enabled=False), at(2.5))], SyncedBy.RECONCILE
+    )
+    assert stale[Action.STALE] == 1
+
+
+async def test_active_ids_are_streamed_and_counted(store: UserStore) -> None:
+    base = await store.count_active()
+    ids = [new_id() for _ in range(5)]
+    await store.write_users(
+        [UserWrite(i, at(1), {F.IS_ACTIVE: n % 2 == 0}, insert_fields={}) for n, i in enumerate(ids)]
+    )
+    assert await store.count_active() == base + 3
+    streamed = [i async for i in store.list_active_external_ids(batch_size=2)]
+    assert set(ids[::2]) <= set(streamed) and not set(ids[1::2]) & set(streamed)
+
+
+# --- lease ----------------------------------------------------------------------------------------------------
+
+
+async def test_two_concurrent_acquirers_one_wins(store: UserStore) -> None:
+    name = f"lease-{uuid.uuid4().hex[:6]}"
+    results = await asyncio.gather(*(store.acquire_lease(name, f"holder-{i}", 30) for i in range(8)))
+    assert results.count(True) == 1
+    winner = f"holder-{results.index(True)}"
+    assert (await store.lease_holder(name) or ("",))[0] == winner
+    assert await store.acquire_lease(name, winner, 30)  # renewal by the holder
+    assert not await store.acquire_lease(name, "someone-else", 30)
+
+
+async def test_expired_lease_is_taken_over_and_release_only_by_the_holder(store: UserStore) -> None:
+    name = f"lease-{uuid.uuid4().hex[:6]}"
+    assert await store.acquire_lease(name, "crashed", 0.3)
+    assert not await store.acquire_lease(name, "other", 30)
+    await asyncio.sleep(0.4)
+    assert await store.lease_holder(name) is None
+    assert await store.acquire_lease(name, "other", 30)
+    assert not await store.release_lease(name, "crashed")
+    assert (await store.lease_holder(name) or ("",))[0] == "other"
+    assert await store.release_lease(name, "other")
+    assert await store.acquire_lease(name, "third", 30)
+
+
+# --- run records ----------------------------------------------------------------------------------------------
+
+
+async def test_run_records_and_last_successful_run(store: UserStore) -> None:
+    now = utc_now()
+    await store.start_run("r-old", now - timedelta(minutes=30), "h1")
+    await store.finish_run("r-old", now - timedelta(minutes=29), "success", {"created": 2})
+    await store.start_run("r-new", now - timedelta(minutes=10), "h2")
+    await store.finish_run("r-new", now - timedelta(minutes=9), "success", {"created": 0})
+    await store.start_run("r-failed", now - timedelta(minutes=5), "h1")
+    await store.finish_run("r-failed", now - timedelta(minutes=4), "failed", {}, "KeycloakUnavailable: down")
+    await store.start_run("r-running", now, "h3")
+    last = await store.last_successful_run()
+    assert last is not None and last.run_id == "r-new" and last.counts == {"created": 0}
+    failed = await store.get_run("r-failed")
+    assert failed is not None and failed.outcome == "failed" and failed.error == "KeycloakUnavailable: down"
+    running = await store.get_run("r-running")
+    assert running is not None and running.outcome == "running" and running.ended_at is None
