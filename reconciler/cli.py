@@ -95,7 +95,7 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {}
 
 # Modules that register further subcommands when imported (e.g. "reconciler.replay"); missing ones are skipped.
-_SUBCOMMAND_MODULES: Final[tuple[str, ...]] = ()
+_SUBCOMMAND_MODULES: Final[tuple[str, ...]] = ("reconciler.commands",)
 
 
 def subcommand(

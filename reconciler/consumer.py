@@ -35,7 +35,9 @@ class EventConsumer:
     def __init__(self, settings: Settings, apply_hints: ApplyHints, realms: frozenset[str]) -> None:
         self._settings = settings
         self._realms = realms
-        self._queue: CoalescingQueue[UserHint] = CoalescingQueue(apply_hints, settings.keycloak_max_concurrency)
+        self._queue: CoalescingQueue[UserHint] = CoalescingQueue(
+            apply_hints, settings.keycloak_max_concurrency
+        )
         self._offsets = OffsetTracker()
         self._dead_letters = DeadLetters(settings)
         self._consumer = AIOKafkaConsumer(
@@ -52,6 +54,10 @@ class EventConsumer:
         self.joined = False  # readiness: the group has assigned us (possibly zero) partitions
         self.last_progress = time.monotonic()  # liveness: the poll loop is turning
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member holds now."""
+        return set(self._consumer.assignment())
+
     @property
     def queue(self) -> CoalescingQueue[UserHint]:
         return self._queue
@@ -62,7 +68,9 @@ class EventConsumer:
             await self._consumer.start()
             self._consumer.subscribe(self._settings.event_topics, listener=_Rebalance(self))
             self._queue.start()
-            log.info("consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id)
+            log.info(
+                "consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id
+            )
             while not stop.is_set():
                 self._apply_backpressure()
                 batches = await self._consumer.getmany(
@@ -126,7 +134,10 @@ class EventConsumer:
             return
         try:
             await self._consumer.commit(
-                {TopicPartition(topic, part): OffsetAndMetadata(point, "") for (topic, part), point in moves.items()}
+                {
+                    TopicPartition(topic, part): OffsetAndMetadata(point, "")
+                    for (topic, part), point in moves.items()
+                }
             )
         except (CommitFailedError, KafkaError) as error:
             # A rebalance is under way or the broker is away: the same offsets are committed next time.
@@ -142,7 +153,9 @@ class EventConsumer:
             point = offsets.commit_point()
             if highwater is not None and point is not None:
                 metrics.CONSUMER_LAG.labels(topic=topic, partition=str(part)).set(max(0, highwater - point))
-            metrics.CONSUMER_LAG_SECONDS.labels(topic=topic, partition=str(part)).set(offsets.oldest_pending_age_s())
+            metrics.CONSUMER_LAG_SECONDS.labels(topic=topic, partition=str(part)).set(
+                offsets.oldest_pending_age_s()
+            )
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish the revoked partitions' in-flight records and commit them before another member takes over."""

@@ -57,6 +57,11 @@ def make_settings(stack_env: dict[str, str], **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def override(settings: Settings, **changes: Any) -> Settings:
+    """A validated copy of `settings` with some fields changed (model_copy would skip validation)."""
+    return Settings(_env_file=None, **{**dict(settings), **changes})  # type: ignore[call-arg]
+
+
 @pytest.fixture(scope="module")
 def database_name(request: pytest.FixtureRequest) -> str:
     """A private database per test module, so modules never see each other's users."""

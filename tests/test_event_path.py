@@ -15,6 +15,7 @@ import pytest
 from reconciler.config import Settings
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.service import Service
+from tests.conftest import override
 from tests.support.kafka import publish, watch_topic
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
@@ -43,13 +44,12 @@ async def running_service(settings: Settings) -> AsyncIterator[Service]:
 
 @pytest.fixture(scope="module")
 def event_settings(settings: Settings, realm: str) -> Settings:
-    return settings.model_copy(
-        update={
-            "kafka_group_id": f"test-{realm}",
-            "reconcile_enabled": False,
-            "http_enabled": False,
-            "event_recheck_delay_s": 0.5,
-        }
+    return override(
+        settings,
+        kafka_group_id=f"test-{realm}",
+        reconcile_enabled=False,
+        http_enabled=False,
+        event_recheck_delay_s=0.5,
     )
 
 
@@ -70,11 +70,13 @@ def _value(value: Any) -> Any:
     return probe()
 
 
-async def until_stored(users: Any, external_id: str, what: str, **expected: Any) -> dict[str, Any]:
+async def until_stored(
+    users: Any, external_id: str, what: str, timeout_s: float = APPLY_DEADLINE_S, **expected: Any
+) -> dict[str, Any]:
     return await eventually(
         lambda: stored(users, external_id),
         until=lambda doc: all(doc.get(k) == v for k, v in expected.items()),
-        timeout_s=APPLY_DEADLINE_S,
+        timeout_s=timeout_s,
         what=what,
     )
 

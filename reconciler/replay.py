@@ -1,0 +1,176 @@
+"""Rebuild the store from the event topics: distinct users from the events, each looked up once, then a
+full reconcile for the users that have no events.
+
+Replay reads every partition from the beginning (or from a timestamp) up to the end offsets taken when it
+starts, without a consumer group, so the live group's committed offsets are untouched. It keeps only the
+set of distinct user ids, so its cost grows with distinct users, not with events. Every write is the same
+guarded, idempotent apply as the other paths, so a replay is safe to run twice, or beside the live group.
+Invalid messages are counted, not dead-lettered (the live consumer did that already).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from reconciler.apply import Action, Applier
+from reconciler.config import Settings
+from reconciler.events import accepted_realms, parse_record
+from reconciler.kafka import client_options
+from reconciler.keycloak import KeycloakAdminClient
+from reconciler.logs import get_logger
+from reconciler.models import SyncedBy
+from reconciler.reconcile import FullReconcile, ProgressCallback, RunSummary
+from reconciler.store import UserStore
+
+log = get_logger(__name__)
+
+ReplayProgress = Callable[[str, int, int | None], None]  # phase, done, total
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    events_read: int = 0
+    hints: int = 0
+    distinct_users: int = 0
+    lookups: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)  # ignored_* / invalid_* counts
+    applied: Counter[str] = field(default_factory=Counter)  # created, updated, ...
+    duration_s: float = 0.0
+    reconcile: RunSummary | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reconcile is None or self.reconcile.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": "success" if self.ok else "failed",
+            "events_read": self.events_read,
+            "hints": self.hints,
+            "distinct_users": self.distinct_users,
+            "lookups": self.lookups,
+            **{action.value: self.applied[action.value] for action in Action},
+            "messages": dict(self.outcomes),
+            "duration_s": round(self.duration_s, 3),
+            "reconcile": self.reconcile.to_dict() if self.reconcile else None,
+        }
+
+
+async def collect_user_ids(
+    settings: Settings,
+    topics: list[str],
+    *,
+    since: datetime | None = None,
+    progress: ReplayProgress | None = None,
+    summary: ReplaySummary,
+) -> set[str]:
+    """Read the topics up to their end offsets at start; return the distinct user ids they hint at."""
+    realms = accepted_realms(settings.keycloak_realm)
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    user_ids: set[str] = set()
+    try:
+        partitions = [
+            TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            await consumer.topics()  # refresh metadata, then try once more
+            partitions = [
+                TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+        if not partitions:
+            raise ValueError(f"no partitions found for topics {topics}")
+        consumer.assign(partitions)
+        end = await consumer.end_offsets(partitions)
+        await _seek_start(consumer, partitions, since)
+        start = {tp: await consumer.position(tp) for tp in partitions}
+        total = sum(max(0, end[tp] - start[tp]) for tp in partitions)
+        remaining = {tp for tp in partitions if start[tp] < end[tp]}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= end[tp]:
+                        break
+                    summary.events_read += 1
+                    result = parse_record(record.value, realms=realms)
+                    if result.invalid is not None:
+                        summary.outcomes[f"invalid_{result.invalid}"] += 1
+                    elif not result.hints:
+                        summary.outcomes[f"ignored_{result.ignored}"] += 1
+                    for hint in result.hints:
+                        summary.hints += 1
+                        user_ids.add(hint.user_id)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+            if progress:
+                progress("reading", summary.events_read, total)
+    finally:
+        await consumer.stop()
+    summary.distinct_users = len(user_ids)
+    return user_ids
+
+
+async def _seek_start(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None) -> None:
+    if since is None:
+        await consumer.seek_to_beginning(*partitions)
+        return
+    found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
+    unmatched = []
+    for tp in partitions:
+        offset = found.get(tp)
+        if offset is None:
+            unmatched.append(tp)  # nothing at or after `since` in this partition
+        else:
+            consumer.seek(tp, offset.offset)
+    if unmatched:
+        await consumer.seek_to_end(*unmatched)
+
+
+async def replay(
+    settings: Settings,
+    store: UserStore,
+    keycloak: KeycloakAdminClient,
+    *,
+    topics: list[str] | None = None,
+    since: datetime | None = None,
+    reconcile_after: bool = True,
+    allow_mass_deactivation: bool = False,
+    progress: ReplayProgress | None = None,
+    reconcile_progress: ProgressCallback | None = None,
+) -> ReplaySummary:
+    """The whole replay: collect ids, look each up once and apply, then (by default) a full reconcile."""
+    started = time.monotonic()
+    summary = ReplaySummary()
+    await store.ensure_indexes()
+    user_ids = sorted(
+        await collect_user_ids(
+            settings, topics or settings.event_topics, since=since, progress=progress, summary=summary
+        )
+    )
+    log.info("replay: topics read", events=summary.events_read, distinct_users=len(user_ids))
+    applier = Applier(store, keycloak, settings)
+    batch = settings.keycloak_page_size
+    for first in range(0, len(user_ids), batch):
+        ids = user_ids[first : first + batch]
+        result = await applier.observe_and_apply(ids, SyncedBy.REPLAY)
+        summary.lookups += len(ids)
+        for action in Action:
+            summary.applied[action.value] += result[action]
+        if progress:
+            progress("applying", min(first + batch, len(user_ids)), len(user_ids))
+    log.info("replay: users applied", lookups=summary.lookups, **dict(summary.applied))
+    if reconcile_after:
+        summary.reconcile = await FullReconcile(settings, store, keycloak).run(
+            allow_mass_deactivation=allow_mass_deactivation, progress=reconcile_progress
+        )
+    summary.duration_s = time.monotonic() - started
+    return summary
