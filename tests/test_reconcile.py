@@ -1,0 +1,402 @@
+"""The full reconcile on the real stack: each case asserts the store against what Keycloak holds.
+
+The module has its own realm (only its users are listed) and its own database. Tests build on each other's
+users but each one asserts what it needs; `assert_mirror` checks the whole store after a normal run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from pymongo import AsyncMongoClient
+
+from reconciler.apply import Applier
+from reconciler.config import Settings
+from reconciler.keycloak import KeycloakAdminClient
+from reconciler.models import SyncedBy
+from reconciler.reconcile import ErrorKind, FullReconcile, Outcome, Progress, RunSummary
+from reconciler.store import UserStore
+from tests.conftest import make_settings
+from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.stack import REALM_FILE
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+async def store(settings: Settings) -> AsyncIterator[UserStore]:
+    async with UserStore.from_settings(settings) as user_store:
+        await user_store.ensure_indexes()
+        yield user_store
+
+
+@pytest.fixture(scope="module")
+async def keycloak(settings: Settings) -> AsyncIterator[KeycloakAdminClient]:
+    async with KeycloakAdminClient(settings) as client:
+        yield client
+
+
+async def reconcile(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, **kwargs: Any
+) -> RunSummary:
+    summary = await FullReconcile(settings, store, keycloak).run(**kwargs)
+    assert summary.outcome in (Outcome.SUCCESS, Outcome.GUARD_TRIPPED) or kwargs.get("expect_failure"), (
+        summary
+    )
+    return summary
+
+
+async def documents(store: UserStore) -> dict[str, dict[str, Any]]:
+    return {doc["external_id"]: doc async for doc in store.users.find({})}
+
+
+async def assert_mirror(kc_admin: KeycloakTestAdmin, store: UserStore) -> None:
+    """Every Keycloak user is mirrored exactly; every other local user is deactivated as deleted."""
+    kc_users = {u["id"]: u for u in await kc_admin.list_users()}
+    docs = await documents(store)
+    for user_id, user in kc_users.items():
+        doc = docs.get(user_id)
+        assert doc is not None, f"user {user['username']} not in the store"
+        first, last = user.get("firstName") or None, user.get("lastName") or None
+        assert doc["username"] == user["username"]
+        assert doc["email"] == (user.get("email") or None)
+        assert doc["email_verified"] is user.get("emailVerified", False)
+        assert doc["first_name"] == first and doc["last_name"] == last
+        assert doc["display_name"] == (" ".join(p for p in (first, last) if p) or user["username"])
+        assert doc["avatar_url"] == ((user.get("attributes") or {}).get("picture") or [None])[0]
+        assert doc["is_active"] is user["enabled"]
+        if user["enabled"]:
+            assert "deactivated_at" not in doc and "deactivation_reason" not in doc
+        else:
+            assert doc["deactivation_reason"] == "disabled_in_keycloak" and doc["deactivated_at"]
+        assert uuid.UUID(doc["_id"]) and doc["_id"] != user_id
+    for user_id, doc in docs.items():
+        if user_id not in kc_users:
+            assert doc["is_active"] is False, f"{doc.get('username')} is gone from Keycloak but active"
+            assert doc["deactivation_reason"] == "deleted_in_keycloak"
+
+
+def guard_trips_total() -> float:
+    return REGISTRY.get_sample_value("reconciler_mass_deactivation_guard_trips_total") or 0.0
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- cases ------------------------------------------------------------------------------------------------
+
+
+async def test_new_users_are_created(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, kc_admin: KeycloakTestAdmin
+) -> None:
+    plain = await kc_admin.create_user()
+    pictured = await kc_admin.create_user(attributes={"picture": ["https://img.example.test/p.png"]})
+    nameless = await kc_admin.create_user(first_name=None, last_name=None)
+    disabled = await kc_admin.create_user(enabled=False)
+    for _ in range(4):
+        await kc_admin.create_user()
+
+    summary = await reconcile(settings, store, keycloak)
+
+    assert summary.outcome is Outcome.SUCCESS
+    assert summary.created == 8 and summary.listed == 8
+    assert summary.updated == summary.deactivated == summary.reactivated == summary.stale == 0
+    docs = await documents(store)
+    assert docs[pictured]["avatar_url"] == "https://img.example.test/p.png"
+    assert docs[nameless]["display_name"] == docs[nameless]["username"]
+    assert docs[disabled]["is_active"] is False  # created inactive: the mirror is complete
+    assert docs[plain]["synced_by"] == "reconcile"
+    await assert_mirror(kc_admin, store)
+    run = await store.get_run(summary.run_id)
+    assert run is not None and run.outcome == "success" and run.counts["created"] == 8 and run.ended_at
+
+
+async def test_an_unchanged_second_run_writes_nothing(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, kc_admin: KeycloakTestAdmin
+) -> None:
+    await reconcile(settings, store, keycloak)
+    before = await documents(store)
+    summary = await reconcile(settings, store, keycloak)
+    assert summary.outcome is Outcome.SUCCESS
+    assert summary.created == summary.updated == summary.deactivated == summary.reactivated == 0
+    assert summary.unchanged == summary.listed == len(before)
+    assert await documents(store) == before  # not even observed_at moved
+
+
+async def test_profile_changes_are_updated(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, kc_admin: KeycloakTestAdmin
+) -> None:
+    ids = [await kc_admin.create_user() for _ in range(3)]
+    await reconcile(settings, store, keycloak)
+    new_username = f"renamed-{uuid.uuid4().hex[:6]}"
+    await kc_admin.update_user(ids[0], firstName="Ada", lastName="Lovelace")
+    await kc_admin.update_user(ids[1], email=f"{uuid.uuid4().hex[:6]}@changed.test")
+    await kc_admin.update_user(ids[2], username=new_username)
+
+    summary = await reconcile(settings, store, keycloak)
+
+    assert summary.updated == 3 and summary.created == summary.deactivated == 0
+    docs = await documents(store)
+    assert docs[ids[0]]["display_name"] == "Ada Lovelace"
+    assert docs[ids[1]]["email"].endswith("@changed.test")
+    assert docs[ids[2]]["username"] == new_username
+    await assert_mirror(kc_admin, store)
+
+
+async def test_disabled_and_deleted_users_are_deactivated_and_re_enabled_ones_reactivated(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, kc_admin: KeycloakTestAdmin
+) -> None:
+    to_disable, to_delete, to_cycle = [await kc_admin.create_user() for _ in range(3)]
+    await reconcile(settings, store, keycloak)
+    await kc_admin.set_enabled(to_disable, False)
+    await kc_admin.delete_user(to_delete)
+    await kc_admin.set_enabled(to_cycle, False)
+
+    summary = await reconcile(settings, store, keycloak)
+
+    assert summary.deactivated == 3 and summary.candidates == 1
+    docs = await documents(store)
+    assert docs[to_disable]["deactivation_reason"] == "disabled_in_keycloak"
+    assert docs[to_delete]["deactivation_reason"] == "deleted_in_keycloak"
+    assert docs[to_delete]["username"]  # soft: the document and its profile stay
+    await assert_mirror(kc_admin, store)
+
+    await kc_admin.set_enabled(to_cycle, True)
+    summary = await reconcile(settings, store, keycloak)
+    assert summary.reactivated == 1 and summary.deactivated == 0
+    doc = (await documents(store))[to_cycle]
+    assert doc["is_active"] is True and "deactivated_at" not in doc and "deactivation_reason" not in doc
+    await assert_mirror(kc_admin, store)
+
+
+async def test_users_created_and_deleted_while_paging_cause_no_false_deactivation(
+    stack_env: dict[str, str],
+    settings: Settings,
+    store: UserStore,
+    keycloak: KeycloakAdminClient,
+    kc_admin: KeycloakTestAdmin,
+) -> None:
+    while len(await kc_admin.list_users()) < 12:
+        await kc_admin.create_user()
+    listing = await kc_admin.list_users()  # Keycloak's listing order (by username)
+    to_delete, to_skip = listing[:2], listing[3:5]
+    for user in to_skip:  # the users paging will skip are enabled, so they are active candidates
+        if not user["enabled"]:
+            await kc_admin.set_enabled(user["id"], True)
+    await reconcile(settings, store, keycloak)
+    small_pages = make_settings(
+        stack_env,
+        keycloak_realm=settings.keycloak_realm,
+        mongodb_database=settings.mongodb_database,
+        keycloak_page_size=3,
+    )
+    deleted: list[str] = []
+    created: list[str] = []
+
+    async def meddle(progress: Progress) -> None:
+        # After the first page: delete two users that page already listed (every later user moves up two
+        # places, so offset paging skips two users it has not seen) and create two new ones.
+        if progress.phase == "listing" and progress.listed == 3 and not deleted:
+            for user in to_delete:
+                await kc_admin.delete_user(user["id"])
+                deleted.append(user["id"])
+            # Keycloak lists by username: these sort last, so they do not refill the gap, and get listed.
+            created.extend([await kc_admin.create_user(f"zz-{uuid.uuid4().hex[:8]}") for _ in range(2)])
+
+    async with KeycloakAdminClient(small_pages) as small_client:
+        summary = await FullReconcile(small_pages, store, small_client).run(progress=meddle)
+
+    assert summary.outcome is Outcome.SUCCESS and len(deleted) == 2
+    assert summary.candidates == 2  # the two skipped users looked missing...
+    assert summary.deactivated == 0  # ...but GetUser found them: nobody was wrongly deactivated
+    docs = await documents(store)
+    assert all(docs[user_id]["is_active"] for user_id in created)
+    assert all(docs[user["id"]]["is_active"] for user in to_skip)
+    for user in await kc_admin.list_users():
+        if user["enabled"] and user["id"] in docs:
+            assert docs[user["id"]]["is_active"] is True, f"{user['username']} falsely deactivated"
+    # The deletions happened after their users were listed: the next run (or the event path) catches them.
+    summary = await reconcile(settings, store, keycloak)
+    assert summary.deactivated == 2
+    await assert_mirror(kc_admin, store)
+
+
+async def test_keycloak_unreachable_mid_run_fails_the_run_and_deactivates_nothing(
+    stack_env: dict[str, str],
+    settings: Settings,
+    store: UserStore,
+    kc_admin: KeycloakTestAdmin,
+    keycloak: KeycloakAdminClient,
+) -> None:
+    await reconcile(settings, store, keycloak)
+    gone = await kc_admin.create_user()
+    await reconcile(settings, store, keycloak)
+    await kc_admin.delete_user(gone)  # a real deactivation candidate
+    small_pages = make_settings(
+        stack_env,
+        keycloak_realm=settings.keycloak_realm,
+        mongodb_database=settings.mongodb_database,
+        keycloak_page_size=3,
+        keycloak_retry_attempts=2,
+    )
+    dead_port = closed_port()
+
+    class SwitchingTransport(httpx.AsyncBaseTransport):
+        """A real HTTP transport that, once switched, sends every request to a closed local port."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport()
+            self.switched = False
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if self.switched:
+                request.url = request.url.copy_with(host="127.0.0.1", port=dead_port)
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    transport = SwitchingTransport()
+
+    def switch_after_first_page(progress: Progress) -> None:
+        if progress.phase == "listing" and progress.listed >= 3:
+            transport.switched = True
+
+    async with KeycloakAdminClient(small_pages, transport, backoff_s=0.01, backoff_max_s=0.02) as client:
+        summary = await FullReconcile(small_pages, store, client).run(progress=switch_after_first_page)
+
+    assert summary.outcome is Outcome.FAILED
+    assert summary.error_kind is ErrorKind.KEYCLOAK_UNAVAILABLE
+    assert summary.listed == 3 and summary.deactivated == 0
+    assert (await documents(store))[gone]["is_active"] is True  # not deactivated by a broken run
+    run = await store.get_run(summary.run_id)
+    assert run is not None and run.outcome == "failed" and "KeycloakUnavailable" in (run.error or "")
+    # Once Keycloak answers again, the candidate is confirmed and deactivated.
+    summary = await reconcile(settings, store, keycloak)
+    assert summary.deactivated == 1
+    await assert_mirror(kc_admin, store)
+
+
+async def test_dry_run_reports_the_drift_and_writes_nothing(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, kc_admin: KeycloakTestAdmin
+) -> None:
+    await reconcile(settings, store, keycloak)
+    fresh = await kc_admin.create_user()
+    victim = (await kc_admin.list_users())[0]["id"]
+    await kc_admin.update_user(victim, firstName="Drifted")
+    before = await documents(store)
+    runs_before = await store.runs.count_documents({})
+
+    summary = await reconcile(settings, store, keycloak, dry_run=True)
+
+    assert summary.dry_run and summary.outcome is Outcome.SUCCESS
+    assert summary.created == 1 and summary.updated == 1
+    assert [item.external_id for item in summary.drift["created"]] == [fresh]
+    (updated,) = summary.drift["updated"]
+    assert updated.external_id == victim and updated.diff["first_name"][1] == "Drifted"
+    assert await documents(store) == before
+    assert await store.runs.count_documents({}) == runs_before
+    json.dumps(summary.to_dict())  # JSON-ready
+    await reconcile(settings, store, keycloak)
+    await assert_mirror(kc_admin, store)
+
+
+async def test_guard_stops_a_run_whose_listing_is_empty(
+    stack_env: dict[str, str],
+    settings: Settings,
+    store: UserStore,
+    keycloak: KeycloakAdminClient,
+    kc_admin: KeycloakTestAdmin,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """Point the reconcile at an empty realm: every local user looks deleted, the guard refuses."""
+    empty_realm = f"empty-{uuid.uuid4().hex[:8]}"
+    database = f"t_guard_{uuid.uuid4().hex[:8]}"
+    await kc_admin.create_realm(json.loads(REALM_FILE.read_text()), empty_realm)
+    full = make_settings(stack_env, keycloak_realm=settings.keycloak_realm, mongodb_database=database)
+    empty = make_settings(stack_env, keycloak_realm=empty_realm, mongodb_database=database)
+    try:
+        async with (
+            UserStore.from_settings(full) as guard_store,
+            KeycloakAdminClient(empty) as empty_client,
+        ):
+            await guard_store.ensure_indexes()
+            await reconcile(full, guard_store, keycloak)
+            active = await guard_store.count_active()
+            assert active > 5
+            before = await documents(guard_store)
+            trips = guard_trips_total()
+
+            summary = await FullReconcile(empty, guard_store, empty_client).run()
+
+            assert summary.outcome is Outcome.GUARD_TRIPPED and summary.guard_tripped
+            assert summary.listed == 0 and summary.candidates == active and summary.deactivated == 0
+            assert guard_trips_total() == trips + 1
+            assert await documents(guard_store) == before  # nothing deactivated, nothing confirmed
+            run = await guard_store.get_run(summary.run_id)
+            assert run is not None and run.outcome == "guard_tripped"
+
+            # An operator who really means it can override; every candidate is still confirmed first.
+            summary = await FullReconcile(empty, guard_store, empty_client).run(allow_mass_deactivation=True)
+            assert summary.outcome is Outcome.SUCCESS and summary.deactivated == active
+            assert await guard_store.count_active() == 0
+    finally:
+        await kc_admin.delete_realm(empty_realm)
+        if not os.environ.get("KEEP_TEST_DATABASES"):
+            await mongo_client.drop_database(database)
+
+
+async def test_event_style_observe_and_apply(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, kc_admin: KeycloakTestAdmin
+) -> None:
+    applier = Applier(store, keycloak, settings)
+    user_id = await kc_admin.create_user()
+    result = await applier.observe_and_apply([user_id], SyncedBy.EVENT)
+    assert result.counts["created"] == 1
+    assert (await store.get_user(user_id) or {})["synced_by"] == "event"
+    await kc_admin.delete_user(user_id)
+    result = await applier.observe_and_apply([user_id], SyncedBy.EVENT)
+    assert result.counts["deactivated"] == 1
+    ghost = str(uuid.uuid4())
+    result = await applier.observe_and_apply([ghost], SyncedBy.EVENT)
+    assert result.written == 0 and await store.get_user(ghost) is None
+
+
+async def test_groups_and_realm_roles_are_mirrored_when_enabled(
+    stack_env: dict[str, str],
+    settings: Settings,
+    store: UserStore,
+    keycloak: KeycloakAdminClient,
+    kc_admin: KeycloakTestAdmin,
+) -> None:
+    with_access = make_settings(
+        stack_env,
+        keycloak_realm=settings.keycloak_realm,
+        mongodb_database=settings.mongodb_database,
+        sync_groups_and_roles=True,
+    )
+    user_id = await kc_admin.create_user()
+    group = f"team-{uuid.uuid4().hex[:6]}"
+    role = f"role-{uuid.uuid4().hex[:6]}"
+    await kc_admin.add_to_group(user_id, await kc_admin.create_group(group))
+    await kc_admin.grant_realm_role(user_id, await kc_admin.create_realm_role(role))
+
+    summary = await reconcile(with_access, store, keycloak)
+    assert summary.outcome is Outcome.SUCCESS
+    doc = await store.get_user(user_id)
+    assert doc is not None and doc["groups"] == [group]
+    assert role in doc["realm_roles"] and doc["realm_roles"] == sorted(doc["realm_roles"])
+    summary = await reconcile(with_access, store, keycloak)
+    assert summary.updated == summary.created == 0  # stable: sorted names compare equal
