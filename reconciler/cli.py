@@ -387,7 +387,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if summary.dry_run and summary.drift:
         drift = Table(title="drift", show_header=True, header_style="bold")
         drift.add_column("action")
-        drift.add_column("keycloak id")
+        drift.add_column("keycloak id", no_wrap=True, min_width=36)
         drift.add_column("fields (stored -> keycloak)")
         shown_per_action = 50
         for action, items in summary.drift.items():
