@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from reconciler.apply import Action, Applier
 from reconciler.config import Settings
@@ -77,20 +78,12 @@ async def collect_user_ids(
     await consumer.start()
     user_ids: set[str] = set()
     try:
-        partitions = [
-            TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            await consumer.topics()  # refresh metadata, then try once more
-            partitions = [
-                TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
-        if not partitions:
-            raise ValueError(f"no partitions found for topics {topics}")
+        partitions = await topic_partitions(settings, topics)
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
-        await _seek_start(consumer, partitions, since)
-        start = {tp: await consumer.position(tp) for tp in partitions}
+        start = await _start_offsets(consumer, partitions, since)
+        for tp in partitions:  # explicit positions: no reliance on lazy offset resets
+            consumer.seek(tp, start[tp])
         total = sum(max(0, end[tp] - start[tp]) for tp in partitions)
         remaining = {tp for tp in partitions if start[tp] < end[tp]}
         while remaining:
@@ -119,20 +112,33 @@ async def collect_user_ids(
     return user_ids
 
 
-async def _seek_start(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None) -> None:
+async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of the topics; a topic that does not exist is a usage error (ValueError)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    partitions: list[TopicPartition] = []
+    for topic in described:
+        if topic.get("error_code") or not topic.get("partitions"):
+            raise ValueError(f"topic {topic.get('topic')!r} not found on {settings.kafka_bootstrap_servers}")
+        partitions += [TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]]
+    return sorted(partitions)
+
+
+async def _start_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None
+) -> dict[TopicPartition, int]:
+    """Where each partition's replay starts: its beginning, or the first offset at or after `since`."""
+    beginning: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
     if since is None:
-        await consumer.seek_to_beginning(*partitions)
-        return
+        return beginning
     found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
-    unmatched = []
-    for tp in partitions:
-        offset = found.get(tp)
-        if offset is None:
-            unmatched.append(tp)  # nothing at or after `since` in this partition
-        else:
-            consumer.seek(tp, offset.offset)
-    if unmatched:
-        await consumer.seek_to_end(*unmatched)
+    end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+    # No record at or after `since` in a partition: nothing to read there.
+    return {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in partitions}
 
 
 async def replay(
@@ -156,7 +162,7 @@ async def replay(
             settings, topics or settings.event_topics, since=since, progress=progress, summary=summary
         )
     )
-    log.info("replay: topics read", events=summary.events_read, distinct_users=len(user_ids))
+    log.info("replay: topics read", events=summary.events_read, distinct_users=len(user_ids), topics=topics)
     applier = Applier(store, keycloak, settings)
     batch = settings.keycloak_page_size
     for first in range(0, len(user_ids), batch):
