@@ -114,8 +114,11 @@ def subcommand(
 
 def _load_subcommands() -> None:
     for module in _SUBCOMMAND_MODULES:
-        with contextlib.suppress(ModuleNotFoundError):
+        try:
             importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:  # a dependency of the module is missing: that is a real error
+                raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +300,8 @@ async def _reconcile_once(
 
 
 async def _reconcile_loop(settings: Settings) -> int:
+    if not settings.reconcile_enabled:
+        raise CliExit(EXIT_CONFIG, "RECONCILE_ENABLED is false: the periodic reconcile is switched off")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -307,8 +312,6 @@ async def _reconcile_loop(settings: Settings) -> int:
             await store.ensure_indexes()
         except PyMongoError as error:
             raise store_failure(error) from None
-        if not settings.reconcile_enabled:
-            raise CliExit(EXIT_CONFIG, "RECONCILE_ENABLED is false: the periodic reconcile is switched off")
         await ReconcileScheduler(settings, store, keycloak).run(stop)
     return EXIT_OK
 

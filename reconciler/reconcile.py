@@ -43,6 +43,7 @@ from reconciler.keycloak import (
     KeycloakAdminClient,
     KeycloakConfigError,
     KeycloakError,
+    KeycloakProtocolError,
     KeycloakUnavailable,
 )
 from reconciler.logs import get_logger, redact
@@ -383,6 +384,11 @@ class FullReconcile:
                 seen.update(uuid.UUID(user.id).bytes for user in users)
                 summary.listed += len(users)
                 first += len(users)
+            if summary.listed > 2 * total + 10 * page_size:
+                # Far more users than Keycloak counted: it ignores `first`, or the realm is churning wildly.
+                raise KeycloakProtocolError(
+                    f"user listing does not end: {summary.listed} users listed, Keycloak counted {total}"
+                )
             now = time.monotonic()
             done = len(users) < page_size
             if done or now - last_log >= _PROGRESS_LOG_INTERVAL_S:

@@ -400,3 +400,31 @@ async def test_groups_and_realm_roles_are_mirrored_when_enabled(
     assert role in doc["realm_roles"] and doc["realm_roles"] == sorted(doc["realm_roles"])
     summary = await reconcile(with_access, store, keycloak)
     assert summary.updated == summary.created == 0  # stable: sorted names compare equal
+
+
+async def test_a_listing_that_never_ends_fails_the_run(
+    stack_env: dict[str, str], mongo_client: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """Edge case a real Keycloak does not produce: `first` ignored, the same full page forever."""
+    database = f"t_endless_{uuid.uuid4().hex[:8]}"
+    page = [{"id": str(uuid.uuid4()), "username": f"user-{n}", "enabled": True} for n in range(2)]
+
+    def keycloak_ignoring_first(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": "token", "expires_in": 300})
+        if request.url.path.endswith("/users/count"):
+            return httpx.Response(200, json=2)
+        return httpx.Response(200, json=page)
+
+    settings = make_settings(stack_env, mongodb_database=database, keycloak_page_size=2)
+    try:
+        async with (
+            UserStore.from_settings(settings) as endless_store,
+            KeycloakAdminClient(settings, httpx.MockTransport(keycloak_ignoring_first)) as client,
+        ):
+            await endless_store.ensure_indexes()
+            summary = await FullReconcile(settings, endless_store, client).run()
+        assert summary.outcome is Outcome.FAILED and summary.error_kind is ErrorKind.KEYCLOAK_PROTOCOL
+        assert "does not end" in (summary.error or "") and summary.deactivated == 0
+    finally:
+        await mongo_client.drop_database(database)
