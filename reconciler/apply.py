@@ -401,7 +401,8 @@ class Applier:
     ) -> ApplyResult:
         """Read the users from Keycloak and apply what it says, in batches of `keycloak_page_size`.
 
-        For one id (the event path) that is one GET, one store read and, only if something changed, one write.
+        For one id (the event path) that is one GET, one store read and one small write: the change, or for
+        an unchanged user on the event/replay paths a guarded touch of `observed_at` (see `plan`).
         """
         result = ApplyResult()
         ids = list(dict.fromkeys(user_ids))
