@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
-STATE = ROOT / ".stack"
+# A second, independent stack (e.g. for fault-injection tests) uses its own state folder and ports.
+STATE = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".stack")).resolve()
 LOGS = STATE / "logs"
 HOST = "127.0.0.1"
 
@@ -220,7 +221,8 @@ def kafka_libs() -> Path:
 
 def start_kafka() -> None:
     libs = kafka_libs()
-    home = CACHE / "kafka"
+    home = STATE / "kafka"
+    home.mkdir(parents=True, exist_ok=True)
     data = home / "data"
     config = home / "server.properties"
     config.write_text(
@@ -376,7 +378,11 @@ def start_keycloak() -> None:
     imports = home / "data" / "import"
     imports.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REALM_FILE, imports / REALM_FILE.name)
+    db = STATE / "keycloak-db"
+    db.mkdir(parents=True, exist_ok=True)
     env = {
+        # Keycloak's database and transaction log live in the state folder, so two stacks share one install.
+        "JAVA_OPTS_APPEND": f"-Dquarkus.transaction-manager.object-store.directory={db / 'transaction-logs'}",
         "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USER,
         "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "JAVA_OPTS_KC_HEAP": "-Xms256m -Xmx1024m",
@@ -392,6 +398,7 @@ def start_keycloak() -> None:
             f"--http-port={KEYCLOAK_PORT}",
             f"--http-management-port={KEYCLOAK_MANAGEMENT_PORT}",
             "--health-enabled=true",
+            f"--db-url=jdbc:h2:file:{db / 'keycloakdb'};NON_KEYWORDS=VALUE",
             "--metrics-enabled=false",
             "--import-realm",
             f"--spi-events-listener--kafka--bootstrap-servers={HOST}:{KAFKA_PORT}",
@@ -413,7 +420,7 @@ def start_mongo() -> None:
     server = shutil.which("secantusd-py", path=str(ROOT / ".venv" / "bin")) or shutil.which("secantusd-py")
     if server is None:
         raise StackError("secantusd-py not found: run `make install` first (SecantusDB is a dev dependency)")
-    data = CACHE / "secantus-data"
+    data = STATE / "secantus-data"
     data.mkdir(parents=True, exist_ok=True)
     MONGO.spawn(
         [
@@ -427,7 +434,7 @@ def start_mongo() -> None:
             "--log-level",
             "WARNING",
         ],
-        cwd=CACHE,
+        cwd=STATE,
     )
     wait_for(f"SecantusDB on {HOST}:{MONGO_PORT}", lambda: port_open(MONGO_PORT), 60, MONGO)
     log(f"SecantusDB ready on {HOST}:{MONGO_PORT}")
@@ -460,6 +467,7 @@ def write_env() -> Path:
         "MONGODB_DATABASE": "app",
         "HTTP_HOST": HOST,
         "STACK_HOME": str(ROOT),
+        "STACK_STATE_DIR": str(STATE),
     }
     path = STATE / "env"
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
@@ -467,7 +475,7 @@ def write_env() -> Path:
 
 
 def up() -> None:
-    STATE.mkdir(exist_ok=True)
+    STATE.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(exist_ok=True)
     started = time.monotonic()
     for service in SERVICES:
