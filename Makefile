@@ -7,7 +7,7 @@ STACK := $(PYTHON) scripts/stack/stack.py
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
-.PHONY: help install stack-up stack-down stack-status lint typecheck pytest test run bench reliability clean
+.PHONY: help install stack-up stack-down stack-status lint typecheck pytest test run bench reliability docs clean
 
 help:
 	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
@@ -52,6 +52,9 @@ bench: stack-up
 
 reliability: stack-up
 	$(WITH_STACK_ENV) $(BIN)/pytest -m reliability tests/reliability
+
+docs: install
+	$(BIN)/python scripts/gen_docs.py
 
 clean: stack-down
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache
