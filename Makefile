@@ -45,7 +45,8 @@ pytest: install
 test: stack-up lint typecheck pytest
 
 run: stack-up
-	$(WITH_STACK_ENV) $(BIN)/python scripts/demo_users.py && $(BIN)/reconciler run
+	$(WITH_STACK_ENV) LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python scripts/demo_users.py && \
+		LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/reconciler run
 
 bench: stack-up
 	$(WITH_STACK_ENV) $(BIN)/python -m bench

@@ -169,7 +169,8 @@ class EventConsumer:
         await self._commit(force=True, only=keys)
         for topic, part in keys:
             self._offsets.forget(topic, part)
-        log.info("partitions revoked", partitions=sorted(f"{t}/{p}" for t, p in keys))
+        if keys:
+            log.info("partitions revoked", partitions=sorted(f"{t}/{p}" for t, p in keys))
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.joined = True
