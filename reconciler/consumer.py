@@ -50,6 +50,7 @@ class EventConsumer:
             session_timeout_ms=int(settings.consumer_session_timeout_s * 1000),
         )
         self._paused = False
+        self.pauses = 0  # times fetching was paused because too much was pending
         self._last_commit = 0.0
         self.joined = False  # readiness: the group has assigned us (possibly zero) partitions
         self.last_progress = time.monotonic()  # liveness: the poll loop is turning
@@ -116,6 +117,7 @@ class EventConsumer:
         if not self._paused and pending >= limit and assignment:
             self._consumer.pause(*assignment)
             self._paused = True
+            self.pauses += 1
             log.info("partitions paused: queue full", pending_users=len(self._queue))
         elif self._paused and pending < limit // 2:
             self._consumer.resume(*assignment)

@@ -193,3 +193,32 @@ async def test_a_malformed_message_is_dead_lettered_and_the_next_valid_one_is_ap
             assert headers["dlq-source-topic"].decode() == event_settings.kafka_admin_events_topic
             assert int(headers["dlq-source-offset"]) >= 0
     assert reasons == {"not_json", "invalid_resource_path"}
+
+
+async def test_a_full_queue_pauses_fetching_and_everything_is_still_applied(
+    event_settings: Settings, kc_admin: KeycloakTestAdmin, users_collection: Any, realm: str
+) -> None:
+    # Users made by partial import emit no events: only the 120 hand-made events below name them.
+    users = [{"id": str(uuid.uuid4()), "username": f"bp-{i}-{uuid.uuid4().hex[:6]}", "enabled": True,
+              "firstName": "Pressure"} for i in range(40)]  # fmt: skip
+    await kc_admin.partial_import_users(users)
+    events = [
+        json.dumps(
+            {
+                "time": 1,
+                "realmId": realm,
+                "resourceType": "USER",
+                "operationType": "UPDATE",
+                "resourcePath": f"users/{users[i % 40]['id']}",
+            }
+        ).encode()
+        for i in range(120)
+    ]
+    settings = override(event_settings, kafka_group_id=f"bp-{realm}", consumer_max_pending_users=4)
+    async with running_service(settings) as service:
+        await publish(settings.kafka_bootstrap_servers, settings.kafka_admin_events_topic, events)
+        for user in users:
+            await until_stored(
+                users_collection, user["id"], "applied under backpressure", first_name="Pressure"
+            )
+        assert service.consumer is not None and service.consumer.pauses > 0
