@@ -34,21 +34,29 @@ class Settings(BaseSettings):
     keycloak_retry_attempts: int = Field(
         default=5, ge=1, le=20, description="Attempts for a Keycloak request that failed transiently"
     )
-    keycloak_page_size: int = Field(default=100, ge=1, le=1000, description="Users per page in the full reconcile")
+    keycloak_page_size: int = Field(
+        default=100, ge=1, le=1000, description="Users per page in the full reconcile"
+    )
 
     # --- Store ----------------------------------------------------------------------------------------
-    mongodb_uri: SecretStr = Field(description="MongoDB connection string (may carry credentials; never logged)")
+    mongodb_uri: SecretStr = Field(
+        description="MongoDB connection string (may carry credentials; never logged)"
+    )
     mongodb_database: str = Field(default="app", min_length=1, description="Database holding the users")
     mongodb_users_collection: str = Field(default="users", min_length=1, description="Collection of users")
     mongodb_timeout_s: float = Field(default=10.0, gt=0, description="Server selection and socket timeout")
 
     # --- Kafka ----------------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1, description="Kafka brokers")
-    kafka_group_id: str = Field(default="keycloak-user-reconciler", min_length=1, description="Consumer group")
+    kafka_group_id: str = Field(
+        default="keycloak-user-reconciler", min_length=1, description="Consumer group"
+    )
     kafka_group_instance_id: str | None = Field(
         default=None, description="Static membership id (e.g. the pod name); empty for dynamic membership"
     )
-    kafka_user_events_topic: str = Field(default="keycloak.events", description="Topic of Keycloak user events")
+    kafka_user_events_topic: str = Field(
+        default="keycloak.events", description="Topic of Keycloak user events"
+    )
     kafka_admin_events_topic: str = Field(
         default="keycloak.admin-events", description="Topic of Keycloak admin events"
     )
@@ -67,10 +75,17 @@ class Settings(BaseSettings):
     consumer_max_pending_users: int = Field(
         default=10_000, ge=1, description="Distinct users queued before partitions are paused"
     )
-    consumer_commit_interval_s: float = Field(default=1.0, gt=0, description="How often offsets are committed")
-    consumer_max_poll_records: int = Field(default=500, ge=1, le=10_000, description="Records fetched per poll")
+    consumer_commit_interval_s: float = Field(
+        default=1.0, gt=0, description="How often offsets are committed"
+    )
+    consumer_max_poll_records: int = Field(
+        default=500, ge=1, le=10_000, description="Records fetched per poll"
+    )
     consumer_session_timeout_s: float = Field(
-        default=30.0, ge=6, le=300, description="Group session timeout (static members keep partitions this long)"
+        default=30.0,
+        ge=6,
+        le=300,
+        description="Group session timeout (static members keep partitions this long)",
     )
     consumer_drain_timeout_s: float = Field(
         default=20.0, gt=0, description="Time to finish in-flight work on revocation or shutdown"

@@ -61,7 +61,9 @@ class HealthRegistry:
 def build_app(registry: HealthRegistry) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         ok, report = registry.liveness()
-        return web.json_response({"status": "ok" if ok else "failing", "checks": report}, status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "failing", "checks": report}, status=200 if ok else 503
+        )
 
     async def readyz(_: web.Request) -> web.Response:
         ok, report = await registry.ready()

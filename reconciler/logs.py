@@ -15,7 +15,9 @@ import structlog
 # code never logs secrets on purpose, but an exception text may quote a URL or a header.
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/]+=*"),
-    re.compile(r"(?i)((?:client_secret|password|access_token|refresh_token|secret)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"),
+    re.compile(
+        r"(?i)((?:client_secret|password|access_token|refresh_token|secret)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"
+    ),
     re.compile(r"(mongodb(?:\+srv)?://[^:/@\s]+:)[^@\s]+(@)"),
 )
 
@@ -42,7 +44,9 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "***" + (m.group(2) if m.lastindex and m.lastindex >= 2 else ""), text)
+        text = pattern.sub(
+            lambda m: m.group(1) + "***" + (m.group(2) if m.lastindex and m.lastindex >= 2 else ""), text
+        )
     return text
 
 
@@ -71,7 +75,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

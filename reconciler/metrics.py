@@ -15,7 +15,9 @@ KEYCLOAK_REQUESTS = Counter(
 KEYCLOAK_REQUEST_SECONDS = Histogram(
     f"{PREFIX}_keycloak_request_duration_seconds", "Keycloak admin API request duration", ["operation"]
 )
-KEYCLOAK_TOKEN_REFRESHES = Counter(f"{PREFIX}_keycloak_token_refreshes_total", "Service-account tokens fetched")
+KEYCLOAK_TOKEN_REFRESHES = Counter(
+    f"{PREFIX}_keycloak_token_refreshes_total", "Service-account tokens fetched"
+)
 
 # --- Store and apply ----------------------------------------------------------------------------------
 USER_CHANGES = Counter(
@@ -45,7 +47,9 @@ MASS_DEACTIVATION_GUARD_TRIPS = Counter(
 EVENTS = Counter(
     f"{PREFIX}_events_total", "Kafka messages by outcome", ["topic", "outcome"]
 )  # outcome: hinted, ignored_realm, ignored_type, dead_lettered
-HINTS_COALESCED = Counter(f"{PREFIX}_hints_coalesced_total", "Hints merged into an already queued or running user")
+HINTS_COALESCED = Counter(
+    f"{PREFIX}_hints_coalesced_total", "Hints merged into an already queued or running user"
+)
 LOOKUPS = Counter(f"{PREFIX}_lookups_total", "Event-path user lookups by outcome", ["outcome"])
 APPLY_LATENCY = Histogram(
     f"{PREFIX}_event_apply_latency_seconds",
@@ -53,8 +57,12 @@ APPLY_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_users", "Users queued or in flight on the event path")
-CONSUMER_LAG = Gauge(f"{PREFIX}_consumer_lag_messages", "Messages behind the end of each partition", ["topic", "partition"])
+CONSUMER_LAG = Gauge(
+    f"{PREFIX}_consumer_lag_messages", "Messages behind the end of each partition", ["topic", "partition"]
+)
 CONSUMER_LAG_SECONDS = Gauge(
-    f"{PREFIX}_consumer_lag_seconds", "Age of the oldest uncommitted message of each partition", ["topic", "partition"]
+    f"{PREFIX}_consumer_lag_seconds",
+    "Age of the oldest uncommitted message of each partition",
+    ["topic", "partition"],
 )
 DEAD_LETTERS = Counter(f"{PREFIX}_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])

@@ -8,7 +8,9 @@ from datetime import datetime
 from enum import StrEnum
 
 # Keycloak ids are UUIDs in every supported version; anything else never goes into an admin API URL.
-KEYCLOAK_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+KEYCLOAK_ID_PATTERN = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 
 def is_keycloak_id(value: object) -> bool:

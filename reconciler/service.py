@@ -52,7 +52,9 @@ class Service:
             parts: dict[str, asyncio.Task[None]] = {}
             self.health.add_readiness("store", lambda: self._store_ready(store))
             if settings.consumer_enabled:
-                self.consumer = EventConsumer(settings, hint_applier, accepted_realms(settings.keycloak_realm))
+                self.consumer = EventConsumer(
+                    settings, hint_applier, accepted_realms(settings.keycloak_realm)
+                )
                 queue = self.consumer.queue
 
                 async def resubmit(user_id: str, hint: UserHint) -> None:

@@ -62,7 +62,9 @@ class CoalescingQueue(Generic[H]):
         return sum(1 for entry in self._entries.values() if entry.running)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(), name=f"apply-worker-{i}") for i in range(self._concurrency)]
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"apply-worker-{i}") for i in range(self._concurrency)
+        ]
 
     async def submit(self, key: str, hint: H, done: Done | None = None) -> None:
         """Queue `hint` for `key`; `done` is called after an apply that saw it has succeeded."""
