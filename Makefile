@@ -32,9 +32,11 @@ stack-down:
 stack-status:
 	$(STACK) status
 
+PY_DIRS := $(wildcard reconciler tests scripts bench)
+
 lint: install
-	$(BIN)/ruff check reconciler tests scripts bench
-	$(BIN)/ruff format --check reconciler tests scripts bench
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 
 typecheck: install
 	$(BIN)/mypy reconciler
