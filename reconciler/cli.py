@@ -268,10 +268,10 @@ def reconcile_command(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_dict(), separators=(",", ":")), flush=True)
     else:
         print_summary(summary, Console())
-    return _exit_for(summary)
+    return exit_for(summary)
 
 
-def _exit_for(summary: RunSummary) -> int:
+def exit_for(summary: RunSummary) -> int:
     if summary.outcome is Outcome.SUCCESS:
         return EXIT_OK
     if summary.outcome is Outcome.GUARD_TRIPPED:
@@ -293,7 +293,7 @@ async def _reconcile_once(
         except PyMongoError as error:
             raise store_failure(error) from None
         full = FullReconcile(settings, store, keycloak, holder=f"cli:{make_holder_id()}")
-        with _progress_ui(show_progress) as progress:
+        with progress_ui(show_progress) as progress:
             return await full.run(
                 dry_run=dry_run, allow_mass_deactivation=allow_mass_deactivation, progress=progress
             )
@@ -322,7 +322,7 @@ ProgressHook = Callable[[Progress], None]
 
 
 @contextlib.contextmanager
-def _progress_ui(enabled: bool) -> Iterator[ProgressHook | None]:
+def progress_ui(enabled: bool) -> Iterator[ProgressHook | None]:
     """A rich progress bar on stderr; log lines are routed above it while it is shown."""
     if not enabled:
         yield None

@@ -19,10 +19,10 @@ from reconciler.cli import (
     EXIT_CONFIG,
     EXIT_OK,
     CliExit,
-    _exit_for,
-    _progress_ui,
+    exit_for,
     load_settings,
     print_summary,
+    progress_ui,
     setup_logging,
     store_failure,
     subcommand,
@@ -101,7 +101,7 @@ def replay_command(args: argparse.Namespace) -> int:
     else:
         _print_replay(summary, Console())
     if summary.reconcile is not None:
-        return _exit_for(summary.reconcile)
+        return exit_for(summary.reconcile)
     return EXIT_OK
 
 
@@ -111,7 +111,7 @@ async def _replay(settings: Settings, args: argparse.Namespace, interactive: boo
             await store.ping()
         except PyMongoError as error:
             raise store_failure(error) from None
-        with _replay_bar(interactive) as bar, _progress_ui(interactive) as reconcile_bar:
+        with _replay_bar(interactive) as bar, progress_ui(interactive) as reconcile_bar:
             try:
                 return await replay(
                     settings,
@@ -192,7 +192,7 @@ def verify_command(args: argparse.Namespace) -> int:
     else:
         print_summary(summary, Console())
     if not summary.ok:
-        return _exit_for(summary)
+        return exit_for(summary)
     return EXIT_OK if report["in_sync"] else EXIT_DRIFT
 
 
