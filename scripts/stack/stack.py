@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """The local stack without Docker: Kafka (KRaft), Keycloak with the Kafka listener, and SecantusDB.
 
-Usage: stack.py up | down | status
+Usage: stack.py up | down | status | start SERVICE | stop SERVICE   (SERVICE: secantusdb, kafka, keycloak)
+
+`stop SERVICE` / `start SERVICE` stop or start one service of a running stack (fault-injection tests use them on
+a second stack, see STACK_STATE_DIR). STACK_MONGO_AUTH=true starts SecantusDB with --auth (SCRAM users must be
+provisioned beforehand, without it).
 
 Everything is downloaded once through the ordinary package clients (Maven, pip) and cached under `.cache/`;
 runtime state (pid files, logs, `.stack/env`) lives under `.stack/`. Every server listens on 127.0.0.1 only,
@@ -433,6 +437,7 @@ def start_mongo() -> None:
             str(data),
             "--log-level",
             "WARNING",
+            *(["--auth"] if os.environ.get("STACK_MONGO_AUTH", "").lower() in ("1", "true", "yes") else []),
         ],
         cwd=STATE,
     )
@@ -496,6 +501,30 @@ def down() -> None:
     log("stack stopped")
 
 
+def service_named(name: str) -> Service:
+    for service in SERVICES:
+        if service.name == name:
+            return service
+    raise StackError(f"no service {name!r}; choose one of {', '.join(s.name for s in SERVICES)}")
+
+
+def start_one(name: str) -> None:
+    """Start one service (if it is not running) and wait until it is healthy."""
+    service = service_named(name)
+    if service.alive():
+        log(f"{service.name} already running (pid {service.pid()})")
+        return
+    service.pid_file.unlink(missing_ok=True)
+    service.check_ports_free()
+    STARTERS[service.name]()
+
+
+def stop_one(name: str) -> None:
+    """Stop one service that `up` or `start` started (its pid file); the others keep running."""
+    service_named(name).stop()
+    log(f"{name} stopped")
+
+
 def status() -> int:
     all_up = True
     for service in SERVICES:
@@ -517,6 +546,8 @@ def main(argv: list[str]) -> int:
             down()
         elif command == "status":
             return status()
+        elif command in ("start", "stop") and len(argv) == 3:
+            (start_one if command == "start" else stop_one)(argv[2])
         else:
             print(__doc__, file=sys.stderr)
             return 2
