@@ -22,9 +22,11 @@ Decisions (see also DESIGN.md):
   unchanged realm writes nothing. The event and replay paths do record `observed_at` of an unchanged user
   (a guarded write of that one field): otherwise an older observation still in flight elsewhere (a reconcile
   page, another replica) could overwrite a state that was just confirmed.
-- Known gap, by design: a user not found while no local document exists leaves no trace (no document is
-  created for a user Keycloak does not have). An older observation of that user applied afterwards creates
-  it active; the next full reconcile finds it among the candidates, confirms the 404 and deactivates it.
+- A user not found while no local document exists gets no user document, but a tombstone (its id and the
+  time of the 404, kept a day): an older observation of that user applied afterwards (a reconcile page, a
+  retried hint, another replica) is then stale instead of creating it active. The tombstone is read and
+  written in separate steps from the user write, so two replicas racing within milliseconds can still
+  create it; the next full reconcile confirms such a user as a candidate and deactivates it.
 - A document observed at or after the observation is left alone ("stale"); the store's filter guard repeats
   that check atomically at write time.
 - Empty strings from Keycloak (first name, last name, email, picture) are stored as null.
@@ -197,16 +199,22 @@ def plan(
     now: datetime,
     sync_groups_and_roles: bool = False,
     touch_unchanged: bool = False,
+    tombstones: Mapping[str, datetime] | None = None,
 ) -> list[Change]:
     """Decide, for each observed user, what the store needs (pure; one Change per distinct user id).
 
     `current_docs` maps external_id -> stored document (at least the compared fields and `observed_at`).
     Several observations of one user collapse into the latest one. With `touch_unchanged`, an unchanged
     existing document still gets a guarded write of `observed_at` alone, so that an older observation still
-    in flight elsewhere cannot overwrite the state just confirmed.
+    in flight elsewhere cannot overwrite the state just confirmed. `tombstones` (external_id -> time of a
+    404 that found no document) make an older observation of such a user stale instead of creating it.
     """
     changes: list[Change] = []
     for user_id, obs in _latest(observations).items():
+        died_at = (tombstones or {}).get(user_id)
+        if user_id not in current_docs and died_at is not None and died_at >= obs.observed_at:
+            changes.append(Change(Action.STALE, user_id))
+            continue
         change = _plan_one(
             obs, current_docs.get(user_id), synced_by=synced_by, now=now, sync_access=sync_groups_and_roles
         )
@@ -335,6 +343,10 @@ class Applier:
         if self._sync_access:
             observations = await self._with_access(observations)
         current = await self._store.find_by_external_ids(o.user_id for o in observations)
+        undocumented = {o.user_id for o in observations if o.user_id not in current}
+        tombstones = await self._store.find_tombstones(
+            o.user_id for o in observations if o.user is not None and o.user_id in undocumented
+        )
         changes = plan(
             observations,
             current,
@@ -342,7 +354,16 @@ class Applier:
             now=utc_now(),
             sync_groups_and_roles=self._sync_access,
             touch_unchanged=touch_unchanged and not dry_run,
+            tombstones=tombstones,
         )
+        if not dry_run:
+            await self._store.record_tombstones(
+                [
+                    (o.user_id, o.observed_at)
+                    for o in observations
+                    if o.user is None and o.user_id in undocumented
+                ]
+            )
         if dry_run or keep_changes:
             result.changes = [c for c in changes if c.write is not None and c.action is not Action.UNCHANGED]
         writes = [c for c in changes if c.write is not None]

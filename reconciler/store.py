@@ -33,6 +33,9 @@ Document = dict[str, Any]
 
 LEASES_COLLECTION: Final = "leases"
 RUNS_COLLECTION: Final = "reconcile_runs"
+TOMBSTONES_COLLECTION: Final = "tombstones"
+# A tombstone only has to outlive observations still in flight (a reconcile page, a retried hint).
+TOMBSTONE_RETENTION: Final = timedelta(days=1)
 _DUPLICATE_KEY: Final = 11000
 
 
@@ -165,6 +168,7 @@ class UserStore:
         self.users: AsyncCollection[Document] = db[users_collection]
         self.leases: AsyncCollection[Document] = db[LEASES_COLLECTION]
         self.runs: AsyncCollection[Document] = db[RUNS_COLLECTION]
+        self.tombstones: AsyncCollection[Document] = db[TOMBSTONES_COLLECTION]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UserStore:
@@ -205,6 +209,42 @@ class UserStore:
         )
         await self.runs.create_index([("started_at", DESCENDING)], name="started_at")
         # Leases are addressed by `_id` (the lease name) only; the default `_id` index is all they need.
+        await self.tombstones.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")
+
+    # --- tombstones -----------------------------------------------------------------------------------------
+    # "Keycloak said 404 at t" for users that had no document: no user document is created for them, so
+    # without this an older observation of the user applied later would create it active (invariant 1).
+
+    async def record_tombstones(self, deaths: Sequence[tuple[str, datetime]]) -> None:
+        """Remember (external_id, observed_at) of 404s that found no document; a newer one is kept."""
+        if not deaths:
+            return
+        ops = [
+            UpdateOne(
+                {
+                    "_id": external_id,
+                    "$or": [{"observed_at": {"$lt": at}}, {"observed_at": {"$exists": False}}],
+                },
+                {"$set": {"observed_at": at, "expires_at": at + TOMBSTONE_RETENTION}},
+                upsert=True,
+            )
+            for external_id, at in deaths
+        ]
+        try:
+            await self.tombstones.bulk_write(ops, ordered=False)
+        except BulkWriteError as error:
+            # A duplicate key means a newer tombstone is there already: nothing to do for that one.
+            others = [e for e in error.details.get("writeErrors", []) if e.get("code") != _DUPLICATE_KEY]
+            if others:
+                raise StoreError(f"tombstone write failed: {others[0].get('errmsg', '')[:200]}") from error
+
+    async def find_tombstones(self, external_ids: Iterable[str]) -> dict[str, datetime]:
+        """external_id -> observed_at of the 404, for those of `external_ids` that have a tombstone."""
+        ids = list(dict.fromkeys(external_ids))
+        if not ids:
+            return {}
+        cursor = self.tombstones.find({"_id": {"$in": ids}}, {"observed_at": 1})
+        return {doc["_id"]: _aware(doc["observed_at"]) async for doc in cursor}
 
     # --- users ----------------------------------------------------------------------------------------------
 

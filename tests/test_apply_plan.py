@@ -318,21 +318,22 @@ def test_any_order_of_observations_converges_to_the_latest(
 ) -> None:
     """Invariant 1: applied in any order, the guarded writes leave the latest observation's state.
 
-    Documented exception: a not-found applied while no document exists leaves no trace (no document is ever
-    created for a user Keycloak does not have), so an older observation applied later can still create the
-    user; the next full reconcile confirms it as a candidate and deactivates it.
+    A not-found that meets no document leaves a tombstone (as the Applier records it), so an older found
+    observation applied afterwards is stale instead of creating the user.
     """
     observations = [Observation(UID, state, T0 + timedelta(seconds=i)) for i, state in enumerate(states)]
     shuffled = [observations[i] for i in order if i < len(observations)]
     doc: dict[str, Any] | None = None
-    lost_deletion = False
+    died_at: datetime | None = None
     for obs in shuffled:
-        lost_deletion |= obs.user is None and doc is None
-        doc = _after(doc, one(obs, doc, synced_by=SyncedBy.EVENT, touch_unchanged=True))
+        tombstones = {UID: died_at} if died_at is not None else {}
+        doc = _after(
+            doc, one(obs, doc, synced_by=SyncedBy.EVENT, touch_unchanged=True, tombstones=tombstones)
+        )
+        if obs.user is None and doc is None:
+            died_at = obs.observed_at if died_at is None else max(died_at, obs.observed_at)
     latest = observations[-1]
     if latest.user is None:
-        if lost_deletion and doc is not None and doc["observed_at"] < latest.observed_at:
-            return  # the documented exception
         assert doc is None or doc["is_active"] is False
         return
     assert doc is not None
@@ -354,12 +355,14 @@ def test_event_path_records_observed_at_of_an_unchanged_user_and_the_reconcile_d
     assert one(Observation(UID, None, T1), None, touch_unchanged=True).write is None
 
 
-def test_not_found_before_any_document_leaves_no_trace() -> None:
-    """The exception above, spelled out: the older found observation creates the user afterwards."""
+def test_an_older_observation_after_a_tombstone_is_stale_and_a_newer_one_creates() -> None:
     doc = _after(None, one(Observation(UID, None, T1), None))
-    assert doc is None
-    change = one(Observation(UID, user(), T0), doc)
-    assert change.action is Action.CREATED
+    assert doc is None  # no document for a user Keycloak does not have; the Applier records a tombstone
+    assert one(Observation(UID, user(), T0), None, tombstones={UID: T1}).action is Action.STALE
+    assert one(Observation(UID, user(), T1 + timedelta(seconds=1)), None, tombstones={UID: T1}).action is (
+        Action.CREATED
+    )
+    assert one(Observation(UID, user(), T0), None).action is Action.CREATED  # without the tombstone
 
 
 def test_observation_clock_is_strictly_increasing_at_millisecond_precision() -> None:

@@ -195,6 +195,23 @@ async def test_not_found_user_is_never_created_and_an_existing_one_is_soft_deact
     assert F.DEACTIVATED_AT not in doc and F.DEACTIVATION_REASON not in doc
 
 
+async def test_a_404_without_a_document_leaves_a_tombstone_that_makes_older_observations_stale(
+    applier: Applier, store: UserStore
+) -> None:
+    user_id = new_id()
+    await applier.apply([Observation(user_id, None, at(5))], SyncedBy.EVENT)  # deleted, never mirrored
+    assert await store.find_tombstones([user_id]) == {user_id: at(5)}
+    await applier.apply([Observation(user_id, None, at(4))], SyncedBy.EVENT)  # an older 404 keeps the newer
+    assert await store.find_tombstones([user_id]) == {user_id: at(5)}
+
+    # A reconcile page read before the deletion, applied after it: stale, not a resurrection.
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], SyncedBy.RECONCILE)
+    assert result[Action.STALE] == 1 and await store.get_user(user_id) is None
+    # A newer observation (the id exists again, e.g. re-imported) is created as usual.
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(6))], SyncedBy.RECONCILE)
+    assert result[Action.CREATED] == 1
+
+
 async def test_event_path_records_observed_at_of_unchanged_users_reconcile_writes_nothing(
     applier: Applier, store: UserStore
 ) -> None:
