@@ -221,10 +221,7 @@ class UserStore:
             return
         ops = [
             UpdateOne(
-                {
-                    "_id": external_id,
-                    "$or": [{"observed_at": {"$lt": at}}, {"observed_at": {"$exists": False}}],
-                },
+                {"_id": external_id, "observed_at": {"$not": {"$gte": at}}},
                 {"$set": {"observed_at": at, "expires_at": at + TOMBSTONE_RETENTION}},
                 upsert=True,
             )
