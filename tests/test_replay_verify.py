@@ -7,27 +7,15 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from reconciler.config import Settings
 from tests.conftest import override
-from tests.support.kafka import watch_topic
+from tests.support.kafka import committed_offsets, watch_topic
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.process import run_reconciler
 from tests.test_event_path import running_service, until_stored
 
 pytestmark = pytest.mark.stack
-
-
-async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.kafka_group_id)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items()}
 
 
 def cli_json(settings: Settings, *args: str) -> tuple[int, dict[str, Any]]:
@@ -54,7 +42,7 @@ async def test_replay_rebuilds_a_wiped_store_and_verify_agrees(
     async with running_service(live):  # the live group applies and commits
         await until_stored(users_collection, user_ids[3], "live group applied", last_name="changed")
         await until_stored(users_collection, user_ids[4], "live group applied the disable", is_active=False)
-    offsets_before = await committed_offsets(live)
+    offsets_before = await committed_offsets(live.kafka_bootstrap_servers, live.kafka_group_id)
     assert offsets_before
 
     await users_collection.delete_many({})
@@ -74,7 +62,9 @@ async def test_replay_rebuilds_a_wiped_store_and_verify_agrees(
 
     code, report = cli_json(settings, "verify")
     assert (code, report["in_sync"]) == (0, True), report
-    assert await committed_offsets(live) == offsets_before  # replay used no group: live offsets untouched
+    assert (
+        await committed_offsets(live.kafka_bootstrap_servers, live.kafka_group_id) == offsets_before
+    )  # replay used no group: live offsets untouched
 
     code, again = cli_json(settings, "replay", "--no-reconcile")  # safe to run twice
     assert code == 0 and again["created"] == 0 and again["lookups"] == len(user_ids)

@@ -14,6 +14,7 @@ import pytest
 from reconciler.config import Settings
 from reconciler.service import Service
 from tests.conftest import override
+from tests.support.kafka import committed_offsets, end_offsets
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.process import start_reconciler, stop
@@ -116,6 +117,9 @@ async def test_a_consumer_killed_mid_stream_and_restarted_loses_nothing(
     finally:
         exit_code = stop(process, signal.SIGTERM)
     assert exit_code == 0, log_file.read_text()[-3000:]
+    # SIGTERM drained and committed: the group is at the end of every partition it read.
+    committed = await committed_offsets(config.kafka_bootstrap_servers, config.kafka_group_id)
+    assert committed == await end_offsets(config.kafka_bootstrap_servers, config.event_topics)
 
 
 async def test_two_members_split_the_partitions_and_a_rebalance_loses_nothing(
