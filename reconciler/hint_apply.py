@@ -55,6 +55,11 @@ class HintApplier:
         self._rechecks: dict[str, asyncio.Task[None]] = {}
         self.healthy = True  # False while the last attempt failed (readiness reads it)
 
+    @property
+    def pending_rechecks(self) -> list[asyncio.Task[None]]:
+        """Re-checks waiting for their settle delay."""
+        return list(self._rechecks.values())
+
     def enable_rechecks(self, resubmit: Resubmit) -> None:
         """Follow-up re-checks go back through `resubmit` (the work queue) after the settle delay."""
         self._resubmit = resubmit

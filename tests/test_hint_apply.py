@@ -1,0 +1,101 @@
+"""The event path's handling of Keycloak's pre-commit reads, which our after-commit listener never produces:
+a user that 404s right after a CREATE/UPDATE hint is re-read before it counts as deleted; a DELETE hint's 404
+is believed at once; an update hint is re-checked once after the settle delay. Keycloak is scripted with
+httpx.MockTransport (the edge case); the store is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.apply import Applier
+from reconciler.config import Settings
+from reconciler.events import HintReason, UserHint
+from reconciler.hint_apply import RECHECK_OPERATION, HintApplier
+from reconciler.keycloak import KeycloakAdminClient
+from reconciler.store import UserStore
+from tests.conftest import override
+from tests.test_keycloak_client import FakeKeycloak, scripted, user_json
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+async def store(settings: Settings) -> AsyncIterator[UserStore]:
+    async with UserStore.from_settings(settings) as user_store:
+        await user_store.ensure_indexes()
+        yield user_store
+
+
+def hint(user_id: str, reason: HintReason, operation: str) -> UserHint:
+    return UserHint(user_id, reason, datetime.now(UTC), "app", operation)
+
+
+async def apply_with(settings: Settings, store: UserStore, fake: FakeKeycloak, hints: list[UserHint]) -> Any:
+    async with KeycloakAdminClient(
+        settings, transport=httpx.MockTransport(fake), backoff_s=0.001
+    ) as keycloak:
+        applier = HintApplier(Applier(store, keycloak, settings), settings)
+        resubmitted: list[tuple[str, UserHint]] = []
+
+        async def resubmit(user_id: str, recheck: UserHint) -> None:
+            resubmitted.append((user_id, recheck))
+
+        applier.enable_rechecks(resubmit)
+        await applier(hints[0].user_id, hints)
+        return applier, resubmitted
+
+
+async def test_a_404_right_after_a_create_hint_is_read_again_until_the_user_appears(
+    settings: Settings, store: UserStore
+) -> None:
+    user_id = str(uuid.uuid4())
+    fake = FakeKeycloak(
+        scripted(httpx.Response(404), httpx.Response(404), httpx.Response(200, json=user_json(user_id)))
+    )
+    config = override(
+        settings, event_not_found_retries=3, event_not_found_backoff_s=0.01, event_recheck_delay_s=0
+    )
+    await apply_with(config, store, fake, [hint(user_id, HintReason.USER_CREATED, "CREATE")])
+    assert len(fake.admin_requests) == 3
+    doc = await store.get_user(user_id)
+    assert doc is not None and doc["is_active"] is True
+
+
+async def test_a_404_after_a_delete_hint_is_believed_at_once(settings: Settings, store: UserStore) -> None:
+    user_id = str(uuid.uuid4())
+    fake = FakeKeycloak(scripted(httpx.Response(404)))
+    config = override(settings, event_not_found_retries=3, event_not_found_backoff_s=0.01)
+    await apply_with(config, store, fake, [hint(user_id, HintReason.USER_DELETED, "DELETE")])
+    assert len(fake.admin_requests) == 1
+    assert await store.find_tombstones([user_id]) != {}
+
+
+async def test_an_update_hint_is_rechecked_once_after_the_settle_delay(
+    settings: Settings, store: UserStore
+) -> None:
+    user_id = str(uuid.uuid4())
+    fake = FakeKeycloak(scripted(httpx.Response(200, json=user_json(user_id))))
+    config = override(settings, event_recheck_delay_s=0.05)
+    resubmitted: list[UserHint] = []
+
+    async def resubmit(_: str, recheck: UserHint) -> None:
+        resubmitted.append(recheck)
+
+    async with KeycloakAdminClient(config, transport=httpx.MockTransport(fake), backoff_s=0.001) as keycloak:
+        applier = HintApplier(Applier(store, keycloak, config), config)
+        applier.enable_rechecks(resubmit)
+        await applier(user_id, [hint(user_id, HintReason.USER_UPDATED, "UPDATE")])
+        await asyncio.wait_for(asyncio.gather(*applier.pending_rechecks), 5)
+        assert [h.operation for h in resubmitted] == [RECHECK_OPERATION]
+        # Applying the re-check reads the user again but schedules no further re-check.
+        await applier(user_id, resubmitted)
+        assert applier.pending_rechecks == []
+        assert len(fake.admin_requests) == 2
