@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 from urllib.parse import quote
 
 import httpx
+from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential_jitter
 
@@ -71,23 +72,6 @@ class _RetryAfterOrBackoff(wait_base):
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             return min(exc.retry_after, self._cap_s)
         return self._backoff(retry_state)
-
-
-class _RateLimiter:
-    """Spaces request starts at least 1/rate seconds apart (rate 0: unlimited)."""
-
-    def __init__(self, rate_per_s: float) -> None:
-        self._interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
-        self._next_slot = 0.0
-
-    async def acquire(self) -> None:
-        if not self._interval:
-            return
-        now = time.monotonic()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -174,7 +158,9 @@ class KeycloakAdminClient:
             headers={"Accept": "application/json"},
         )
         self._semaphore = asyncio.Semaphore(settings.keycloak_max_concurrency)
-        self._limiter = _RateLimiter(settings.keycloak_max_requests_per_s)
+        rate = settings.keycloak_max_requests_per_s
+        # One request per 1/rate seconds, no bursts: Keycloak sees an even load (None: unlimited).
+        self._limiter = AsyncLimiter(1, 1.0 / rate) if rate > 0 else None
         self._attempts = settings.keycloak_retry_attempts
         self._wait = _RetryAfterOrBackoff(
             wait_exponential_jitter(multiplier=backoff_s, max=backoff_max_s, jitter=backoff_s),
@@ -318,7 +304,8 @@ class KeycloakAdminClient:
 
         async def attempt() -> httpx.Response:
             async with self._semaphore:
-                await self._limiter.acquire()
+                if self._limiter is not None:
+                    await self._limiter.acquire()
                 started = time.perf_counter()
                 try:
                     response = await self._http.request(
