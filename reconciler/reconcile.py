@@ -24,6 +24,7 @@ write is a guarded apply of a real observation), nothing is deactivated, and the
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import uuid
@@ -47,7 +48,7 @@ from reconciler.keycloak import (
     KeycloakUnavailable,
 )
 from reconciler.logs import get_logger, redact
-from reconciler.models import Observation, SyncedBy
+from reconciler.models import KeycloakUser, Observation, SyncedBy
 from reconciler.store import StoreError, UserStore, utc_now
 
 log = get_logger(__name__)
@@ -367,44 +368,59 @@ class FullReconcile:
     ) -> set[bytes]:
         page_size = self._settings.keycloak_page_size
         seen: set[bytes] = set()
-        first = 0
         pages = 0
         last_log = 0.0
-        while True:
-            observed_at = self._applier.clock()
-            users = await self._keycloak.list_users(first, page_size, brief=False)
-            pages += 1
-            if users:
-                observations = [Observation(user.id, user, observed_at) for user in users]
-                result = await self._applier.apply(
-                    observations, SyncedBy.RECONCILE, dry_run=summary.dry_run, keep_changes=summary.dry_run
-                )
-                summary.add(result)
-                self._collect_drift(summary, result.changes)
-                seen.update(uuid.UUID(user.id).bytes for user in users)
-                summary.listed += len(users)
-                first += len(users)
-            if summary.listed > 2 * total + 10 * page_size:
-                # Far more users than Keycloak counted: it ignores `first`, or the realm is churning wildly.
-                raise KeycloakProtocolError(
-                    f"user listing does not end: {summary.listed} users listed, Keycloak counted {total}"
-                )
-            now = time.monotonic()
-            done = len(users) < page_size
-            if done or now - last_log >= _PROGRESS_LOG_INTERVAL_S:
-                last_log = now
-                log.info(
-                    "full reconcile listing",
-                    page=pages,
-                    listed=summary.listed,
-                    total=total,
-                    **_short(summary),
-                )
-            else:
-                log.debug("full reconcile listing", page=pages, listed=summary.listed, total=total)
-            await self._report(progress, summary, "listing", total, 0, 0)
-            if done:
-                return seen
+
+        async def fetch(first: int) -> tuple[datetime, list[KeycloakUser]]:
+            observed_at = self._applier.clock()  # stamped just before this page's request
+            return observed_at, await self._keycloak.list_users(first, page_size, brief=False)
+
+        # The next page is fetched while this one is compared and written: a run costs about the larger of
+        # Keycloak's and the store's time instead of their sum, and holds at most two pages.
+        next_page: asyncio.Task[tuple[datetime, list[KeycloakUser]]] | None = asyncio.create_task(fetch(0))
+        try:
+            while next_page is not None:
+                observed_at, users = await next_page
+                next_page = None
+                pages += 1
+                done = len(users) < page_size
+                if not done:
+                    next_page = asyncio.create_task(fetch(summary.listed + len(users)))
+                if users:
+                    observations = [Observation(user.id, user, observed_at) for user in users]
+                    result = await self._applier.apply(
+                        observations,
+                        SyncedBy.RECONCILE,
+                        dry_run=summary.dry_run,
+                        keep_changes=summary.dry_run,
+                    )
+                    summary.add(result)
+                    self._collect_drift(summary, result.changes)
+                    seen.update(uuid.UUID(user.id).bytes for user in users)
+                    summary.listed += len(users)
+                if summary.listed > 2 * total + 10 * page_size:
+                    # Far more users than Keycloak counted: it ignores `first`, or the realm churns wildly.
+                    raise KeycloakProtocolError(
+                        f"user listing does not end: {summary.listed} users listed, Keycloak counted {total}"
+                    )
+                now = time.monotonic()
+                if done or now - last_log >= _PROGRESS_LOG_INTERVAL_S:
+                    last_log = now
+                    log.info(
+                        "full reconcile listing",
+                        page=pages,
+                        listed=summary.listed,
+                        total=total,
+                        **_short(summary),
+                    )
+                else:
+                    log.debug("full reconcile listing", page=pages, listed=summary.listed, total=total)
+                await self._report(progress, summary, "listing", total, 0, 0)
+        finally:
+            if next_page is not None:  # a failure mid-run: no orphaned request
+                next_page.cancel()
+                await asyncio.wait([next_page])  # (its own error or cancellation is not ours to raise)
+        return seen
 
     def _collect_drift(self, summary: RunSummary, changes: list[Change]) -> None:
         if not summary.dry_run:
