@@ -1,0 +1,93 @@
+"""`make bench` (`python -m bench`): seed the benchmark realms, run the suites, write the results.
+
+Environment (all optional):
+  BENCH_SIZES=10000,50000   realm sizes of the full-reconcile suite (the smallest, at least 5,000, also
+                            serves the event and replay suites)
+  BENCH_REPEATS=3           reconcile rounds per size up to 10,000 users
+  BENCH_LARGE_REPEATS=1     reconcile rounds per size above 10,000 users
+  BENCH_EVENT_REPEATS=3     rounds of the event bursts and of replay (the steady run is done once)
+  BENCH_PARTS=reconcile,events,replay
+  BENCH_PROFILE=1           cProfile the last round of our reconciles (bench/results/profiles/)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import report, seed, suites
+from bench.env import RESULTS_DIR, realm_name, stack_env
+from bench.suites import Plan, console
+
+
+def _plan() -> Plan:
+    sizes = tuple(
+        sorted(int(s) for s in os.environ.get("BENCH_SIZES", "10000,50000").split(",") if s.strip())
+    )
+    parts = frozenset(p.strip() for p in os.environ.get("BENCH_PARTS", "reconcile,events,replay").split(","))
+    unknown = parts - {"reconcile", "events", "replay"}
+    if unknown or not sizes:
+        raise SystemExit(f"bad BENCH_PARTS {sorted(unknown)} or empty BENCH_SIZES")
+    return Plan(
+        sizes=sizes,
+        repeats=int(os.environ.get("BENCH_REPEATS", "3")),
+        large_repeats=int(os.environ.get("BENCH_LARGE_REPEATS", "1")),
+        event_repeats=int(os.environ.get("BENCH_EVENT_REPEATS", "3")),
+        parts=parts,
+        profile=os.environ.get("BENCH_PROFILE", "") not in ("", "0"),
+    )
+
+
+def main() -> int:
+    started = time.monotonic()
+    plan = _plan()
+    env = stack_env()
+    results: dict[str, Any] = {
+        "environment": report.environment(env),
+        "plan": {
+            "sizes": list(plan.sizes),
+            "repeats": plan.repeats,
+            "large_repeats": plan.large_repeats,
+            "event_repeats": plan.event_repeats,
+            "parts": sorted(plan.parts),
+        },
+        "seeding": [],
+    }
+    needed = set(plan.sizes) if "reconcile" in plan.parts else {plan.sizes[0]}
+    for size in sorted(needed):
+        console.print(f"[bold]realm {realm_name(size)}: {size} users[/bold]")
+        seeded = asyncio.run(seed.ensure_realm(env, realm_name(size), size))
+        results["seeding"].append(seeded.to_dict())
+        console.print(f"  ready in {seeded.seconds:.1f} s ({seeded.users_imported} users imported now)")
+    if "reconcile" in plan.parts:
+        results["reconcile"] = {str(size): suites.reconcile_suite(env, size, plan) for size in plan.sizes}
+    if "events" in plan.parts:
+        console.print("[bold]event path[/bold]")
+        results["events"] = suites.events_suite(env, plan.sizes[0], plan)
+    if "replay" in plan.parts:
+        console.print("[bold]replay[/bold]")
+        results["replay"] = suites.replay_suite(env, plan.sizes[0], plan)
+    results["environment"]["machine"]["load_average_at_end"] = os.getloadavg()
+    results["total_seconds"] = time.monotonic() - started
+    results["targets"] = report.targets(results)
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"bench-{stamp}.json"
+    (RESULTS_DIR / name).write_text(json.dumps(results, indent=1, default=str))
+    (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=1, default=str))
+    report.update_benchmarks_md(report.render(results, name))
+    console.print(f"results: bench/results/{name}, BENCHMARKS.md ({results['total_seconds'] / 60:.1f} min)")
+    for check in results["targets"]:
+        mark = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "not measured"}[check["met"]]
+        console.print(f"  {mark}  {check['target']}: {check['measured']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Event-path and replay benchmarks: admin events published straight to dedicated topics, consumed by the
+real `Service` (consumer only) in a fresh process, users looked up in the real Keycloak.
+
+The publisher runs in the orchestrator and the consumer in its own process, so the consumer's peak RSS is
+its own. Event-to-store latency is exact per event: the consumer's `event_apply_latency_seconds` histogram
+is observed right after the store write of each hint's apply (`hint_apply.HintApplier`); the job records
+every observed value too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import AsyncMongoClient
+
+from bench.env import make_settings, stack_env
+from bench.measure import Stopwatch, install_store_counter, keycloak_requests
+from reconciler import metrics
+from reconciler.keycloak import KeycloakAdminClient
+from reconciler.replay import replay
+from reconciler.service import Service
+from reconciler.store import UserStore
+
+Spec = dict[str, Any]
+PARTITIONS = 3  # as the stack's event topics
+
+
+def admin_event(realm: str, user_id: str, time_ms: int) -> bytes:
+    """A USER UPDATE admin event as the Keycloak Kafka providers serialise Keycloak's AdminEvent."""
+    event = {
+        "@class": "org.keycloak.events.admin.AdminEvent",
+        "time": time_ms,
+        "realmId": realm,
+        "authDetails": {
+            "realmId": "master",
+            "clientId": "admin-cli",
+            "userId": "00000000-0000-4000-8000-000000000001",
+            "ipAddress": "127.0.0.1",
+        },
+        "resourceType": "USER",
+        "operationType": "UPDATE",
+        "resourcePath": f"users/{user_id}",
+        "representation": json.dumps({"firstName": "Changed"}),
+        "error": None,
+    }
+    return json.dumps(event).encode()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- topics and publishing (orchestrator side) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    admin_events: str
+    dead_letters: str
+
+    @classmethod
+    def fresh(cls, label: str) -> Topics:
+        run = uuid.uuid4().hex[:8]
+        return cls(f"bench.{label}.{run}.admin-events", f"bench.{label}.{run}.dlq")
+
+
+async def create_topics(bootstrap: str, topics: Topics) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topics.admin_events, PARTITIONS, 1), NewTopic(topics.dead_letters, 1, 1)]
+        )
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, topics: Topics) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topics.admin_events, topics.dead_letters])
+    finally:
+        await admin.close()
+
+
+def _producer(bootstrap: str) -> AIOKafkaProducer:
+    # The providers send a null key: one user's events land on any partition.
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+
+
+async def publish_burst(bootstrap: str, topic: str, realm: str, user_ids: list[str]) -> float:
+    """One event per entry of `user_ids`, as fast as the producer goes; returns the seconds it took."""
+    producer = _producer(bootstrap)
+    await producer.start()
+    watch = Stopwatch()
+    try:
+        pending = [await producer.send(topic, admin_event(realm, uid, now_ms())) for uid in user_ids]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return watch.seconds()
+
+
+async def publish_steady(bootstrap: str, topic: str, realm: str, user_ids: list[str], rate: float) -> float:
+    """One event per entry of `user_ids`, `rate` per second on a fixed schedule, each stamped when sent."""
+    producer = _producer(bootstrap)
+    await producer.start()
+    watch = Stopwatch()
+    try:
+        pending = []
+        for n, uid in enumerate(user_ids):
+            delay = n / rate - watch.seconds()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(await producer.send(topic, admin_event(realm, uid, now_ms())))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return watch.seconds()
+
+
+# --- the consumer job (its own process) ---------------------------------------------------------------------
+
+
+class LatencyRecorder:
+    """Stands in for the apply-latency histogram: keeps every observation (with its wall time) and forwards it."""
+
+    def __init__(self, histogram: Any, expected: int) -> None:
+        self._histogram = histogram
+        self._expected = expected
+        self.values: list[float] = []
+        self.applied_at: list[float] = []
+        self.all_applied = asyncio.Event()
+
+    def observe(self, amount: float) -> None:
+        self.values.append(amount)
+        self.applied_at.append(time.time())
+        self._histogram.observe(amount)
+        if len(self.values) >= self._expected:
+            self.all_applied.set()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def _lookups() -> int:
+    total = 0
+    for metric in metrics.LOOKUPS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels.get("outcome") in ("found", "not_found"):
+                total += int(sample.value)
+    return total
+
+
+async def _fresh_database(uri: str, database: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
+
+
+def _signal_ready(path: str) -> None:
+    Path(path).write_text("ready")
+
+
+async def events_job(spec: Spec) -> dict[str, Any]:
+    """Run the consumer until `expected` hints were applied (or `timeout_s`), then stop it."""
+    env = stack_env()
+    settings = make_settings(
+        env,
+        spec["realm"],
+        spec["database"],
+        kafka_admin_events_topic=spec["topic"],
+        kafka_user_events_topic="",
+        kafka_dead_letter_topic=spec["dlq"],
+        kafka_group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        reconcile_enabled=False,
+        http_enabled=False,
+        consumer_enabled=True,
+        # Only the shutdown after the measurement: the re-checks still queued then are not waited for.
+        consumer_drain_timeout_s=3.0,
+    )
+    await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    counter = install_store_counter(settings.mongodb_users_collection)
+    expected = int(spec["expected"])
+    recorder = LatencyRecorder(metrics.APPLY_LATENCY, expected)
+    metrics.APPLY_LATENCY = recorder  # type: ignore[assignment]  # read at call time by hint_apply
+    service = Service(settings)
+    task = asyncio.create_task(service.run())
+    deadline = time.monotonic() + 60
+    while service.consumer is None or not service.consumer.joined:
+        if task.done() or time.monotonic() > deadline:
+            raise RuntimeError("the consumer did not join its group")
+        await asyncio.sleep(0.05)
+    counter.enabled = True
+    _signal_ready(spec["ready_file"])
+    waiter = asyncio.create_task(recorder.all_applied.wait())
+    await asyncio.wait([waiter, task], timeout=float(spec["timeout_s"]), return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    applied = len(recorder.values)
+    lookups = _lookups()
+    requests = keycloak_requests()
+    store = counter.to_dict()
+    service.stop.set()
+    await task
+    if applied < expected:
+        raise RuntimeError(f"only {applied} of {expected} hints applied within {spec['timeout_s']} s")
+    event_times = [at - lat for at, lat in zip(recorder.applied_at, recorder.values, strict=True)]
+    window = max(recorder.applied_at) - min(event_times)
+    return {
+        "events": expected,
+        "seconds": window,
+        "events_per_s": expected / window,
+        "lookups": lookups,
+        "lookups_per_s": lookups / window,
+        "keycloak_requests": sum(requests.values()),
+        "keycloak_requests_by_operation": requests,
+        "latency_p50_ms": percentile(recorder.values, 50) * 1000,
+        "latency_p95_ms": percentile(recorder.values, 95) * 1000,
+        "latency_p99_ms": percentile(recorder.values, 99) * 1000,
+        "latency_max_ms": max(recorder.values) * 1000,
+        **store,
+    }
+
+
+async def replay_job(spec: Spec) -> dict[str, Any]:
+    """`reconciler replay` of one topic into an empty database, without the full reconcile that follows."""
+    env = stack_env()
+    settings = make_settings(
+        env,
+        spec["realm"],
+        spec["database"],
+        kafka_admin_events_topic=spec["topic"],
+        kafka_user_events_topic="",
+        kafka_dead_letter_topic=spec["dlq"],
+    )
+    await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    counter = install_store_counter(settings.mongodb_users_collection)
+    async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
+        counter.enabled = True
+        watch = Stopwatch()
+        summary = await replay(settings, store, keycloak, topics=[spec["topic"]], reconcile_after=False)
+        seconds = watch.seconds()
+        counter.enabled = False
+    requests = keycloak_requests()
+    return {
+        "seconds": seconds,
+        "events_read": summary.events_read,
+        "distinct_users": summary.distinct_users,
+        "lookups": summary.lookups,
+        "keycloak_get_user_requests": requests.get("get_user", 0),
+        "keycloak_requests": sum(requests.values()),
+        "applied": dict(summary.applied),
+        **counter.to_dict(),
+    }
+
+
+JOBS: dict[str, Callable[[Spec], Any]] = {"events": events_job, "replay": replay_job}

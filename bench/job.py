@@ -1,0 +1,176 @@
+"""One measured job in a fresh process (so that its peak RSS is its own): `python -m bench.job SPEC OUT`.
+
+SPEC is a JSON file `{"kind": ..., ...}`; the result is written as JSON to OUT. Kinds: `reconcile` (ours or
+the reference), `floor` (paging only), `events`, `replay`. With `"profile": PATH` the timed part runs
+under cProfile and the stats are written to PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+
+from bench.env import make_settings, stack_env
+from bench.measure import Stopwatch, install_store_counter, keycloak_requests, peak_rss_mb
+from bench.reference import SeedUserRepository, reference_sync
+from reconciler.keycloak import KeycloakAdminClient
+from reconciler.logs import configure_logging
+from reconciler.reconcile import FullReconcile
+from reconciler.store import UserStore
+
+T = TypeVar("T")
+Spec = dict[str, Any]
+
+
+async def _timed(spec: Spec, work: Callable[[], Awaitable[T]]) -> tuple[T, float]:
+    profile_path = spec.get("profile")
+    profiler = cProfile.Profile() if profile_path else None
+    watch = Stopwatch()
+    if profiler:
+        profiler.enable()
+    try:
+        result = await work()
+    finally:
+        if profiler:
+            profiler.disable()
+    seconds = watch.seconds()
+    if profiler and profile_path:
+        Path(profile_path).parent.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(profile_path)
+    return result, seconds
+
+
+async def _store_summary(users: AsyncCollection[dict[str, Any]]) -> dict[str, int]:
+    return {
+        "store_users": await users.count_documents({}),
+        "store_active_users": await users.count_documents({"is_active": True}),
+    }
+
+
+async def reconcile_job(spec: Spec) -> dict[str, Any]:
+    env = stack_env()
+    settings = make_settings(env, spec["realm"], spec["database"])
+    counter = install_store_counter(settings.mongodb_users_collection)
+    result: dict[str, Any] = {}
+    async with KeycloakAdminClient(settings) as keycloak:
+        if spec["impl"] == "ours":
+            async with UserStore.from_settings(settings) as store:
+                if spec.get("drop"):
+                    await store.users.drop()
+                    await store.runs.drop()
+                await store.ensure_indexes()
+                counter.reset()
+                counter.enabled = True
+                before = keycloak_requests()
+                summary, seconds = await _timed(spec, lambda: FullReconcile(settings, store, keycloak).run())
+                counter.enabled = False
+                if not summary.ok:
+                    raise RuntimeError(f"reconcile failed: {summary.error}")
+                result["counts"] = summary.counts()
+                result.update(await _store_summary(store.users))
+        else:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                settings.mongodb_uri.get_secret_value(), tz_aware=True
+            )
+            try:
+                repo = SeedUserRepository(client[settings.mongodb_database]["users"])
+                if spec.get("drop"):
+                    await repo.users.drop()
+                await repo.ensure_indexes()
+                counter.reset()
+                counter.enabled = True
+                before = keycloak_requests()
+                ref, seconds = await _timed(
+                    spec, lambda: reference_sync(keycloak, repo, settings.keycloak_page_size)
+                )
+                counter.enabled = False
+                result["counts"] = ref.to_dict()
+                result.update(await _store_summary(repo.users))
+            finally:
+                await client.close()
+    after = keycloak_requests()
+    requests = {op: n - before.get(op, 0) for op, n in after.items() if n - before.get(op, 0)}
+    result.update(
+        seconds=seconds,
+        keycloak_requests=sum(requests.values()),
+        keycloak_requests_by_operation=requests,
+        **counter.to_dict(),
+    )
+    return result
+
+
+async def floor_job(spec: Spec) -> dict[str, Any]:
+    """Page through the users with the same page size and representation, and nothing else."""
+    env = stack_env()
+    settings = make_settings(env, spec["realm"], "unused")
+    base = settings.keycloak_base_url
+    page_size = settings.keycloak_page_size
+    requests = 0
+
+    async def page_all() -> int:
+        nonlocal requests
+        async with httpx.AsyncClient(base_url=base, timeout=settings.keycloak_timeout_s) as http:
+            token = (
+                await http.post(
+                    f"/realms/{spec['realm']}/protocol/openid-connect/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": settings.keycloak_client_id,
+                        "client_secret": settings.keycloak_client_secret.get_secret_value(),
+                    },
+                )
+            ).json()["access_token"]
+            requests += 1
+            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            listed = first = 0
+            while True:
+                params = {"first": first, "max": page_size, "briefRepresentation": "false"}
+                response = await http.get(
+                    f"/admin/realms/{spec['realm']}/users", params=params, headers=headers
+                )
+                requests += 1
+                response.raise_for_status()
+                users = response.json()
+                listed += len(users)
+                first += len(users)
+                if len(users) < page_size:
+                    return listed
+
+    listed, seconds = await _timed(spec, page_all)
+    return {"seconds": seconds, "keycloak_requests": requests, "listed": listed}
+
+
+JOBS: dict[str, Callable[[Spec], Awaitable[dict[str, Any]]]] = {
+    "reconcile": reconcile_job,
+    "floor": floor_job,
+}
+
+
+def main() -> int:
+    spec_path, out_path = sys.argv[1], sys.argv[2]
+    spec: Spec = json.loads(Path(spec_path).read_text())
+    configure_logging("WARNING", "json")
+    kind = spec["kind"]
+    if kind in ("events", "replay"):
+        from bench import eventpath
+
+        job = eventpath.JOBS[kind]
+    else:
+        job = JOBS[kind]
+    result = asyncio.run(job(spec))
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    Path(out_path).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
