@@ -30,6 +30,7 @@ from reconciler import metrics
 from reconciler.apply import Applier
 from reconciler.config import Settings
 from reconciler.events import HintReason, UserHint
+from reconciler.group_commit import GroupCommit
 from reconciler.keycloak import KeycloakConfigError, KeycloakUnavailable
 from reconciler.logs import get_logger
 from reconciler.models import Observation, SyncedBy
@@ -50,7 +51,8 @@ class HintApplier:
     def __init__(self, applier: Applier, settings: Settings, synced_by: SyncedBy = SyncedBy.EVENT) -> None:
         self._applier = applier
         self._settings = settings
-        self._synced_by = synced_by
+        # Users are read from Keycloak one by one, but written together: one bulk write per batch.
+        self._group = GroupCommit(applier, synced_by, max_batch=settings.keycloak_page_size)
         self._resubmit: Resubmit | None = None
         self._rechecks: dict[str, asyncio.Task[None]] = {}
         self.healthy = True  # False while the last attempt failed (readiness reads it)
@@ -85,7 +87,7 @@ class HintApplier:
     async def _apply_once(self, user_id: str, hints: list[UserHint]) -> None:
         observation = await self._observe(user_id, expects_user=any(h.expects_user for h in hints))
         metrics.LOOKUPS.labels(outcome="found" if observation.user else "not_found").inc()
-        await self._applier.apply([observation], self._synced_by)
+        await self._group.apply(observation)
 
     async def _observe(self, user_id: str, *, expects_user: bool) -> Observation:
         """Read the user; when a hint says it should exist, re-read a 404 a few times before believing it."""
