@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     consumer_commit_interval_s: float = Field(
         default=1.0, gt=0, description="How often offsets are committed"
     )
+    consumer_max_in_flight_users: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Users applied at once on the event path (their Keycloak reads stay bounded by "
+        "KEYCLOAK_MAX_CONCURRENCY; their store writes are grouped)",
+    )
     consumer_max_poll_records: int = Field(
         default=500, ge=1, le=10_000, description="Records fetched per poll"
     )

@@ -36,7 +36,7 @@ class EventConsumer:
         self._settings = settings
         self._realms = realms
         self._queue: CoalescingQueue[UserHint] = CoalescingQueue(
-            apply_hints, settings.keycloak_max_concurrency
+            apply_hints, settings.consumer_max_in_flight_users
         )
         self._offsets = OffsetTracker()
         self._dead_letters = DeadLetters(settings)
