@@ -53,8 +53,10 @@ run: stack-up
 bench: stack-up
 	$(WITH_STACK_ENV) $(BIN)/python -m bench
 
-reliability: stack-up
-	$(WITH_STACK_ENV) $(BIN)/pytest -m reliability tests/reliability
+# Fault injection on a second stack of its own (.stack-reliability/, ports 19092/18080/27018), started and
+# stopped by the suite itself: the main stack is never touched. See RELIABILITY.md.
+reliability: install
+	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
