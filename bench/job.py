@@ -11,6 +11,7 @@ import asyncio
 import cProfile
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,24 +120,32 @@ async def floor_job(spec: Spec) -> dict[str, Any]:
     async def page_all() -> int:
         nonlocal requests
         async with httpx.AsyncClient(base_url=base, timeout=settings.keycloak_timeout_s) as http:
-            token = (
-                await http.post(
-                    f"/realms/{spec['realm']}/protocol/openid-connect/token",
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": settings.keycloak_client_id,
-                        "client_secret": settings.keycloak_client_secret.get_secret_value(),
-                    },
-                )
-            ).json()["access_token"]
-            requests += 1
-            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            token, refresh_at = "", 0.0
+
+            async def headers() -> dict[str, str]:
+                # A new token shortly before the old one expires, as the reconciler's client does.
+                nonlocal token, refresh_at, requests
+                if time.monotonic() >= refresh_at:
+                    body = (
+                        await http.post(
+                            f"/realms/{spec['realm']}/protocol/openid-connect/token",
+                            data={
+                                "grant_type": "client_credentials",
+                                "client_id": settings.keycloak_client_id,
+                                "client_secret": settings.keycloak_client_secret.get_secret_value(),
+                            },
+                        )
+                    ).json()
+                    requests += 1
+                    token = body["access_token"]
+                    refresh_at = time.monotonic() + float(body["expires_in"]) - 30
+                return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
             listed = first = 0
             while True:
                 params = {"first": first, "max": page_size, "briefRepresentation": "false"}
-                response = await http.get(
-                    f"/admin/realms/{spec['realm']}/users", params=params, headers=headers
-                )
+                url = f"/admin/realms/{spec['realm']}/users"
+                response = await http.get(url, params=params, headers=await headers())
                 requests += 1
                 response.raise_for_status()
                 users = response.json()

@@ -1,0 +1,116 @@
+"""Rebuild the results of an interrupted `make bench` from the per-job outputs in bench/results/logs/.
+
+`python -m bench.assemble [EXTRA_RESULTS.json ...]`: every reconcile and floor job whose spec and output are
+in the logs folder is grouped by size, case and implementation (rounds in the order the jobs finished),
+summarised as `make bench` does, merged with the event/replay sections of the given results files (e.g. a
+`BENCH_PARTS=events,replay` run), and written as a new results file plus the generated section of
+BENCHMARKS.md. Cases that were not run show as not measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.env import LOGS_DIR, RESULTS_DIR, realm_name, stack_env
+from bench.stats import summarize
+from bench.suites import CASES, IMPLS
+
+
+def _size(realm: str) -> int:
+    label = realm.removeprefix("bench-")
+    return int(label[:-1]) * 1000 if label.endswith("k") else int(label)
+
+
+def reconcile_from_logs(logs: Path = LOGS_DIR) -> dict[str, Any]:
+    runs: dict[int, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    floors: dict[int, list[dict[str, Any]]] = {}
+    outs = sorted(logs.glob("*.out.json"), key=lambda p: p.stat().st_mtime)
+    for out in outs:
+        spec_path = out.with_name(out.name.removesuffix(".out.json") + ".spec.json")
+        if not spec_path.exists():
+            continue
+        spec = json.loads(spec_path.read_text())
+        result = json.loads(out.read_text())
+        result["finished_at"] = datetime.fromtimestamp(out.stat().st_mtime, UTC).isoformat(timespec="seconds")
+        size = _size(spec["realm"])
+        if spec["kind"] == "floor":
+            floors.setdefault(size, []).append(result)
+        elif spec["kind"] == "reconcile":
+            case = "cold" if spec.get("drop") else ("churn" if "-churn-" in out.name else "warm")
+            result["profiled"] = "profile" in spec
+            runs.setdefault(size, {c: {i: [] for i in IMPLS} for c in CASES})[case][spec["impl"]].append(
+                result
+            )
+    suites: dict[str, Any] = {}
+    for size in sorted(runs):
+        cases = runs[size]
+        suites[str(size)] = {
+            "size": size,
+            "realm": realm_name(size),
+            "repeats": max(len(v) for c in cases.values() for v in c.values()),
+            "floor": {"summary": summarize(floors.get(size, [])), "runs": floors.get(size, [])},
+            "cases": {
+                case: {
+                    impl: {"summary": summarize(cases[case][impl]), "runs": cases[case][impl]}
+                    for impl in IMPLS
+                }
+                for case in CASES
+            },
+        }
+    return suites
+
+
+def main() -> int:
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "environment": report.environment(stack_env()),
+        "assembled_from": {
+            "logs": str(LOGS_DIR.relative_to(RESULTS_DIR.parent.parent)),
+            "files": sys.argv[1:],
+        },
+        "reconcile": reconcile_from_logs(),
+        "seeding": [],
+    }
+    sizes = [int(s) for s in results["reconcile"]]
+    plan: dict[str, Any] = {"sizes": sizes, "repeats": 0, "large_repeats": 0, "event_repeats": 0}
+    total = 0.0
+    for name in sys.argv[1:]:
+        extra = json.loads(Path(name).read_text())
+        for key in ("events", "replay"):
+            if key in extra:
+                results[key] = extra[key]
+        plan["event_repeats"] = extra.get("plan", {}).get("event_repeats", 0)
+        total += float(extra.get("total_seconds", 0))
+    for suite in results["reconcile"].values():
+        key = "repeats" if suite["size"] <= 10_000 else "large_repeats"
+        plan[key] = max(plan[key], suite["repeats"])
+    results["plan"] = plan
+    for suite in results["reconcile"].values():
+        for case in suite["cases"].values():
+            for impl in case.values():
+                total += sum(float(r["seconds"]) for r in impl["runs"])
+        total += sum(float(r["seconds"]) for r in suite["floor"]["runs"])
+    results["environment"]["machine"]["load_average_at_end"] = os.getloadavg()
+    results["total_seconds"] = total  # measured job time only (process starts and seeding not included)
+    results["targets"] = report.targets(results)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"bench-{stamp}-assembled.json"
+    text = json.dumps(results, indent=1, default=str)
+    (RESULTS_DIR / name).write_text(text)
+    (RESULTS_DIR / "latest.json").write_text(text)
+    report.update_benchmarks_md(report.render(results, name))
+    print(f"results: bench/results/{name} ({time.monotonic() - started:.1f} s)")
+    for check in results["targets"]:
+        print(f"  {check['met']!s:5s} {check['target']}: {check['measured']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
