@@ -483,6 +483,14 @@ class OffsetAudit:
         committed = await committed_offsets(self.bootstrap, self.group)
         return sum(end - committed.get(tp, self.start.get(tp, 0)) for tp, end in ends.items())
 
+    async def committed_user_updates(self) -> int:
+        """Keycloak UPDATE events of the realm below the group's committed offsets."""
+        committed = await committed_offsets(self.bootstrap, self.group)
+        ranges = {tp: (start, committed.get(tp, start)) for tp, start in self.start.items()}
+        return sum(
+            1 for r in await self._reader.read(ranges) if update_version(r.value, self.realm) is not None
+        )
+
     async def committed_total(self) -> int:
         """Records committed by the group since the scenario started."""
         committed = await committed_offsets(self.bootstrap, self.group)
