@@ -216,14 +216,6 @@ class ReconcilerProcess:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
-    async def ensure_stopped(self) -> None:
-        if self.alive:
-            assert self.process is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGCONT)
-                self.process.kill()
-            await self.process.wait()
-
 
 @dataclass
 class CliResult:
@@ -730,10 +722,6 @@ def audit_requests(requests: Iterable[ProxiedRequest], realm: str) -> tuple[int,
         if request.method not in ("GET", "POST") or (request.method == "POST" and "token" not in path):
             problems.append(f"{request.method} {request.raw_path[:200]}")
     return count, ids, problems
-
-
-def offsets_dict(offsets: Offsets) -> dict[str, int]:
-    return {f"{tp.topic}/{tp.partition}": offset for tp, offset in sorted(offsets.items())}
 
 
 # --- misc -------------------------------------------------------------------------------------------------------------

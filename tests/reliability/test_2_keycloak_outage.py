@@ -107,8 +107,8 @@ async def test_keycloak_outage_mid_stream_and_mid_reconcile(
                 what="a full reconcile running",
             )
             interrupted = next(r for r in running if r["outcome"] == "running")
-            outage_started = time.monotonic()
             await reliability_stack.stop("keycloak")
+            outage_started = time.monotonic()  # down from here: the 30 s count from the stop's end
             # Hints that arrive while Keycloak is away: copies of real events of users changed before.
             replayed = [r.value for r in (await audit.update_records())[-100:]]
             await publish(config.kafka_bootstrap_servers, config.kafka_admin_events_topic, replayed)

@@ -75,8 +75,8 @@ async def test_store_outage_commits_nothing_unapplied_and_applies_everything_aft
             await eventually(
                 audit.committed_total, until=lambda n: n > 0, timeout_s=120, what="first commits"
             )
-            outage_started = time.monotonic()
             await reliability_stack.stop("secantusdb")
+            outage_started = time.monotonic()  # down from here: the 30 s count from the stop's end
             committed_at_stop = await audit.committed_total()
             done_at_stop = stream.done
             await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
