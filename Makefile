@@ -41,8 +41,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy reconciler
 
+# The fault-injection suite (tests/reliability, its own second stack, ~9 min) runs with `make reliability`.
 pytest: install
-	$(WITH_STACK_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	$(WITH_STACK_ENV) $(BIN)/pytest -m "not reliability" $(PYTEST_ARGS)
 
 test: stack-up lint typecheck pytest
 

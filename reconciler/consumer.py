@@ -119,7 +119,7 @@ class EventConsumer:
             self._paused = True
             self.pauses += 1
             log.info("partitions paused: queue full", pending_users=len(self._queue))
-        elif self._paused and pending < limit // 2:
+        elif self._paused and pending <= limit // 2:  # (<=: a limit of 1 resumes once empty)
             self._consumer.resume(*assignment)
             self._paused = False
             log.info("partitions resumed", pending_users=len(self._queue))

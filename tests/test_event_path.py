@@ -214,7 +214,7 @@ async def test_a_full_queue_pauses_fetching_and_everything_is_still_applied(
         ).encode()
         for i in range(120)
     ]
-    settings = override(event_settings, kafka_group_id=f"bp-{realm}", consumer_max_pending_users=4)
+    settings = override(event_settings, kafka_group_id=f"bp-{realm}", consumer_max_pending_users=1)
     async with running_service(settings) as service:
         await publish(settings.kafka_bootstrap_servers, settings.kafka_admin_events_topic, events)
         for user in users:
