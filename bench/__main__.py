@@ -1,7 +1,7 @@
 """`make bench` (`python -m bench`): seed the benchmark realms, run the suites, write the results.
 
 Environment (all optional):
-  BENCH_SIZES=10000,50000   realm sizes of the full-reconcile suite (the smallest, at least 5,000, also
+  BENCH_SIZES=10000         realm sizes of the reconcile suite, e.g. 10000,50000 (the smallest, >= 5,000, also
                             serves the event and replay suites)
   BENCH_REPEATS=3           reconcile rounds per size up to 10,000 users
   BENCH_LARGE_REPEATS=1     reconcile rounds per size above 10,000 users
@@ -26,9 +26,7 @@ from bench.suites import Plan, console
 
 
 def _plan() -> Plan:
-    sizes = tuple(
-        sorted(int(s) for s in os.environ.get("BENCH_SIZES", "10000,50000").split(",") if s.strip())
-    )
+    sizes = tuple(sorted(int(s) for s in os.environ.get("BENCH_SIZES", "10000").split(",") if s.strip()))
     parts = frozenset(p.strip() for p in os.environ.get("BENCH_PARTS", "reconcile,events,replay").split(","))
     unknown = parts - {"reconcile", "events", "replay"}
     if unknown or not sizes:

@@ -59,7 +59,8 @@ async def _store_summary(users: AsyncCollection[dict[str, Any]]) -> dict[str, in
 
 async def reconcile_job(spec: Spec) -> dict[str, Any]:
     env = stack_env()
-    settings = make_settings(env, spec["realm"], spec["database"])
+    overrides = {"keycloak_page_size": spec["page_size"]} if "page_size" in spec else {}
+    settings = make_settings(env, spec["realm"], spec["database"], **overrides)
     counter = install_store_counter(settings.mongodb_users_collection)
     result: dict[str, Any] = {}
     async with KeycloakAdminClient(settings) as keycloak:
@@ -112,7 +113,8 @@ async def reconcile_job(spec: Spec) -> dict[str, Any]:
 async def floor_job(spec: Spec) -> dict[str, Any]:
     """Page through the users with the same page size and representation, and nothing else."""
     env = stack_env()
-    settings = make_settings(env, spec["realm"], "unused")
+    overrides = {"keycloak_page_size": spec["page_size"]} if "page_size" in spec else {}
+    settings = make_settings(env, spec["realm"], "unused", **overrides)
     base = settings.keycloak_base_url
     page_size = settings.keycloak_page_size
     requests = 0

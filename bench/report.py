@@ -238,7 +238,12 @@ def render(results: dict[str, Any], json_name: str) -> str:
         f"- **Versions**: Keycloak {versions['keycloak']} (Java {versions['keycloak_java']}, dev H2 database),"
         f" Kafka {versions['kafka']}, SecantusDB {versions['secantusdb']} (server reports {versions['store_server']}),"
         f" Python {versions['python']}, pymongo {versions['pymongo']}, aiokafka {versions['aiokafka']},"
-        f" httpx {versions['httpx']}; reconciler at `{versions['reconciler_commit']}`",
+        f" httpx {versions['httpx']}; reconciler at `{versions['reconciler_commit']}`"
+        + (
+            " (HEAD when assembled; the jobs ran on the commits of their time)"
+            if "assembled_from" in results
+            else ""
+        ),
         f"- **Plan**: sizes {results['plan']['sizes']}, reconcile rounds {results['plan']['repeats']}"
         f" (above 10,000 users: {results['plan']['large_repeats']}), event/replay rounds"
         f" {results['plan']['event_repeats']}; whole run {results['total_seconds'] / 60:.1f} min",
