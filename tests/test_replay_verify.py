@@ -10,7 +10,8 @@ import pytest
 
 from reconciler.config import Settings
 from tests.conftest import override
-from tests.support.kafka import committed_offsets, watch_topic
+from tests.support.kafka import watch_topic
+from tests.support.kafka_offsets import committed_offsets
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.process import run_reconciler
 from tests.test_event_path import running_service, until_stored

@@ -14,7 +14,7 @@ import pytest
 from reconciler.config import Settings
 from reconciler.service import Service
 from tests.conftest import override
-from tests.support.kafka import committed_offsets, end_offsets
+from tests.support.kafka_offsets import committed_offsets, end_offsets
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.process import start_reconciler, stop

@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 
 class TopicWatcher:
@@ -84,31 +83,3 @@ async def publish(bootstrap: str, topic: str, values: list[bytes], key: bytes | 
         await asyncio.gather(*sends)
     finally:
         await producer.stop()
-
-
-async def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
-    """The offsets a consumer group has committed."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group_id)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items()}
-
-
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    """The current end offset of every partition of `topics`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        return dict(await consumer.end_offsets(partitions))
-    finally:
-        await consumer.stop()
