@@ -28,8 +28,11 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure
 
+from reconciler.config import Settings
 from tests.reliability.harness import SecretsRegistry
+from tests.reliability.scenario import ScenarioEnv
 from tests.support.http_proxy import RecordingProxy
+from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.stack import ROOT
 from tests.support.stack_control import SERVICES, StackControl
 
@@ -68,11 +71,11 @@ def _store_uri(base_uri: str, password: str) -> str:
 def _store_state(uri: str, password: str) -> str:
     """'ready' when SCRAM is enforced and our user works; else what needs doing."""
     try:
-        with MongoClient(_store_uri(uri, password), serverSelectionTimeoutMS=5000) as client:
+        with MongoClient[dict[str, Any]](_store_uri(uri, password), serverSelectionTimeoutMS=5000) as client:
             client["probe"].command("count", "probe")
     except OperationFailure:
         return "provision"
-    with MongoClient(uri, serverSelectionTimeoutMS=5000) as anonymous:
+    with MongoClient[dict[str, Any]](uri, serverSelectionTimeoutMS=5000) as anonymous:
         try:
             anonymous["probe"].command("count", "probe")
         except OperationFailure:
@@ -84,7 +87,7 @@ def _provision_store(control: StackControl, uri: str, password: str) -> None:
     """Create (or re-password) the store user on a server without --auth, then restart it with --auth."""
     control.run("stop", "secantusdb")
     control.run("start", "secantusdb", STACK_MONGO_AUTH="false")
-    with MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
+    with MongoClient[dict[str, Any]](uri, serverSelectionTimeoutMS=10_000) as client:
         roles = [{"role": "root", "db": "admin"}]
         try:
             client.admin.command("createUser", STORE_USER, pwd=password, roles=roles)
@@ -168,6 +171,29 @@ def secrets_registry(
             "store password": stack_env["MONGODB_PASSWORD"],
         },
         tokens=keycloak_proxy.tokens,
+    )
+
+
+@pytest.fixture
+def env(
+    settings: Settings,
+    kc_admin: KeycloakTestAdmin,
+    users_collection: Any,
+    keycloak_proxy: RecordingProxy,
+    secrets_registry: SecretsRegistry,
+    reliability_stack: ReliabilityStack,
+    realm: str,
+    figures: dict[str, Any],
+) -> ScenarioEnv:
+    return ScenarioEnv(
+        settings,
+        kc_admin,
+        users_collection,
+        keycloak_proxy,
+        secrets_registry,
+        reliability_stack,
+        realm,
+        figures,
     )
 
 

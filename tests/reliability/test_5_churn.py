@@ -11,28 +11,16 @@ by the next run) with reason deleted_in_keycloak; every created user active; `ve
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import time
 from typing import Any
 
 import pytest
 
-from reconciler.config import Settings
 from tests.reliability.harness import (
-    OffsetAudit,
-    ReconcilerProcess,
-    SecretsRegistry,
-    StoreWatcher,
-    audit_requests,
-    collect_run_errors,
-    import_users,
     run_cli,
-    scenario_settings,
-    seed_users,
     value,
-    verify_in_sync,
 )
+from tests.reliability.scenario import ScenarioEnv
 from tests.support.http_proxy import RecordingProxy
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
@@ -44,96 +32,62 @@ CREATED = 500
 DELETED = 500
 
 
-async def test_churn_during_a_full_reconcile_deactivates_no_existing_user(
-    settings: Settings,
-    kc_admin: KeycloakTestAdmin,
-    users_collection: Any,
-    keycloak_proxy: RecordingProxy,
-    secrets_registry: SecretsRegistry,
-    realm: str,
-    figures: dict[str, Any],
-) -> None:
-    rng = random.Random(int(os.environ.get("RELIABILITY_SEED", time.time_ns() % 1_000_000)))
+async def test_churn_during_a_full_reconcile_deactivates_no_existing_user(env: ScenarioEnv) -> None:
     started = time.monotonic()
-    users = seed_users(USERS, "churn")
-    await import_users(kc_admin, users, settings=settings)
+    users = await env.import_seed_users(USERS, "churn")
     seeded_s = time.monotonic() - started
-    plain = scenario_settings(settings, keycloak_proxy)
-    first = await run_cli(plain, "reconcile", "--once", "--json", registry=secrets_registry)
+    plain = env.settings_for()
+    first = await run_cli(plain, "reconcile", "--once", "--json", registry=env.secrets)
     assert first.code == 0, first.stderr[-2000:]
     assert first.json()["created"] == USERS
-    deleted = {u["id"] for u in rng.sample(users, DELETED)}
-    events_config = scenario_settings(settings, keycloak_proxy, kafka_group_instance_id="reliability-churn-0")
-    slow_run = scenario_settings(
-        settings, keycloak_proxy, keycloak_page_size=10, keycloak_max_requests_per_s=16
-    )
-    log_file = secrets_registry.log_file("5-churn")
-    consumer = ReconcilerProcess(events_config, "run", log_file=log_file)
-    mark = keycloak_proxy.mark()
+    deleted = {u["id"] for u in env.rng.sample(users, DELETED)}
+    slow_run = env.settings_for(keycloak_page_size=10, keycloak_max_requests_per_s=16)
     created: list[str] = []
-    async with (
-        OffsetAudit(
-            events_config.kafka_bootstrap_servers,
-            events_config.kafka_group_id,
-            events_config.event_topics,
-            realm,
-            users_collection,
-        ) as audit,
-        StoreWatcher(users_collection) as watcher,
-    ):
-        try:
-            await consumer.start()
-            await consumer.wait_joined()
-            paging = asyncio.create_task(
-                run_cli(slow_run, "reconcile", "--once", "--json", registry=secrets_registry)
-            )
-            await eventually(
-                lambda: value(len(_pages(keycloak_proxy, mark)) >= 30),
-                timeout_s=120,
-                what="the full reconcile pages",
-            )
-            churn_started = time.monotonic()
-            operations = [("create", i) for i in range(CREATED)] + [("delete", u) for u in sorted(deleted)]
-            rng.shuffle(operations)
-            await _churn(kc_admin, operations, created)
-            churn_ended = time.monotonic()
-            churn_run = await paging
-            assert churn_run.code == 0, churn_run.stderr[-2000:]
-            pages = _pages(keycloak_proxy, mark)
-            assert pages[0] < churn_started and pages[-1] > churn_ended, (
-                "the churn did not happen while the run was paging"
-            )
-            await audit.wait_caught_up(180)
-            # The next run deactivates what the event path may have left.
-            next_run = await run_cli(plain, "reconcile", "--once", "--json", registry=secrets_registry)
-            assert next_run.code == 0, next_run.stderr[-2000:]
-            await watcher.drain()
-        finally:
-            exit_code = await consumer.terminate() if consumer.alive else None
-    assert exit_code == 0, consumer.tail()
+    async with env.consumer("5-churn", watch_writes=True) as scenario:
+        paging = asyncio.create_task(run_cli(slow_run, "reconcile", "--once", "--json", registry=env.secrets))
+        await eventually(
+            lambda: value(len(_pages(env.proxy, scenario.mark)) >= 30),
+            timeout_s=120,
+            what="the full reconcile pages",
+        )
+        churn_started = time.monotonic()
+        operations = [("create", i) for i in range(CREATED)] + [("delete", u) for u in sorted(deleted)]
+        env.rng.shuffle(operations)
+        await _churn(env.kc_admin, operations, created)
+        churn_ended = time.monotonic()
+        churn_run = await paging
+        assert churn_run.code == 0, churn_run.stderr[-2000:]
+        pages = _pages(env.proxy, scenario.mark)
+        assert pages[0] < churn_started and pages[-1] > churn_ended, (
+            "the churn did not happen while the run was paging"
+        )
+        await scenario.audit.wait_caught_up(180)
+        # The next run deactivates what the event path may have left.
+        next_run = await run_cli(plain, "reconcile", "--once", "--json", registry=env.secrets)
+        assert next_run.code == 0, next_run.stderr[-2000:]
+        assert scenario.watcher is not None
+        await scenario.watcher.drain()
+        exit_code = await scenario.stop()
+    assert exit_code == 0, scenario.process.tail()
     churn_summary, next_summary = churn_run.json(), next_run.json()
-    deactivations = watcher.deactivations()
+    deactivations = scenario.watcher.deactivations()
     false = sorted(set(deactivations) - deleted)
     assert not false, f"{len(false)} existing users were deactivated: {false[:10]}"
     assert churn_summary["reactivated"] == 0 and next_summary["reactivated"] == 0
-    docs = {d["external_id"]: d async for d in users_collection.find({})}
+    docs = {d["external_id"]: d async for d in env.users.find({})}
     for user_id in deleted:
         assert docs[user_id]["is_active"] is False, docs[user_id]
         assert docs[user_id]["deactivation_reason"] == "deleted_in_keycloak"
     for user_id in created:
         assert docs[user_id]["is_active"] is True
     assert sum(1 for d in docs.values() if d["is_active"]) == USERS - DELETED + CREATED
-    report = await verify_in_sync(plain, secrets_registry)
-    requests, _, problems = audit_requests(keycloak_proxy.since(mark), realm)
-    assert not problems, problems[:10]
-    await collect_run_errors(users_collection, secrets_registry, "5-churn")
-    lines = secrets_registry.assert_clean([log_file])
+    checks = await scenario.closing_checks(run_errors=True)
     by_path = {"event": 0, "reconcile": 0}
     for user_id in deleted:
         by_path[deactivations[user_id].synced_by or "?"] = (
             by_path.get(deactivations[user_id].synced_by or "?", 0) + 1
         )
-    figures.update(
+    env.figures.update(
         users=USERS,
         created_during_run=CREATED,
         deleted_during_run=DELETED,
@@ -147,11 +101,9 @@ async def test_churn_during_a_full_reconcile_deactivates_no_existing_user(
         next_run_deactivated=next_summary["deactivated"],
         deleted_deactivated_by=by_path,
         false_deactivations=0,
-        writes_watched=len(watcher.writes),
-        verify=report["in_sync"],
-        keycloak_requests=requests,
-        log_lines_scanned=lines,
+        writes_watched=len(scenario.watcher.writes),
         duration_s=round(time.monotonic() - started, 1),
+        **checks,
     )
 
 

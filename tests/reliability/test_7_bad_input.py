@@ -14,34 +14,24 @@ and a recording proxy in front of Keycloak proves that only canonical UUIDs of t
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import time
 import uuid
 from collections import Counter
-from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from reconciler.config import Settings
 from tests.reliability.harness import (
-    OffsetAudit,
-    ReconcilerProcess,
-    SecretsRegistry,
     audit_requests,
     free_port,
     import_users,
-    scenario_settings,
     seed_users,
-    verify_in_sync,
 )
 from tests.reliability.hostile import ADMIN, APPLY, DEAD_LETTER, HostileGenerator, Message
-from tests.support.http_proxy import RecordingProxy
+from tests.reliability.scenario import ScenarioEnv
 from tests.support.kafka_offsets import PartitionReader, create_topics, end_offsets
-from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
@@ -52,94 +42,72 @@ VALID = 500
 BIG_TOPIC = {"max.message.bytes": str(3 * 1024 * 1024)}
 
 
-async def test_hostile_messages_never_stop_the_consumer_and_never_reach_keycloak(
-    settings: Settings,
-    kc_admin: KeycloakTestAdmin,
-    users_collection: Any,
-    keycloak_proxy: RecordingProxy,
-    secrets_registry: SecretsRegistry,
-    realm: str,
-    figures: dict[str, Any],
-) -> None:
-    seed = int(os.environ.get("RELIABILITY_SEED", time.time_ns() % 1_000_000))
-    rng = random.Random(seed)
+async def test_hostile_messages_never_stop_the_consumer_and_never_reach_keycloak(env: ScenarioEnv) -> None:
     started = time.monotonic()
     suffix = uuid.uuid4().hex[:8]
     topics = {ADMIN: f"rel.hostile.{suffix}.admin", "user": f"rel.hostile.{suffix}.user"}
     dlq = f"rel.hostile.{suffix}.dlq"
-    bootstrap = settings.kafka_bootstrap_servers
+    bootstrap = env.settings.kafka_bootstrap_servers
     await create_topics(bootstrap, {topics[ADMIN]: 3, topics["user"]: 3}, BIG_TOPIC)
     await create_topics(bootstrap, {dlq: 1})
     valid_users = seed_users(VALID_USERS, "valid")
     for user in valid_users:
         user["firstName"] = "Valid"
-    await import_users(kc_admin, valid_users)
+    await import_users(env.kc_admin, valid_users)
     valid_ids = [u["id"] for u in valid_users]
 
-    generator = HostileGenerator(realm, rng)
+    generator = HostileGenerator(env.realm, env.rng)
     messages = [generator.hostile() for _ in range(HOSTILE)]
-    named = valid_ids + [rng.choice(valid_ids) for _ in range(VALID - VALID_USERS)]
+    named = valid_ids + [env.rng.choice(valid_ids) for _ in range(VALID - VALID_USERS)]
     messages += [generator.valid(user_id) for user_id in named]
-    rng.shuffle(messages)
+    env.rng.shuffle(messages)
 
     http_port = free_port()
-    config = scenario_settings(
-        settings,
-        keycloak_proxy,
+    async with env.consumer(
+        "7-bad-input",
         kafka_admin_events_topic=topics[ADMIN],
         kafka_user_events_topic=topics["user"],
         kafka_dead_letter_topic=dlq,
         http_enabled=True,
         http_port=http_port,
-    )
-    mark = keycloak_proxy.mark()
-    log_file = secrets_registry.log_file("7-bad-input")
-    reconciler = ReconcilerProcess(config, "run", log_file=log_file)
-    async with OffsetAudit(
-        bootstrap, config.kafka_group_id, config.event_topics, realm, users_collection
-    ) as audit:
-        try:
-            await reconciler.start()
-            await reconciler.wait_joined()
-            sources = await _produce(bootstrap, topics, messages)
-            produced_s = time.monotonic() - started
-            expected_dead = {key: m for key, m in sources.items() if m.expect == DEAD_LETTER}
+    ) as scenario:
+        reconciler, audit = scenario.process, scenario.audit
+        sources = await _produce(bootstrap, topics, messages)
+        produced_s = time.monotonic() - started
+        expected_dead = {key: m for key, m in sources.items() if m.expect == DEAD_LETTER}
 
-            async def progress() -> tuple[int, int]:
-                # Fail at once, not at the deadline, when the consumer died or a bad request went out.
-                assert reconciler.alive, f"the consumer stopped:\n{reconciler.tail()}"
-                _, _, problems = audit_requests(keycloak_proxy.since(mark), realm)
-                assert not problems, f"requests that must not reach Keycloak: {problems[:10]}"
-                dead = sum((await end_offsets(bootstrap, [dlq])).values())
-                lag = await audit.lag()
-                # Dead letters are stored before their offsets advance: at lag 0 they are all there.
-                assert lag > 0 or dead >= len(expected_dead), (
-                    f"{dead} dead letters, {len(expected_dead)} expected"
-                )
-                return dead, lag
+        async def progress() -> tuple[int, int]:
+            # Fail at once, not at the deadline, when the consumer died or a bad request went out.
+            assert reconciler.alive, f"the consumer stopped:\n{reconciler.tail()}"
+            _, _, problems = audit_requests(env.proxy.since(scenario.mark), env.realm)
+            assert not problems, f"requests that must not reach Keycloak: {problems[:10]}"
+            dead = sum((await end_offsets(bootstrap, [dlq])).values())
+            lag = await audit.lag()
+            # Dead letters are stored before their offsets advance: at lag 0 they are all there.
+            assert lag > 0 or dead >= len(expected_dead), (
+                f"{dead} dead letters, {len(expected_dead)} expected"
+            )
+            return dead, lag
 
-            await eventually(
-                progress,
-                until=lambda p: p[0] >= len(expected_dead) and p[1] == 0,
-                timeout_s=600,
-                interval_s=1,
-                what="every message consumed and every invalid one dead-lettered",
-            )
-            consumed_s = time.monotonic() - started - produced_s
-            applied = await eventually(
-                lambda: users_collection.count_documents(
-                    {"external_id": {"$in": valid_ids}, "first_name": "Valid"}
-                ),
-                until=lambda n: n == VALID_USERS,
-                timeout_s=60,
-                what="every valid user applied",
-            )
-            async with httpx.AsyncClient(timeout=10) as http:
-                live = await http.get(f"http://127.0.0.1:{http_port}/healthz")
-            assert live.status_code == 200, live.text
-            assert reconciler.alive and reconciler.starts == 1
-        finally:
-            exit_code = await reconciler.terminate() if reconciler.alive else None
+        await eventually(
+            progress,
+            until=lambda p: p[0] >= len(expected_dead) and p[1] == 0,
+            timeout_s=600,
+            interval_s=1,
+            what="every message consumed and every invalid one dead-lettered",
+        )
+        consumed_s = time.monotonic() - started - produced_s
+        applied = await eventually(
+            lambda: env.users.count_documents({"external_id": {"$in": valid_ids}, "first_name": "Valid"}),
+            until=lambda n: n == VALID_USERS,
+            timeout_s=60,
+            what="every valid user applied",
+        )
+        async with httpx.AsyncClient(timeout=10) as http:
+            live = await http.get(f"http://127.0.0.1:{http_port}/healthz")
+        assert live.status_code == 200, live.text
+        assert reconciler.alive and reconciler.starts == 1
+        exit_code = await scenario.stop()
     assert exit_code == 0, reconciler.tail()
 
     # Every invalid message was dead-lettered exactly once, with a reason its kind allows; nothing else was.
@@ -176,22 +144,19 @@ async def test_hostile_messages_never_stop_the_consumer_and_never_reach_keycloak
     assert not wrong_reason, f"{len(wrong_reason)} with an unexpected reason: {wrong_reason[:10]}"
 
     # Only canonical ids of the valid users reached Keycloak.
-    requests, requested_ids, problems = audit_requests(keycloak_proxy.since(mark), realm)
-    assert not problems, f"requests that must not reach Keycloak: {problems[:10]}"
+    _, requested_ids, _ = audit_requests(env.proxy.since(scenario.mark), env.realm)
     assert requested_ids <= set(valid_ids), (
         f"ids looked up that no valid event named: {sorted(requested_ids - set(valid_ids))[:10]}"
     )
     assert requested_ids == set(valid_ids)
-    report = await verify_in_sync(scenario_settings(settings, keycloak_proxy), secrets_registry)
-    lines = secrets_registry.assert_clean([log_file])
+    checks = await scenario.closing_checks()
     await _delete_topics(bootstrap, [*topics.values(), dlq])
     kinds = Counter(
         m.kind.split(" '")[0] if m.kind.startswith("resourcePath") else m.kind
         for m in messages
         if m.expect != APPLY
     )
-    figures.update(
-        seed=seed,
+    env.figures.update(
         hostile=HOSTILE,
         valid=VALID,
         valid_users_applied=applied,
@@ -200,15 +165,13 @@ async def test_hostile_messages_never_stop_the_consumer_and_never_reach_keycloak
         ignored=sum(1 for m in messages if m.expect not in (APPLY, DEAD_LETTER)),
         dead_letter_reasons=dict(reasons),
         hostile_kinds=dict(kinds.most_common()),
-        keycloak_requests=requests,
         user_ids_requested=len(requested_ids),
         invalid_ids_reaching_keycloak=0,
         consumer_restarts=reconciler.starts - 1,
         produce_s=round(produced_s, 1),
         consume_s=round(consumed_s, 1),
-        verify=report["in_sync"],
-        log_lines_scanned=lines,
         duration_s=round(time.monotonic() - started, 1),
+        **checks,
     )
 
 

@@ -14,22 +14,17 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from reconciler.config import Settings
 from tests.reliability.harness import (
-    SecretsRegistry,
     collect_run_errors,
     import_users,
     run_cli,
-    scenario_settings,
     seed_users,
 )
-from tests.support.http_proxy import RecordingProxy
-from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.reliability.scenario import ScenarioEnv
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -37,69 +32,62 @@ EXIT_KEYCLOAK_AUTH, EXIT_STORE = 3, 5
 
 
 async def test_no_secret_in_any_log_line_or_error_message(
-    settings: Settings,
-    kc_admin: KeycloakTestAdmin,
-    users_collection: Any,
-    keycloak_proxy: RecordingProxy,
-    secrets_registry: SecretsRegistry,
-    stack_env: dict[str, str],
-    tmp_path: Path,
-    figures: dict[str, Any],
+    env: ScenarioEnv, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    await import_users(kc_admin, seed_users(50, "secret"))
-    config = scenario_settings(settings, keycloak_proxy)
-    tokens_before = len(keycloak_proxy.tokens)
-    ok = await run_cli(config, "reconcile", "--once", "--json", registry=secrets_registry)
+    await import_users(env.kc_admin, seed_users(50, "secret"))
+    config = env.settings_for()
+    tokens_before = len(env.proxy.tokens)
+    ok = await run_cli(config, "reconcile", "--once", "--json", registry=env.secrets)
     assert ok.code == 0, ok.stderr[-2000:]
-    assert len(keycloak_proxy.tokens) > tokens_before, "the proxy captured no token"
+    assert len(env.proxy.tokens) > tokens_before, "the proxy captured no token"
 
     wrong_secret = "wrong-" + secrets.token_urlsafe(18)
-    secrets_registry.fixed["wrong client secret (configured)"] = wrong_secret
+    env.secrets.fixed["wrong client secret (configured)"] = wrong_secret
     refused = await run_cli(
-        scenario_settings(settings, keycloak_proxy, keycloak_client_secret=wrong_secret),
+        env.settings_for(keycloak_client_secret=wrong_secret),
         "reconcile",
         "--once",
         "--json",
-        registry=secrets_registry,
+        registry=env.secrets,
     )
     assert refused.code == EXIT_KEYCLOAK_AUTH, (refused.code, refused.stderr[-2000:])
 
     wrong_password = secrets.token_urlsafe(18)
-    secrets_registry.fixed["wrong store password (configured)"] = wrong_password
+    env.secrets.fixed["wrong store password (configured)"] = wrong_password
     real_password = quote(stack_env["MONGODB_PASSWORD"], safe="")
     bad_uri = stack_env["MONGODB_URI"].replace(f":{real_password}@", f":{quote(wrong_password, safe='')}@")
     assert bad_uri != stack_env["MONGODB_URI"]
     denied = await run_cli(
-        scenario_settings(settings, keycloak_proxy, mongodb_uri=bad_uri, mongodb_timeout_s=3),
+        env.settings_for(mongodb_uri=bad_uri, mongodb_timeout_s=3),
         "reconcile",
         "--once",
         "--json",
-        registry=secrets_registry,
+        registry=env.secrets,
     )
     assert denied.code == EXIT_STORE, (denied.code, denied.stderr[-2000:])
-    await collect_run_errors(users_collection, secrets_registry, "8-secrets")
+    await collect_run_errors(env.users, env.secrets, "8-secrets")
 
     # The sweep: everything every scenario of this session wrote.
-    lines, findings = secrets_registry.scan()
+    lines, findings = env.secrets.scan()
     assert not findings, f"secrets leaked: {findings[:20]}"
-    texts = [p.read_text(errors="replace") for p in secrets_registry.files if p.exists()]
-    texts += [text for _, text in secrets_registry.texts]
+    texts = [p.read_text(errors="replace") for p in env.secrets.files if p.exists()]
+    texts += [text for _, text in env.secrets.texts]
     debug_lines = sum(text.count('"level": "debug"') for text in texts)
     assert debug_lines > 100, "the logs are not at DEBUG: the scan proves little"
     assert lines > 200
 
     planted = tmp_path / "planted.log"
-    token = next(iter(keycloak_proxy.tokens))
+    token = next(iter(env.proxy.tokens))
     planted.write_text(f'{{"event": "x", "header": "Bearer {token}"}}\n{stack_env["MONGODB_PASSWORD"]}\n')
-    _, found = secrets_registry.scan([planted])
+    _, found = env.secrets.scan([planted])
     assert len(found) == 2, found
 
-    figures.update(
-        secrets_checked=len(secrets_registry.secrets()),
-        tokens_captured=len(keycloak_proxy.tokens),
-        log_files=len(secrets_registry.files),
-        outputs=len(secrets_registry.texts),
+    env.figures.update(
+        secrets_checked=len(env.secrets.secrets()),
+        tokens_captured=len(env.proxy.tokens),
+        log_files=len(env.secrets.files),
+        outputs=len(env.secrets.texts),
         lines_scanned=lines,
         debug_lines=debug_lines,
         leaks=0,

@@ -93,8 +93,14 @@ def _unchecked_ids() -> None:
 def _leak_token() -> None:
     from reconciler import keycloak, logs
 
-    logs.redact = lambda text: text
-    logs.register_secret = lambda value, ephemeral=False: None
+    def no_redaction(text: str) -> str:
+        return text
+
+    def no_registration(value: str | None, *, ephemeral: bool = False) -> None:
+        return None
+
+    logs.redact = no_redaction
+    logs.register_secret = no_registration
     original = keycloak.KeycloakAdminClient._fetch_token
 
     async def fetch_token(self: Any) -> str:

@@ -1,0 +1,200 @@
+"""The frame every reliability scenario shares: its random seed, its `reconciler run` consumer under audit
+(with the load stopped and the process terminated however the scenario ends), the expected final versions,
+and the closing checks (verify, requests seen by Keycloak, secrets in logs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.config import Settings
+from tests.reliability.harness import (
+    OffsetAudit,
+    ReconcilerProcess,
+    SecretsRegistry,
+    StoreWatcher,
+    UpdateStream,
+    audit_requests,
+    collect_run_errors,
+    import_users,
+    keycloak_versions,
+    scenario_settings,
+    seed_users,
+    value,
+    verify_in_sync,
+)
+from tests.support.http_proxy import RecordingProxy
+from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.polling import eventually
+
+if TYPE_CHECKING:
+    from tests.reliability.conftest import ReliabilityStack
+
+
+@dataclass
+class ScenarioEnv:
+    """What a scenario works with (the `env` fixture): the module's realm and store collection on the
+    reliability stack, the Keycloak admin client, the recording proxy, the secrets registry, the stack for
+    fault injection and the scenario's figures."""
+
+    settings: Settings
+    kc_admin: KeycloakTestAdmin
+    users: Any
+    proxy: RecordingProxy
+    secrets: SecretsRegistry
+    stack: ReliabilityStack
+    realm: str
+    figures: dict[str, Any]
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = scenario_rng(self.figures)
+
+    def settings_for(self, **overrides: Any) -> Settings:
+        """A reconciler's settings for this scenario (see harness.scenario_settings)."""
+        return scenario_settings(self.settings, self.proxy, **overrides)
+
+    async def import_seed_users(self, count: int, prefix: str) -> list[dict[str, Any]]:
+        """`count` users with fixed ids imported into the realm (a partial import: no user events)."""
+        users = seed_users(count, prefix)
+        await import_users(self.kc_admin, users, settings=self.settings)
+        return users
+
+    def consumer(self, label: str, *, watch_writes: bool = False, **overrides: Any) -> ConsumerUnderAudit:
+        """The scenario's `reconciler run` (static member `reliability-<label>-0`, log `<label>.log`)."""
+        config = self.settings_for(kafka_group_instance_id=f"reliability-{label}-0", **overrides)
+        return ConsumerUnderAudit(self, config, self.secrets.log_file(label), watch_writes=watch_writes)
+
+
+def scenario_rng(figures: dict[str, Any]) -> random.Random:
+    """RELIABILITY_SEED, or a fresh seed; kept in the figures so a failing run can be repeated."""
+    seed = int(os.environ.get("RELIABILITY_SEED", time.time_ns() % 1_000_000))
+    figures["seed"] = seed
+    return random.Random(seed)
+
+
+class ConsumerUnderAudit:
+    """A `reconciler run` child with `config`, an OffsetAudit of its group (and a StoreWatcher when asked).
+
+    Entering starts the process and waits until it joined its group; `stop()` stops the load and terminates
+    the process (its exit status); leaving does the same if the scenario failed before `stop()`, so a failed
+    check never leaves a process or a load behind.
+    """
+
+    def __init__(
+        self, env: ScenarioEnv, config: Settings, log_file: Path, *, watch_writes: bool = False
+    ) -> None:
+        self.env = env
+        self.config = config
+        self.mark = env.proxy.mark()  # the Keycloak requests of this scenario are the ones after it
+        self.process = ReconcilerProcess(config, "run", log_file=log_file)
+        self.audit = OffsetAudit(
+            config.kafka_bootstrap_servers, config.kafka_group_id, config.event_topics, env.realm, env.users
+        )
+        self.watcher = StoreWatcher(env.users) if watch_writes else None
+        self.started = time.monotonic()
+        self.exit_code: int | None = None
+        self._load: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> ConsumerUnderAudit:
+        await self.audit.__aenter__()
+        try:
+            if self.watcher is not None:
+                await self.watcher.__aenter__()
+            await self.process.start()
+            await self.process.wait_joined()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    def start_load(self, load: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Runs `load` (e.g. an UpdateStream) in the background; `finish_load()` waits for it."""
+        assert self._load is None, "one load per scenario"
+        self._load = asyncio.create_task(load)
+        return self._load
+
+    async def stream_updates(
+        self, users: list[dict[str, Any]], total: int, *, rate_per_s: float, flowing_after: int = 0
+    ) -> UpdateStream:
+        """Starts an UpdateStream of `total` updates as the load; with `flowing_after`, returns once that many
+        updates are done and the consumer has committed something."""
+        stream = UpdateStream(self.env.kc_admin, users, total, rate_per_s=rate_per_s, rng=self.env.rng)
+        self.start_load(stream.run())
+        if flowing_after:
+            await eventually(
+                lambda: value(stream.done >= flowing_after), timeout_s=120, what="events flowing"
+            )
+            await eventually(
+                self.audit.committed_total, until=lambda n: n > 0, timeout_s=120, what="first commits"
+            )
+        return stream
+
+    @property
+    def load_running(self) -> bool:
+        return self._load is not None and not self._load.done()
+
+    async def finish_load(self) -> None:
+        assert self._load is not None
+        await self._load
+
+    async def stop(self) -> int:
+        """Stops the load and SIGTERMs the consumer: its exit status (0 after a clean drain)."""
+        if self._load is not None and not self._load.done():
+            self._load.cancel()  # a failed check stops the load too
+        if self.process.alive:
+            self.exit_code = await self.process.terminate()
+        return self.exit_code if self.exit_code is not None else -1
+
+    async def _close(self) -> None:
+        try:
+            await self.stop()
+        finally:
+            if self.watcher is not None:
+                await self.watcher.__aexit__(None, None, None)
+            await self.audit.__aexit__(None, None, None)
+
+    def elapsed_s(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    async def closing_checks(self, *, run_errors: bool = False) -> dict[str, Any]:
+        """closing_checks for this consumer's log and the requests since it was set up."""
+        label = self.process.log_file.stem
+        return await closing_checks(
+            self.env,
+            mark=self.mark,
+            log_files=[self.process.log_file],
+            run_errors=label if run_errors else None,
+        )
+
+
+async def expected_versions(kc_admin: KeycloakTestAdmin, stream: UpdateStream) -> dict[str, int]:
+    """Per updated user, the lastName version Keycloak holds; it must be what the stream wrote last."""
+    truth = await keycloak_versions(kc_admin)
+    expected = {user: version for user, version in truth.items() if version > 0}
+    assert expected == stream.versions, "Keycloak does not hold the stream's last versions"
+    return expected
+
+
+async def closing_checks(
+    env: ScenarioEnv, *, mark: int, log_files: Iterable[Path], run_errors: str | None = None
+) -> dict[str, Any]:
+    """What ends every scenario: `reconciler verify` exits 0, every request Keycloak saw since `mark` is an
+    allowed read of the realm with a canonical id, and no secret is in the logs (nor in the run records'
+    errors, collected under the label `run_errors` when given). Returns the figures these checks produce."""
+    report = await verify_in_sync(env.settings_for(), env.secrets)
+    requests, _, problems = audit_requests(env.proxy.since(mark), env.realm)
+    assert not problems, f"requests that must not reach Keycloak: {problems[:10]}"
+    if run_errors is not None:
+        await collect_run_errors(env.users, env.secrets, run_errors)
+    lines = env.secrets.assert_clean(list(log_files))
+    return {"verify": report["in_sync"], "keycloak_requests": requests, "log_lines_scanned": lines}
