@@ -7,13 +7,14 @@ STACK := $(PYTHON) scripts/stack/stack.py
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
-.PHONY: help install stack-up stack-down stack-status lint typecheck pytest test run bench reliability docs clean
+.PHONY: help install stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-stack-down docs clean
 
 help:
 	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
 	@echo "make test         install, start the stack, ruff, mypy, pytest"
 	@echo "make stack-up     start Kafka, Keycloak and SecantusDB on 127.0.0.1 (stack-down / stack-status)"
 	@echo "make bench        benchmarks (not part of make test)"
+	@echo "make reliability  fault-injection suite on a second stack of its own (CI runs it after make test)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +42,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy reconciler
 
-# The fault-injection suite (tests/reliability, its own second stack, ~9 min) runs with `make reliability`.
+# The fault-injection suite (tests/reliability, its own second stack, ~8 min) runs with `make reliability`
+# (CI runs it after `make test`, see .ci/run).
 pytest: install
 	$(WITH_STACK_ENV) $(BIN)/pytest -m "not reliability" $(PYTEST_ARGS)
 
@@ -58,6 +60,10 @@ bench: stack-up
 # stopped by the suite itself: the main stack is never touched. See RELIABILITY.md.
 reliability: install
 	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
+# The suite stops its stack itself; this is for a run that was interrupted (or kept with RELIABILITY_KEEP_STACK).
+reliability-stack-down:
+	STACK_STATE_DIR=$${RELIABILITY_STATE_DIR:-.stack-reliability} $(STACK) down
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
