@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     event_recheck_delay_s: float = Field(
         default=2.0, ge=0, description="Delay of the follow-up re-check after an update hint; 0 disables it"
     )
+    event_max_apply_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description=(
+            "Attempts at a user whose apply fails with an error that is not an outage (e.g. a representation"
+            " Keycloak sent that cannot be read); then its hints are dropped, counted and left to the next"
+            " full reconcile. Outages are retried without limit."
+        ),
+    )
 
     # --- Full reconcile -------------------------------------------------------------------------------
     reconcile_enabled: bool = Field(default=True, description="Run the periodic full reconcile")

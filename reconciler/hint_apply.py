@@ -4,7 +4,9 @@ Keycloak publishes some events before its transaction commits, so a read right a
 it yet: a 404 after a create/update hint is re-read a few times with short backoff before it counts as a
 deletion, and an update hint gets one follow-up re-check after a settle delay (through the same queue, so
 it is serialised and coalesced like any hint). Store or Keycloak outages are retried here until they pass:
-the hint's Kafka record is committed only after this returns.
+the hint's Kafka record is committed only after this returns. Any other failure (Keycloak answered something
+unreadable for this user) is tried EVENT_MAX_APPLY_ATTEMPTS times and then given up, logged and counted, so
+that one poisoned user cannot hold its partition's commits forever; the next full reconcile retries it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from tenacity import (
     retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
-    stop_never,
     wait_exponential,
     wait_exponential_jitter,
 )
@@ -67,15 +68,36 @@ class HintApplier:
         self._resubmit = resubmit
 
     async def __call__(self, user_id: str, hints: list[UserHint]) -> None:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RETRYABLE),
-            wait=wait_exponential_jitter(multiplier=0.5, max=30),
-            stop=stop_never,
-            before_sleep=self._log_retry,
-            reraise=True,
-        ):
-            with attempt:
-                await self._apply_once(user_id, hints)
+        failures = 0  # attempts that failed with something other than an outage
+
+        def give_up(state: RetryCallState) -> bool:
+            nonlocal failures
+            error = state.outcome.exception() if state.outcome else None
+            if error is None or isinstance(error, RETRYABLE):
+                return False
+            failures += 1
+            return failures >= self._settings.event_max_apply_attempts
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Exception),
+                wait=wait_exponential_jitter(multiplier=0.5, max=30),
+                stop=give_up,
+                before_sleep=self._log_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    await self._apply_once(user_id, hints)
+        except Exception as error:  # not an outage, and it kept failing: give up on this user for now
+            metrics.HINTS_ABANDONED.inc()
+            log.error(
+                "giving up on a user after repeated failures; the next full reconcile retries it",
+                user_id=user_id,
+                attempts=failures,
+                error_type=type(error).__name__,
+                error=str(error),
+            )
+            return
         self.healthy = True
         now = datetime.now(UTC)
         for hint in hints:

@@ -56,6 +56,10 @@ APPLY_LATENCY = Histogram(
     "From the Keycloak event time to the store write",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+HINTS_ABANDONED = Counter(
+    f"{PREFIX}_hints_abandoned_total",
+    "Users the event path gave up on after EVENT_MAX_APPLY_ATTEMPTS failures that were not outages",
+)
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_users", "Users queued or in flight on the event path")
 CONSUMER_LAG = Gauge(
     f"{PREFIX}_consumer_lag_messages", "Messages behind the end of each partition", ["topic", "partition"]

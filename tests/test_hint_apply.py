@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from reconciler.apply import Applier
 from reconciler.config import Settings
@@ -99,3 +100,64 @@ async def test_an_update_hint_is_rechecked_once_after_the_settle_delay(
         await applier(user_id, resubmitted)
         assert applier.pending_rechecks == []
         assert len(fake.admin_requests) == 2
+
+
+def abandoned() -> float:
+    return REGISTRY.get_sample_value("reconciler_hints_abandoned_total") or 0.0
+
+
+async def test_a_user_keycloak_keeps_answering_unreadably_for_is_given_up_after_the_attempts(
+    settings: Settings, store: UserStore
+) -> None:
+    user_id = str(uuid.uuid4())
+    unreadable = {**user_json(user_id), "enabled": "maybe"}  # a KeycloakProtocolError, not an outage
+    fake = FakeKeycloak(scripted(httpx.Response(200, json=unreadable)))
+    config = override(settings, event_max_apply_attempts=2, event_recheck_delay_s=0)
+    before = abandoned()
+    # Returns (so the hint's record can be committed) instead of retrying forever.
+    await asyncio.wait_for(
+        apply_with(config, store, fake, [hint(user_id, HintReason.USER_UPDATED, "UPDATE")]), 30
+    )
+    assert len(fake.admin_requests) == 2
+    assert abandoned() == before + 1
+    assert await store.get_user(user_id) is None
+
+
+async def test_an_unreadable_answer_that_clears_before_the_last_attempt_is_applied(
+    settings: Settings, store: UserStore
+) -> None:
+    user_id = str(uuid.uuid4())
+    unreadable = {**user_json(user_id), "enabled": "maybe"}
+    fake = FakeKeycloak(
+        scripted(httpx.Response(200, json=unreadable), httpx.Response(200, json=user_json(user_id)))
+    )
+    config = override(settings, event_max_apply_attempts=2, event_recheck_delay_s=0)
+    before = abandoned()
+    await apply_with(config, store, fake, [hint(user_id, HintReason.USER_UPDATED, "UPDATE")])
+    assert abandoned() == before
+    doc = await store.get_user(user_id)
+    assert doc is not None and doc["is_active"] is True
+
+
+async def test_outages_do_not_count_towards_the_attempts(settings: Settings, store: UserStore) -> None:
+    user_id = str(uuid.uuid4())
+    config = override(
+        settings, event_max_apply_attempts=1, event_recheck_delay_s=0, keycloak_retry_attempts=1
+    )
+    # Three outages in a row (each a KeycloakUnavailable after the client's own single attempt), then the user.
+    fake = FakeKeycloak(
+        scripted(
+            httpx.Response(503),
+            httpx.Response(503),
+            httpx.Response(503),
+            httpx.Response(200, json=user_json(user_id)),
+        )
+    )
+    before = abandoned()
+    await asyncio.wait_for(
+        apply_with(config, store, fake, [hint(user_id, HintReason.USER_UPDATED, "UPDATE")]), 60
+    )
+    assert len(fake.admin_requests) == 4
+    assert abandoned() == before
+    doc = await store.get_user(user_id)
+    assert doc is not None and doc["is_active"] is True
