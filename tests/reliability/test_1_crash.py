@@ -38,8 +38,9 @@ async def test_sigkill_at_random_moments_loses_no_update(env: ScenarioEnv) -> No
     kills: list[dict[str, Any]] = []
     async with env.consumer("1-crash", event_recheck_delay_s=2.0) as scenario:
         reconciler, audit = scenario.process, scenario.audit
-        # Paced so that the stream outlasts the five kill cycles.
-        stream = await scenario.stream_updates(users, UPDATES, rate_per_s=40)
+        # Paced (about 67 s) so that the stream outlasts the five kill cycles (about 25 s here) with room for a
+        # slower machine: each cycle waits for commits to move, which needs events still flowing.
+        stream = await scenario.stream_updates(users, UPDATES, rate_per_s=30)
         for _ in range(KILLS):
             # Each incarnation first shows progress (its commits move), then dies at a random moment.
             baseline = await audit.committed_user_updates()
