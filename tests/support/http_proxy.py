@@ -3,7 +3,8 @@
 It records every request's method and raw path (exactly as the client sent it, before any normalisation) and
 the tokens the token endpoint hands out, so that tests can prove which paths reached Keycloak and that no
 token ever shows up in a log. When Keycloak cannot be reached the client's connection is dropped without an
-answer, as if Keycloak itself were down (no invented 502).
+answer, as if Keycloak itself were down (no invented 502). `response_delay` can hold chosen answers back (a
+slow network or a loaded Keycloak): the client then gets data older than the moment it arrives.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -50,6 +52,8 @@ class RecordingProxy:
     upstream: str
     requests: list[ProxiedRequest] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)  # access and refresh tokens seen in token responses
+    # (method, raw path) -> seconds to hold Keycloak's answer before passing it on; None: no delay.
+    response_delay: Callable[[str, str], float] | None = None
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
     url: str = ""
@@ -103,6 +107,9 @@ class RecordingProxy:
                 request.transport.abort()  # the client sees a dropped connection, as with Keycloak down
             raise asyncio.CancelledError from None
         self.requests.append(ProxiedRequest(request.method, raw_path, status, arrived))
+        delay = self.response_delay(request.method, raw_path) if self.response_delay is not None else 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)  # Keycloak has answered: the data ages on the way
         if status == 200 and raw_path.split("?", 1)[0].endswith("/protocol/openid-connect/token"):
             self._capture_tokens(payload)
         return web.Response(status=status, body=payload, headers=reply_headers)
