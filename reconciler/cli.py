@@ -381,6 +381,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         ("unchanged", summary.unchanged),
         ("stale (newer data kept)", summary.stale),
         ("deactivation candidates", summary.candidates),
+        ("unreadable (left as stored)", summary.unreadable),
     ):
         table.add_row(label, str(value))
     style = {Outcome.SUCCESS: "green", Outcome.GUARD_TRIPPED: "bold red"}.get(summary.outcome, "red")

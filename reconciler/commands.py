@@ -179,8 +179,9 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
     help="compare Keycloak and the store without writing; exit 0 when they agree",
     arguments=_verify_arguments,
     description="Reads all Keycloak users and the store and prints the drift: users missing from the store, "
-    "users whose fields differ, users that should be inactive (confirmed with Keycloak) or active. Writes "
-    f"nothing. Exit status 0 when there is no drift, {EXIT_DRIFT} when there is.",
+    "users whose fields differ, users that should be inactive (confirmed with Keycloak) or active, users "
+    f"Keycloak lists but sends unreadably. Writes nothing. Exit status 0 when there is no drift, {EXIT_DRIFT} "
+    "when there is.",
 )
 def verify_command(args: argparse.Namespace) -> int:
     settings = load_settings()
@@ -220,9 +221,11 @@ def verify_report(summary: RunSummary) -> dict[str, object]:
                "should_be_active": "reactivated"}  # fmt: skip
     counts = {name: count(summary) for name, count in names.items()}
     return {
-        "in_sync": summary.ok and not any(counts.values()),
+        # A user Keycloak sends unreadably cannot be compared: the store is not known to be in sync.
+        "in_sync": summary.ok and not any(counts.values()) and summary.unreadable == 0,
         "outcome": summary.outcome.value,
         "listed": summary.listed,
+        "unreadable": summary.unreadable,
         **counts,
         "users": {name: drift.get(actions[name], []) for name in names},
         "error": summary.error,

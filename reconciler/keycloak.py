@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -90,6 +91,23 @@ def _retry_after_s(value: str | None) -> float | None:
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableUser:
+    """A listed user whose representation could not be read: its id (None if that was not valid) and why."""
+
+    user_id: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class UserPage:
+    """One page of the user listing: the readable users, the unreadable ones, and how many items it had."""
+
+    size: int
+    users: list[KeycloakUser] = field(default_factory=list)
+    unreadable: list[UnreadableUser] = field(default_factory=list)
 
 
 def user_from_representation(data: Mapping[str, Any]) -> KeycloakUser:
@@ -192,11 +210,28 @@ class KeycloakAdminClient:
         Pass `brief=False` when avatars matter; the full form adds attributes, requiredActions, totp,
         notBefore, disableableCredentialTypes and a per-user userProfileMetadata (about 1.5 kB each).
         """
+        page = await self.list_user_page(first, max_results, brief=brief)
+        if page.unreadable:
+            raise KeycloakProtocolError(page.unreadable[0].reason)
+        return page.users
+
+    async def list_user_page(self, first: int, max_results: int, *, brief: bool = True) -> UserPage:
+        """Like `list_users`, but a representation that cannot be read is set aside in `unreadable` (with its
+        id when that is a valid Keycloak id) instead of failing the whole page: one bad user must not stop
+        the full reconcile for everyone else. `size` counts every item, for paging."""
         params = {"first": first, "max": max_results, "briefRepresentation": str(brief).lower()}
         data = await self._get_json("list_users", "/users", params)
         if not isinstance(data, list):
             raise KeycloakProtocolError("user listing is not a JSON array")
-        return [user_from_representation(item) for item in data]
+        page = UserPage(size=len(data))
+        for item in data:
+            try:
+                page.users.append(user_from_representation(item))
+            except KeycloakProtocolError as error:
+                raw_id = item.get("id") if isinstance(item, Mapping) else None
+                user_id = raw_id if isinstance(raw_id, str) and is_keycloak_id(raw_id) else None
+                page.unreadable.append(UnreadableUser(user_id, str(error)))
+        return page
 
     async def get_user(self, user_id: str) -> KeycloakUser | None:
         """The full representation of one user, or None when Keycloak has no such user (404)."""

@@ -39,6 +39,10 @@ RECONCILE_DURATION = Histogram(
 RECONCILE_LAST_SUCCESS = Gauge(
     f"{PREFIX}_reconcile_last_success_timestamp_seconds", "Unix time of the last successful full reconcile"
 )
+UNREADABLE_USERS = Counter(
+    f"{PREFIX}_reconcile_unreadable_users_total",
+    "Users a full reconcile listed but could not read (left as stored, never deactivated for it)",
+)
 MASS_DEACTIVATION_GUARD_TRIPS = Counter(
     f"{PREFIX}_mass_deactivation_guard_trips_total", "Runs whose deactivations the guard refused"
 )

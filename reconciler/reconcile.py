@@ -46,9 +46,11 @@ from reconciler.keycloak import (
     KeycloakError,
     KeycloakProtocolError,
     KeycloakUnavailable,
+    UnreadableUser,
+    UserPage,
 )
 from reconciler.logs import get_logger, redact
-from reconciler.models import KeycloakUser, Observation, SyncedBy
+from reconciler.models import Observation, SyncedBy
 from reconciler.store import StoreError, UserStore, utc_now
 
 log = get_logger(__name__)
@@ -97,6 +99,7 @@ class RunSummary:
     unchanged: int = 0
     stale: int = 0
     listed: int = 0  # users Keycloak listed
+    unreadable: int = 0  # listed users whose representation could not be read (kept as they are)
     candidates: int = 0  # active local users the listing did not contain
     guard_tripped: bool = False
     guard_limit: int | None = None
@@ -118,6 +121,7 @@ class RunSummary:
             "unchanged": self.unchanged,
             "stale": self.stale,
             "listed": self.listed,
+            "unreadable": self.unreadable,
             "candidates": self.candidates,
         }
 
@@ -371,21 +375,26 @@ class FullReconcile:
         pages = 0
         last_log = 0.0
 
-        async def fetch(first: int) -> tuple[datetime, list[KeycloakUser]]:
+        position = 0  # items listed so far, readable or not (the next page's `first`)
+
+        async def fetch(first: int) -> tuple[datetime, UserPage]:
             observed_at = self._applier.clock()  # stamped just before this page's request
-            return observed_at, await self._keycloak.list_users(first, page_size, brief=False)
+            return observed_at, await self._keycloak.list_user_page(first, page_size, brief=False)
 
         # The next page is fetched while this one is compared and written: a run costs about the larger of
         # Keycloak's and the store's time instead of their sum, and holds at most two pages.
-        next_page: asyncio.Task[tuple[datetime, list[KeycloakUser]]] | None = asyncio.create_task(fetch(0))
+        next_page: asyncio.Task[tuple[datetime, UserPage]] | None = asyncio.create_task(fetch(0))
         try:
             while next_page is not None:
-                observed_at, users = await next_page
+                observed_at, page = await next_page
                 next_page = None
                 pages += 1
-                done = len(users) < page_size
+                position += page.size
+                done = page.size < page_size
                 if not done:
-                    next_page = asyncio.create_task(fetch(summary.listed + len(users)))
+                    next_page = asyncio.create_task(fetch(position))
+                users = page.users
+                self._set_aside(summary, seen, page.unreadable)
                 if users:
                     observations = [Observation(user.id, user, observed_at) for user in users]
                     result = await self._applier.apply(
@@ -421,6 +430,21 @@ class FullReconcile:
                 next_page.cancel()
                 await asyncio.wait([next_page])  # (its own error or cancellation is not ours to raise)
         return seen
+
+    def _set_aside(self, summary: RunSummary, seen: set[bytes], unreadable: list[UnreadableUser]) -> None:
+        """Users Keycloak listed but we cannot read are left as the store has them: counted, logged, and
+        marked seen so that they are never deactivated for it."""
+        for user in unreadable:
+            summary.unreadable += 1
+            if user.user_id is not None:
+                seen.add(uuid.UUID(user.user_id).bytes)
+            if not summary.dry_run:
+                metrics.UNREADABLE_USERS.inc()
+            log.error(
+                "a listed user's representation cannot be read; the user is left as stored",
+                user_id=user.user_id,
+                reason=user.reason,
+            )
 
     def _collect_drift(self, summary: RunSummary, changes: list[Change]) -> None:
         if not summary.dry_run:

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from reconciler.apply import Applier
+from reconciler.commands import verify_report
 from reconciler.config import Settings
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.models import SyncedBy
@@ -431,5 +432,65 @@ async def test_a_listing_that_never_ends_fails_the_run(
             summary = await FullReconcile(settings, endless_store, client).run()
         assert summary.outcome is Outcome.FAILED and summary.error_kind is ErrorKind.KEYCLOAK_PROTOCOL
         assert "does not end" in (summary.error or "") and summary.deactivated == 0
+    finally:
+        await mongo_client.drop_database(database)
+
+
+def unreadable_users_total() -> float:
+    return REGISTRY.get_sample_value("reconciler_reconcile_unreadable_users_total") or 0.0
+
+
+async def test_a_user_that_cannot_be_read_is_left_as_stored_and_the_run_goes_on(
+    stack_env: dict[str, str], mongo_client: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """Edge case a real Keycloak does not produce: one listed representation is unreadable (`enabled` is not
+    a boolean). The run must not fail for everyone because of it, nor deactivate that user."""
+    database = f"t_unreadable_{uuid.uuid4().hex[:8]}"
+    users = [
+        {"id": str(uuid.uuid4()), "username": f"user-{n}", "enabled": True, "lastName": "v1"}
+        for n in range(5)
+    ]
+    listing_firsts: list[int] = []
+
+    def keycloak(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": "token", "expires_in": 300})
+        if path.endswith("/users/count"):
+            return httpx.Response(200, json=len(users) + 1)
+        if path.endswith("/users"):
+            first, size = int(request.url.params["first"]), int(request.url.params["max"])
+            listing_firsts.append(first)
+            return httpx.Response(200, json=users[first : first + size])
+        return httpx.Response(404)
+
+    settings = make_settings(stack_env, mongodb_database=database, keycloak_page_size=2)
+    try:
+        async with (
+            UserStore.from_settings(settings) as own_store,
+            KeycloakAdminClient(settings, httpx.MockTransport(keycloak)) as client,
+        ):
+            await own_store.ensure_indexes()
+            first_run = await FullReconcile(settings, own_store, client).run()
+            assert first_run.ok and first_run.created == 5
+            poisoned = users[2]["id"]
+            users[2] = {**users[2], "enabled": "maybe", "lastName": "v2"}
+            users[3] = {**users[3], "lastName": "v2"}
+            users.append({"username": "no-id", "enabled": True})  # not even a valid id
+            before = unreadable_users_total()
+            listing_firsts.clear()
+            summary = await FullReconcile(settings, own_store, client).run()
+            docs = await documents(own_store)
+            firsts = list(listing_firsts)
+            checked = verify_report(await FullReconcile(settings, own_store, client).run(dry_run=True))
+        assert summary.ok, summary
+        assert summary.unreadable == 2 and summary.listed == 4
+        assert summary.updated == 1 and summary.deactivated == 0 and summary.candidates == 0
+        assert unreadable_users_total() == before + 2
+        assert firsts == [0, 2, 4, 6]  # pages count the unreadable items too
+        assert docs[poisoned]["is_active"] is True and docs[poisoned]["last_name"] == "v1"  # left as stored
+        assert docs[users[3]["id"]]["last_name"] == "v2"
+        # `verify` cannot call a store in sync with users it could not compare.
+        assert checked["unreadable"] == 2 and checked["in_sync"] is False
     finally:
         await mongo_client.drop_database(database)
