@@ -117,9 +117,13 @@ async def test_a_consumer_killed_mid_stream_and_restarted_loses_nothing(
     finally:
         exit_code = stop(process, signal.SIGTERM)
     assert exit_code == 0, log_file.read_text()[-3000:]
-    # SIGTERM drained and committed: the group is at the end of every partition it read.
+    # SIGTERM drained and committed: the group is at the end of every partition it read. A partition that
+    # never held a record (end offset 0; which ones depends on how earlier tests' keys hashed) has nothing to
+    # commit, and a group without a commit there starts at 0, its end.
     committed = await committed_offsets(config.kafka_bootstrap_servers, config.kafka_group_id)
-    assert committed == await end_offsets(config.kafka_bootstrap_servers, config.event_topics)
+    ends = await end_offsets(config.kafka_bootstrap_servers, config.event_topics)
+    assert set(committed) <= set(ends)
+    assert {tp: committed.get(tp, 0) for tp in ends} == ends
 
 
 async def test_two_members_split_the_partitions_and_a_rebalance_loses_nothing(
