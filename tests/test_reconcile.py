@@ -6,11 +6,12 @@ users but each one asserts what it needs; `assert_mirror` checks the whole store
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -94,6 +95,28 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def scripted_keycloak(
+    stack_env: dict[str, str],
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    handler: Callable[[httpx.Request], httpx.Response],
+) -> AsyncIterator[tuple[Settings, UserStore, KeycloakAdminClient]]:
+    """For Keycloak answers a real Keycloak does not give: `handler` plays Keycloak (pages of 2 users), the
+    store is real, in a database of its own that is dropped afterwards."""
+    settings = make_settings(
+        stack_env, mongodb_database=f"t_scripted_{uuid.uuid4().hex[:8]}", keycloak_page_size=2
+    )
+    try:
+        async with (
+            UserStore.from_settings(settings) as store,
+            KeycloakAdminClient(settings, httpx.MockTransport(handler)) as client,
+        ):
+            await store.ensure_indexes()
+            yield settings, store, client
+    finally:
+        await mongo_client.drop_database(settings.mongodb_database)
 
 
 # --- cases ------------------------------------------------------------------------------------------------
@@ -412,7 +435,6 @@ async def test_a_listing_that_never_ends_fails_the_run(
     stack_env: dict[str, str], mongo_client: AsyncMongoClient[dict[str, Any]]
 ) -> None:
     """Edge case a real Keycloak does not produce: `first` ignored, the same full page forever."""
-    database = f"t_endless_{uuid.uuid4().hex[:8]}"
     page = [{"id": str(uuid.uuid4()), "username": f"user-{n}", "enabled": True} for n in range(2)]
 
     def keycloak_ignoring_first(request: httpx.Request) -> httpx.Response:
@@ -422,18 +444,14 @@ async def test_a_listing_that_never_ends_fails_the_run(
             return httpx.Response(200, json=2)
         return httpx.Response(200, json=page)
 
-    settings = make_settings(stack_env, mongodb_database=database, keycloak_page_size=2)
-    try:
-        async with (
-            UserStore.from_settings(settings) as endless_store,
-            KeycloakAdminClient(settings, httpx.MockTransport(keycloak_ignoring_first)) as client,
-        ):
-            await endless_store.ensure_indexes()
-            summary = await FullReconcile(settings, endless_store, client).run()
-        assert summary.outcome is Outcome.FAILED and summary.error_kind is ErrorKind.KEYCLOAK_PROTOCOL
-        assert "does not end" in (summary.error or "") and summary.deactivated == 0
-    finally:
-        await mongo_client.drop_database(database)
+    async with scripted_keycloak(stack_env, mongo_client, keycloak_ignoring_first) as (
+        settings,
+        store,
+        client,
+    ):
+        summary = await FullReconcile(settings, store, client).run()
+    assert summary.outcome is Outcome.FAILED and summary.error_kind is ErrorKind.KEYCLOAK_PROTOCOL
+    assert "does not end" in (summary.error or "") and summary.deactivated == 0
 
 
 def unreadable_users_total() -> float:
@@ -445,7 +463,6 @@ async def test_a_user_that_cannot_be_read_is_left_as_stored_and_the_run_goes_on(
 ) -> None:
     """Edge case a real Keycloak does not produce: one listed representation is unreadable (`enabled` is not
     a boolean). The run must not fail for everyone because of it, nor deactivate that user."""
-    database = f"t_unreadable_{uuid.uuid4().hex[:8]}"
     users = [
         {"id": str(uuid.uuid4()), "username": f"user-{n}", "enabled": True, "lastName": "v1"}
         for n in range(5)
@@ -464,33 +481,25 @@ async def test_a_user_that_cannot_be_read_is_left_as_stored_and_the_run_goes_on(
             return httpx.Response(200, json=users[first : first + size])
         return httpx.Response(404)
 
-    settings = make_settings(stack_env, mongodb_database=database, keycloak_page_size=2)
-    try:
-        async with (
-            UserStore.from_settings(settings) as own_store,
-            KeycloakAdminClient(settings, httpx.MockTransport(keycloak)) as client,
-        ):
-            await own_store.ensure_indexes()
-            first_run = await FullReconcile(settings, own_store, client).run()
-            assert first_run.ok and first_run.created == 5
-            poisoned = users[2]["id"]
-            users[2] = {**users[2], "enabled": "maybe", "lastName": "v2"}
-            users[3] = {**users[3], "lastName": "v2"}
-            users.append({"username": "no-id", "enabled": True})  # not even a valid id
-            before = unreadable_users_total()
-            listing_firsts.clear()
-            summary = await FullReconcile(settings, own_store, client).run()
-            docs = await documents(own_store)
-            firsts = list(listing_firsts)
-            checked = verify_report(await FullReconcile(settings, own_store, client).run(dry_run=True))
-        assert summary.ok, summary
-        assert summary.unreadable == 2 and summary.listed == 4
-        assert summary.updated == 1 and summary.deactivated == 0 and summary.candidates == 0
-        assert unreadable_users_total() == before + 2
-        assert firsts == [0, 2, 4, 6]  # pages count the unreadable items too
-        assert docs[poisoned]["is_active"] is True and docs[poisoned]["last_name"] == "v1"  # left as stored
-        assert docs[users[3]["id"]]["last_name"] == "v2"
-        # `verify` cannot call a store in sync with users it could not compare.
-        assert checked["unreadable"] == 2 and checked["in_sync"] is False
-    finally:
-        await mongo_client.drop_database(database)
+    async with scripted_keycloak(stack_env, mongo_client, keycloak) as (settings, own_store, client):
+        first_run = await FullReconcile(settings, own_store, client).run()
+        assert first_run.ok and first_run.created == 5
+        poisoned = users[2]["id"]
+        users[2] = {**users[2], "enabled": "maybe", "lastName": "v2"}
+        users[3] = {**users[3], "lastName": "v2"}
+        users.append({"username": "no-id", "enabled": True})  # not even a valid id
+        before = unreadable_users_total()
+        listing_firsts.clear()
+        summary = await FullReconcile(settings, own_store, client).run()
+        docs = await documents(own_store)
+        firsts = list(listing_firsts)
+        checked = verify_report(await FullReconcile(settings, own_store, client).run(dry_run=True))
+    assert summary.ok, summary
+    assert summary.unreadable == 2 and summary.listed == 4
+    assert summary.updated == 1 and summary.deactivated == 0 and summary.candidates == 0
+    assert unreadable_users_total() == before + 2
+    assert firsts == [0, 2, 4, 6]  # pages count the unreadable items too
+    assert docs[poisoned]["is_active"] is True and docs[poisoned]["last_name"] == "v1"  # left as stored
+    assert docs[users[3]["id"]]["last_name"] == "v2"
+    # `verify` cannot call a store in sync with users it could not compare.
+    assert checked["unreadable"] == 2 and checked["in_sync"] is False
