@@ -11,11 +11,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pymongo import AsyncMongoClient
 
 from bench.env import ROOT
 from bench.stats import median, ratio
+from tests.support.keycloak_admin import KeycloakTestAdmin
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 START = "<!-- bench:results:start -->"
@@ -53,21 +53,13 @@ def _git(*args: str) -> str:
 
 async def _server_versions(env: dict[str, str]) -> dict[str, str]:
     versions: dict[str, str] = {}
-    async with httpx.AsyncClient(base_url=env["KEYCLOAK_URL"], timeout=30) as http:
-        token = (
-            await http.post(
-                "/realms/master/protocol/openid-connect/token",
-                data={
-                    "grant_type": "password",
-                    "client_id": "admin-cli",
-                    "username": env["KEYCLOAK_ADMIN_USER"],
-                    "password": env["KEYCLOAK_ADMIN_PASSWORD"],
-                },
-            )
-        ).json()["access_token"]
-        info = (await http.get("/admin/serverinfo", headers={"Authorization": f"Bearer {token}"})).json()
+    kc = KeycloakTestAdmin.from_env(env, "master")
+    try:
+        info = (await kc.request("GET", "/admin/serverinfo")).json()
         versions["keycloak"] = str(info.get("systemInfo", {}).get("version", "unknown"))
         versions["keycloak_java"] = str(info.get("systemInfo", {}).get("javaVersion", "unknown"))
+    finally:
+        await kc.aclose()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(env["MONGODB_URI"])
     try:
         build = await client.admin.command("buildInfo")

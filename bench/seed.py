@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from bench.env import REALM_FILE, RESULTS_DIR
+from tests.support.keycloak_admin import KeycloakTestAdmin
 
 IMPORT_BATCH = 1000
 _NAMESPACE = uuid.UUID("6f1c2f1e-2d4a-4c55-9a59-0b3a8f5e7c01")
@@ -62,51 +63,12 @@ def churn_round(size: int, round_no: int) -> Churn:
     return Churn(*picks)
 
 
-class Admin:
-    """Admin REST calls on one realm as the master realm's bootstrap admin (long timeout: a large partial
-    import can take a while)."""
-
-    def __init__(self, env: dict[str, str], realm: str, timeout_s: float = 600.0) -> None:
-        self.realm = realm
-        self._user = env["KEYCLOAK_ADMIN_USER"]
-        self._password = env["KEYCLOAK_ADMIN_PASSWORD"]
-        self._http = httpx.AsyncClient(base_url=env["KEYCLOAK_URL"].rstrip("/"), timeout=timeout_s)
-        self._token: str | None = None
-        self._token_expires = 0.0
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _headers(self) -> dict[str, str]:
-        if self._token is None or time.monotonic() > self._token_expires:
-            response = await self._http.post(
-                "/realms/master/protocol/openid-connect/token",
-                data={
-                    "grant_type": "password",
-                    "client_id": "admin-cli",
-                    "username": self._user,
-                    "password": self._password,
-                },
-            )
-            response.raise_for_status()
-            body = response.json()
-            self._token = str(body["access_token"])
-            self._token_expires = time.monotonic() + float(body["expires_in"]) - 15
-        return {"Authorization": f"Bearer {self._token}"}
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """`path` is relative to /admin/realms/{realm}, unless it starts with /admin/."""
-        url = path if path.startswith("/admin/") else f"/admin/realms/{self.realm}{path}"
-        response = await self._http.request(method, url, headers=await self._headers(), **kwargs)
-        response.raise_for_status()
-        return response
+def admin(env: dict[str, str], realm: str) -> KeycloakTestAdmin:
+    """The bootstrap admin on `realm`, with a long timeout: a large partial import can take a while."""
+    return KeycloakTestAdmin.from_env(env, realm, timeout_s=600.0)
 
 
-def admin(env: dict[str, str], realm: str) -> Admin:
-    return Admin(env, realm)
-
-
-async def realm_exists(kc: Admin) -> bool:
+async def realm_exists(kc: KeycloakTestAdmin) -> bool:
     try:
         await kc.request("GET", f"/admin/realms/{kc.realm}")
     except httpx.HTTPStatusError as error:
@@ -116,17 +78,16 @@ async def realm_exists(kc: Admin) -> bool:
     return True
 
 
-async def create_realm(kc: Admin) -> None:
+async def create_realm(kc: KeycloakTestAdmin) -> None:
     """The realm export renamed: same service-account client, events and the Kafka listener on."""
-    export = json.loads(REALM_FILE.read_text())
-    await kc.request("POST", "/admin/realms", json={**export, "realm": kc.realm, "id": kc.realm})
+    await kc.create_realm(json.loads(REALM_FILE.read_text()), kc.realm)
 
 
-async def count_users(kc: Admin) -> int:
+async def count_users(kc: KeycloakTestAdmin) -> int:
     return int((await kc.request("GET", "/users/count")).json())
 
 
-async def import_users(kc: Admin, users: list[dict[str, Any]], policy: str) -> None:
+async def import_users(kc: KeycloakTestAdmin, users: list[dict[str, Any]], policy: str) -> None:
     """Realm partial import in batches of IMPORT_BATCH (no events are emitted for imported users)."""
     for start in range(0, len(users), IMPORT_BATCH):
         batch = users[start : start + IMPORT_BATCH]
@@ -199,7 +160,7 @@ async def ensure_realm(env: dict[str, str], realm: str, size: int) -> SeedReport
         await kc.aclose()
 
 
-async def apply_churn(kc: Admin, size: int, round_no: int) -> Churn:
+async def apply_churn(kc: KeycloakTestAdmin, size: int, round_no: int) -> Churn:
     """Round `round_no` of churn through the admin API: 1% of the users updated (PUT: first name and email),
     1% disabled (PUT), 1% deleted (DELETE)."""
     churn = churn_round(size, round_no)
@@ -216,7 +177,7 @@ async def apply_churn(kc: Admin, size: int, round_no: int) -> Churn:
     return churn
 
 
-async def restore(kc: Admin, size: int, rounds: list[int]) -> None:
+async def restore(kc: KeycloakTestAdmin, size: int, rounds: list[int]) -> None:
     """Bring the churned users of these rounds back to their baseline: PUT the changed ones, re-import the
     deleted ones (partial import keeps their ids)."""
     for round_no in rounds:

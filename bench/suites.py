@@ -14,6 +14,7 @@ from bench import eventpath, seed
 from bench.env import LOGS_DIR, PROFILES_DIR, database_name, realm_name
 from bench.runner import Job, run_job
 from bench.stats import summarize
+from tests.support.keycloak_admin import KeycloakTestAdmin
 
 console = Console(stderr=True)
 CASES = ("cold", "warm", "churn")
@@ -43,7 +44,7 @@ def _show(label: str, result: dict[str, Any]) -> None:
     console.print(f"  {label}: {shown}")
 
 
-def _with_admin(env: dict[str, str], realm: str, action: Callable[[seed.Admin], Any]) -> Any:
+def _with_admin(env: dict[str, str], realm: str, action: Callable[[KeycloakTestAdmin], Any]) -> Any:
     async def go() -> Any:
         kc = seed.admin(env, realm)
         try:

@@ -89,13 +89,7 @@ def settings(stack_env: dict[str, str], database_name: str, realm: str) -> Setti
 
 
 def _admin(stack_env: dict[str, str], realm: str) -> KeycloakTestAdmin:
-    return KeycloakTestAdmin(
-        stack_env["KEYCLOAK_URL"],
-        realm,
-        stack_env["KEYCLOAK_ADMIN_USER"],
-        stack_env["KEYCLOAK_ADMIN_PASSWORD"],
-        stack_env.get("KEYCLOAK_SELF_SERVICE_CLIENT_ID", "e2e-self-service"),
-    )
+    return KeycloakTestAdmin.from_env(stack_env, realm)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -16,16 +17,35 @@ class KeycloakTestAdmin:
     """Admin REST calls as the master realm's bootstrap admin (password grant on admin-cli)."""
 
     def __init__(
-        self, base_url: str, realm: str, username: str, password: str, self_service_client: str
+        self,
+        base_url: str,
+        realm: str,
+        username: str,
+        password: str,
+        self_service_client: str,
+        *,
+        timeout_s: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.realm = realm
         self._username = username
         self._password = password
         self._self_service_client = self_service_client
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
         self._token: str | None = None
         self._token_expires = 0.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], realm: str, *, timeout_s: float = 30.0) -> KeycloakTestAdmin:
+        """From the local stack's settings (`.stack/env`): KEYCLOAK_URL and the bootstrap admin."""
+        return cls(
+            env["KEYCLOAK_URL"],
+            realm,
+            env["KEYCLOAK_ADMIN_USER"],
+            env["KEYCLOAK_ADMIN_PASSWORD"],
+            env.get("KEYCLOAK_SELF_SERVICE_CLIENT_ID", "e2e-self-service"),
+            timeout_s=timeout_s,
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
