@@ -55,16 +55,6 @@ from reconciler.store import F, UserStore, UserWrite, WriteStatus, utc_now
 log = get_logger(__name__)
 T = TypeVar("T")
 
-PROFILE_FIELDS: Final[tuple[str, ...]] = (
-    F.USERNAME,
-    F.EMAIL,
-    F.EMAIL_VERIFIED,
-    F.FIRST_NAME,
-    F.LAST_NAME,
-    F.DISPLAY_NAME,
-    F.AVATAR_URL,
-)
-STATE_FIELDS: Final[tuple[str, ...]] = (F.IS_ACTIVE, F.DEACTIVATION_REASON)
 ACCESS_FIELDS: Final[tuple[str, ...]] = (F.GROUPS, F.REALM_ROLES)
 
 
