@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
 from bench.env import make_settings, stack_env
@@ -29,6 +28,7 @@ from reconciler.keycloak import KeycloakAdminClient
 from reconciler.replay import replay
 from reconciler.service import Service
 from reconciler.store import UserStore
+from tests.support import kafka_offsets
 
 Spec = dict[str, Any]
 PARTITIONS = 3  # as the stack's event topics
@@ -74,23 +74,11 @@ class Topics:
 
 
 async def create_topics(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(topics.admin_events, PARTITIONS, 1), NewTopic(topics.dead_letters, 1, 1)]
-        )
-    finally:
-        await admin.close()
+    await kafka_offsets.create_topics(bootstrap, {topics.admin_events: PARTITIONS, topics.dead_letters: 1})
 
 
 async def delete_topics(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topics.admin_events, topics.dead_letters])
-    finally:
-        await admin.close()
+    await kafka_offsets.delete_topics(bootstrap, [topics.admin_events, topics.dead_letters])
 
 
 def _producer(bootstrap: str) -> AIOKafkaProducer:

@@ -21,7 +21,6 @@ from collections import Counter
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.reliability.harness import (
     audit_requests,
@@ -31,7 +30,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.hostile import ADMIN, APPLY, DEAD_LETTER, HostileGenerator, Message
 from tests.reliability.scenario import ScenarioEnv
-from tests.support.kafka_offsets import PartitionReader, create_topics, end_offsets
+from tests.support.kafka_offsets import PartitionReader, create_topics, delete_topics, end_offsets
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
@@ -150,7 +149,7 @@ async def test_hostile_messages_never_stop_the_consumer_and_never_reach_keycloak
     )
     assert requested_ids == set(valid_ids)
     checks = await scenario.closing_checks()
-    await _delete_topics(bootstrap, [*topics.values(), dlq])
+    await delete_topics(bootstrap, [*topics.values(), dlq])
     kinds = Counter(
         m.kind.split(" '")[0] if m.kind.startswith("resourcePath") else m.kind
         for m in messages
@@ -193,12 +192,3 @@ async def _produce(
     finally:
         await producer.stop()
     return {(md.topic, md.partition, md.offset): m for md, m in zip(metadata, messages, strict=True)}
-
-
-async def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()

@@ -38,6 +38,15 @@ async def create_topics(
     await end_offsets(bootstrap, topics, expect_partitions=topics)
 
 
+async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()
+
+
 async def end_offsets(
     bootstrap: str, topics: Iterable[str], *, expect_partitions: Mapping[str, int] | None = None
 ) -> Offsets:
