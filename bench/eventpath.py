@@ -24,6 +24,7 @@ from pymongo import AsyncMongoClient
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests
 from reconciler import metrics
+from reconciler.config import Settings
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.replay import replay
 from reconciler.service import Service
@@ -167,16 +168,25 @@ def _signal_ready(path: str) -> None:
     Path(path).write_text("ready")
 
 
-async def events_job(spec: Spec) -> dict[str, Any]:
-    """Run the consumer until `expected` hints were applied (or `timeout_s`), then stop it."""
-    env = stack_env()
+async def _job_settings(spec: Spec, **overrides: Any) -> Settings:
+    """A job's settings: its realm, its topic and dead-letter topic only, and a database emptied first."""
     settings = make_settings(
-        env,
+        stack_env(),
         spec["realm"],
         spec["database"],
         kafka_admin_events_topic=spec["topic"],
         kafka_user_events_topic="",
         kafka_dead_letter_topic=spec["dlq"],
+        **overrides,
+    )
+    await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    return settings
+
+
+async def events_job(spec: Spec) -> dict[str, Any]:
+    """Run the consumer until `expected` hints were applied (or `timeout_s`), then stop it."""
+    settings = await _job_settings(
+        spec,
         kafka_group_id=f"bench-{uuid.uuid4().hex[:8]}",
         reconcile_enabled=False,
         http_enabled=False,
@@ -184,7 +194,6 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         # Only the shutdown after the measurement: the re-checks still queued then are not waited for.
         consumer_drain_timeout_s=3.0,
     )
-    await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
     counter = install_store_counter(settings.mongodb_users_collection)
     expected = int(spec["expected"])
     recorder = LatencyRecorder(metrics.APPLY_LATENCY, expected)
@@ -229,16 +238,7 @@ async def events_job(spec: Spec) -> dict[str, Any]:
 
 async def replay_job(spec: Spec) -> dict[str, Any]:
     """`reconciler replay` of one topic into an empty database, without the full reconcile that follows."""
-    env = stack_env()
-    settings = make_settings(
-        env,
-        spec["realm"],
-        spec["database"],
-        kafka_admin_events_topic=spec["topic"],
-        kafka_user_events_topic="",
-        kafka_dead_letter_topic=spec["dlq"],
-    )
-    await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    settings = await _job_settings(spec)
     counter = install_store_counter(settings.mongodb_users_collection)
     async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
         counter.enabled = True
