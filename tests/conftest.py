@@ -13,6 +13,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from reconciler.config import Settings
+from reconciler.store import UserStore
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.stack import HOW_TO_START, REALM_FILE, discover_stack_env, docker_available
 
@@ -75,7 +76,7 @@ async def realm(stack_env: dict[str, str], request: pytest.FixtureRequest) -> As
     Modules never see each other's users or events, and a full reconcile lists only the module's users.
     """
     name = _database_name(request).replace("_", "-")
-    admin = _admin(stack_env, name)
+    admin = KeycloakTestAdmin.from_env(stack_env, name)
     await admin.create_realm(json.loads(REALM_FILE.read_text()), name)
     yield name
     if not os.environ.get("KEEP_TEST_DATABASES"):
@@ -88,14 +89,10 @@ def settings(stack_env: dict[str, str], database_name: str, realm: str) -> Setti
     return make_settings(stack_env, mongodb_database=database_name, keycloak_realm=realm)
 
 
-def _admin(stack_env: dict[str, str], realm: str) -> KeycloakTestAdmin:
-    return KeycloakTestAdmin.from_env(stack_env, realm)
-
-
 @pytest.fixture(scope="module")
 async def kc_admin(stack_env: dict[str, str], realm: str) -> AsyncIterator[KeycloakTestAdmin]:
     """The bootstrap admin acting on the module's realm."""
-    admin = _admin(stack_env, realm)
+    admin = KeycloakTestAdmin.from_env(stack_env, realm)
     yield admin
     await admin.aclose()
 
@@ -115,3 +112,11 @@ async def users_collection(
     yield mongo_client[settings.mongodb_database][settings.mongodb_users_collection]
     if not os.environ.get("KEEP_TEST_DATABASES"):
         await mongo_client.drop_database(settings.mongodb_database)
+
+
+@pytest.fixture(scope="module")
+async def store(settings: Settings) -> AsyncIterator[UserStore]:
+    """The module's store, indexes created (modules with other needs define their own `store`)."""
+    async with UserStore.from_settings(settings) as user_store:
+        await user_store.ensure_indexes()
+        yield user_store

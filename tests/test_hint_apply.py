@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,13 +25,6 @@ from tests.conftest import override
 from tests.test_keycloak_client import FakeKeycloak, scripted, user_json
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-async def store(settings: Settings) -> AsyncIterator[UserStore]:
-    async with UserStore.from_settings(settings) as user_store:
-        await user_store.ensure_indexes()
-        yield user_store
 
 
 def hint(user_id: str, reason: HintReason, operation: str) -> UserHint:

@@ -34,13 +34,6 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
-async def store(settings: Settings) -> AsyncIterator[UserStore]:
-    async with UserStore.from_settings(settings) as user_store:
-        await user_store.ensure_indexes()
-        yield user_store
-
-
-@pytest.fixture(scope="module")
 async def keycloak(settings: Settings) -> AsyncIterator[KeycloakAdminClient]:
     async with KeycloakAdminClient(settings) as client:
         yield client
