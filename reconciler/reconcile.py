@@ -407,10 +407,11 @@ class FullReconcile:
                     self._collect_drift(summary, result.changes)
                     seen.update(uuid.UUID(user.id).bytes for user in users)
                     summary.listed += len(users)
-                if summary.listed > 2 * total + 10 * page_size:
+                if position > 2 * total + 10 * page_size:
                     # Far more users than Keycloak counted: it ignores `first`, or the realm churns wildly.
+                    # (Counted readable or not: a page of unreadable users repeated forever must stop too.)
                     raise KeycloakProtocolError(
-                        f"user listing does not end: {summary.listed} users listed, Keycloak counted {total}"
+                        f"user listing does not end: {position} users listed, Keycloak counted {total}"
                     )
                 now = time.monotonic()
                 if done or now - last_log >= _PROGRESS_LOG_INTERVAL_S:

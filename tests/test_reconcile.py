@@ -424,11 +424,13 @@ async def test_groups_and_realm_roles_are_mirrored_when_enabled(
     assert summary.updated == summary.created == 0  # stable: sorted names compare equal
 
 
+@pytest.mark.parametrize("enabled", [True, "unreadable"], ids=["readable", "unreadable"])
 async def test_a_listing_that_never_ends_fails_the_run(
-    stack_env: dict[str, str], mongo_client: AsyncMongoClient[dict[str, Any]]
+    stack_env: dict[str, str], mongo_client: AsyncMongoClient[dict[str, Any]], enabled: object
 ) -> None:
-    """Edge case a real Keycloak does not produce: `first` ignored, the same full page forever."""
-    page = [{"id": str(uuid.uuid4()), "username": f"user-{n}", "enabled": True} for n in range(2)]
+    """Edge case a real Keycloak does not produce: `first` ignored, the same full page forever (also when
+    that page holds only users that cannot be read, which the run sets aside)."""
+    page = [{"id": str(uuid.uuid4()), "username": f"user-{n}", "enabled": enabled} for n in range(2)]
 
     def keycloak_ignoring_first(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/token"):
