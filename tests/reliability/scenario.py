@@ -8,7 +8,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,14 +167,17 @@ class ConsumerUnderAudit:
         return round(time.monotonic() - self.started, 1)
 
     async def closing_checks(self, *, run_errors: bool = False) -> dict[str, Any]:
-        """closing_checks for this consumer's log and the requests since it was set up."""
-        label = self.process.log_file.stem
-        return await closing_checks(
-            self.env,
-            mark=self.mark,
-            log_files=[self.process.log_file],
-            run_errors=label if run_errors else None,
-        )
+        """What ends every scenario: `reconciler verify` exits 0, every request Keycloak saw since this
+        consumer was set up is an allowed read of the realm with a canonical id, and no secret is in its log
+        (nor in the run records' errors, with `run_errors`). Returns the figures these checks produce."""
+        env = self.env
+        report = await verify_in_sync(env.settings_for(), env.secrets)
+        requests, _, problems = audit_requests(env.proxy.since(self.mark), env.realm)
+        assert not problems, f"requests that must not reach Keycloak: {problems[:10]}"
+        if run_errors:
+            await collect_run_errors(env.users, env.secrets, self.process.log_file.stem)
+        lines = env.secrets.assert_clean([self.process.log_file])
+        return {"verify": report["in_sync"], "keycloak_requests": requests, "log_lines_scanned": lines}
 
 
 async def expected_versions(kc_admin: KeycloakTestAdmin, stream: UpdateStream) -> dict[str, int]:
@@ -183,18 +186,3 @@ async def expected_versions(kc_admin: KeycloakTestAdmin, stream: UpdateStream) -
     expected = {user: version for user, version in truth.items() if version > 0}
     assert expected == stream.versions, "Keycloak does not hold the stream's last versions"
     return expected
-
-
-async def closing_checks(
-    env: ScenarioEnv, *, mark: int, log_files: Iterable[Path], run_errors: str | None = None
-) -> dict[str, Any]:
-    """What ends every scenario: `reconciler verify` exits 0, every request Keycloak saw since `mark` is an
-    allowed read of the realm with a canonical id, and no secret is in the logs (nor in the run records'
-    errors, collected under the label `run_errors` when given). Returns the figures these checks produce."""
-    report = await verify_in_sync(env.settings_for(), env.secrets)
-    requests, _, problems = audit_requests(env.proxy.since(mark), env.realm)
-    assert not problems, f"requests that must not reach Keycloak: {problems[:10]}"
-    if run_errors is not None:
-        await collect_run_errors(env.users, env.secrets, run_errors)
-    lines = env.secrets.assert_clean(list(log_files))
-    return {"verify": report["in_sync"], "keycloak_requests": requests, "log_lines_scanned": lines}
