@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     keycloak_page_size: int = Field(
         default=100, ge=1, le=1000, description="Users per page in the full reconcile"
     )
+    keycloak_retry_after_max_s: float = Field(
+        default=30.0, ge=0, description="Longest wait a 429's Retry-After may ask for"
+    )
 
     # --- Store ----------------------------------------------------------------------------------------
     mongodb_uri: SecretStr = Field(
@@ -85,6 +88,11 @@ class Settings(BaseSettings):
         description="Users applied at once on the event path (their Keycloak reads stay bounded by "
         "KEYCLOAK_MAX_CONCURRENCY; their store writes are grouped)",
     )
+    consumer_start_offset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a consumer group without committed offsets starts: the topics' whole history "
+        "(earliest) or only new events (latest; the full reconcile covers the rest)",
+    )
     consumer_max_poll_records: int = Field(
         default=500, ge=1, le=10_000, description="Records fetched per poll"
     )
@@ -131,6 +139,38 @@ class Settings(BaseSettings):
         default=5, ge=0, description="Deactivations always allowed in one run, whatever the share"
     )
     sync_groups_and_roles: bool = Field(default=False, description="Mirror group names and realm roles")
+
+    # --- Retries and batching ------------------------------------------------------------------------
+    retry_request_backoff_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="First delay between attempts of one Keycloak request or dead-letter publish",
+    )
+    retry_request_backoff_max_s: float = Field(
+        default=10.0, gt=0, description="Longest delay between attempts of one request"
+    )
+    retry_user_backoff_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="First delay before a user whose apply failed (outage, refusal) is tried again; "
+        "the worker is free meanwhile",
+    )
+    retry_user_backoff_max_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Longest such delay: after an outage or a refusal is fixed, work resumes within it",
+    )
+    reconcile_retry_backoff_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="First delay before a failed full reconcile is tried again (doubling up to the interval)",
+    )
+    apply_batch_size: int = Field(
+        default=100, ge=1, le=1000, description="Users read from the store and written in one batch"
+    )
+    permanent_failure_log_interval_s: float = Field(
+        default=60.0, gt=0, description="At most one error line per this many seconds for a lasting refusal"
+    )
 
     # --- Process --------------------------------------------------------------------------------------
     http_enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics")

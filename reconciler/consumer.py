@@ -1,7 +1,7 @@
 """The consumer-group loop: Kafka records -> user hints -> the coalescing queue -> committed offsets.
 
 Offsets are committed per partition only up to the oldest record whose applies have not all succeeded
-(invariant 3). On revocation the revoked partitions' in-flight work is finished and committed first; on stop
+(invariant 3, docs/ARCHITECTURE.md). On revocation the revoked partitions' in-flight work is finished and committed first; on stop
 the queue drains and the final offsets are committed. Bad messages go to the dead-letter topic (invariant 8).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -26,18 +26,14 @@ from reconciler.workqueue import CoalescingQueue
 
 log = get_logger(__name__)
 
-ApplyHints = Callable[[str, list[UserHint]], Awaitable[None]]
-
 
 class EventConsumer:
-    """Runs the event path until `stop` is set. `apply_hints(user_id, hints)` must retry transient errors."""
+    """Runs the event path until `stop` is set, feeding `queue` (which owns retries)."""
 
-    def __init__(self, settings: Settings, apply_hints: ApplyHints, realms: frozenset[str]) -> None:
+    def __init__(self, settings: Settings, queue: CoalescingQueue[UserHint], realms: frozenset[str]) -> None:
         self._settings = settings
         self._realms = realms
-        self._queue: CoalescingQueue[UserHint] = CoalescingQueue(
-            apply_hints, settings.consumer_max_in_flight_users
-        )
+        self._queue = queue
         self._offsets = OffsetTracker()
         self._dead_letters = DeadLetters(settings)
         self._consumer = AIOKafkaConsumer(
@@ -45,7 +41,7 @@ class EventConsumer:
             group_id=settings.kafka_group_id,
             group_instance_id=settings.kafka_group_instance_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=settings.consumer_start_offset,
             max_poll_records=settings.consumer_max_poll_records,
             session_timeout_ms=int(settings.consumer_session_timeout_s * 1000),
         )

@@ -1,17 +1,17 @@
 """Kafka record -> user hints: parsing and validation of Keycloak events, nothing else (no I/O, no logging).
 
-An event is only a *hint* that a user may have changed (invariant 1): the apply core reads the user from
+An event is only a *hint* that a user may have changed (invariant 1, docs/ARCHITECTURE.md): the apply core reads the user from
 Keycloak and applies what Keycloak says now. So this module keeps nothing from the event body but the user id,
 what kind of change it was, and when. The `representation` of admin events is never read (it can carry
 passwords).
 
-Wire formats (both are Jackson serialisations of Keycloak's own `Event` / `AdminEvent`):
+Wire formats (all are Jackson serialisations of Keycloak's own `Event` / `AdminEvent`):
 
-- `ru.playa.keycloak:keycloak-kafka-provider` (the local stack): adds `"@class"`; `id`, `realmName` and
-  `details` are null or missing.
-- SnuK87 `keycloak-kafka` (JSON mode): every getter, so admin events carry both `resourceType` and
-  `resourceTypeAsString` (the latter holds the real name when `resourceType` is `CUSTOM`). Its Avro mode is
-  binary and not supported.
+- the project's own listener (`keycloak-spi-config/kafka-listener/`, the local stack): Keycloak's JSON.
+- `ru.playa.keycloak:keycloak-kafka-provider`: adds `"@class"`; `id`, `realmName` and `details` are null or
+  missing.
+- SnuK87 `keycloak-kafka`: every getter, nulls included, so admin events carry both `resourceType` and
+  `resourceTypeAsString` (the latter holds the real name when `resourceType` is `CUSTOM`).
 
 Unknown fields are ignored; the fields used are type-checked strictly (`time` must be an integer, never a
 string). Every outcome is one of: hints (at least one), ignored (a reason from `IgnoreReason`), or invalid
@@ -197,6 +197,22 @@ def parse_record(
     `realmId` or `realmName` is in it. An admin event's `authDetails.realmId` is the admin's realm and is not
     used for filtering.
     """
+    data = _decode(value, max_bytes)
+    if isinstance(data, ParseResult):
+        return data
+    is_admin = any(key in data for key in _ADMIN_KEYS)
+    is_user = "type" in data
+    if is_admin and is_user:
+        return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "has fields of both user and admin events")
+    if is_admin:
+        return _parse_admin_event(data, realms)
+    if is_user:
+        return _parse_user_event(data, realms)
+    return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "neither `type` nor admin event fields")
+
+
+def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | ParseResult:
+    """The record's JSON object, or the result to return (ignored tombstone, invalid bytes or JSON)."""
     if value is None:
         return ParseResult.ignore(IgnoreReason.TOMBSTONE)
     if not isinstance(value, bytes | bytearray | memoryview):
@@ -217,16 +233,7 @@ def parse_record(
         return ParseResult.reject(InvalidReason.NOT_JSON, f"not decodable JSON: {type(exc).__name__}")
     if not isinstance(data, dict):
         return ParseResult.reject(InvalidReason.NOT_AN_EVENT, f"JSON {_json_kind(data)}, not an object")
-
-    is_admin = any(key in data for key in _ADMIN_KEYS)
-    is_user = "type" in data
-    if is_admin and is_user:
-        return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "has fields of both user and admin events")
-    if is_admin:
-        return _parse_admin_event(data, realms)
-    if is_user:
-        return _parse_user_event(data, realms)
-    return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "neither `type` nor admin event fields")
+    return data
 
 
 def _parse_user_event(data: dict[str, Any], realms: frozenset[str]) -> ParseResult:
@@ -268,12 +275,25 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str]) -> ParseRes
         resource_type = event.resource_type_as_string
     if resource_type not in _USER_RESOURCE_TYPES:
         return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)
-    operation = event.operation_type
-    if operation is None:
+    if event.operation_type is None:
         return ParseResult.reject(
             InvalidReason.INVALID_EVENT, f"{resource_type} admin event without operationType"
         )
-    path = event.resource_path
+    parts = _user_path(resource_type, event.resource_path)
+    if isinstance(parts, ParseResult):
+        return parts
+    reason = _admin_reason(resource_type, event.operation_type, parts)
+    if reason is None:
+        return ParseResult.reject(
+            InvalidReason.INVALID_RESOURCE_PATH,
+            f"{resource_type} event with resourcePath {_show(event.resource_path or '')}",
+        )
+    hint = UserHint(parts[1].lower(), reason, _event_time(event.time), realm, event.operation_type)
+    return ParseResult(hints=(hint,))
+
+
+def _user_path(resource_type: str, path: str | None) -> list[str] | ParseResult:
+    """The segments of a safe `users/{id}/...` path, or the result to return."""
     if path is None:
         return ParseResult.reject(
             InvalidReason.INVALID_RESOURCE_PATH, f"{resource_type} event without resourcePath"
@@ -281,7 +301,6 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str]) -> ParseRes
     parts = _split_path(path)
     if parts is None:
         return ParseResult.reject(InvalidReason.INVALID_RESOURCE_PATH, f"unsafe resourcePath {_show(path)}")
-
     if resource_type in _ROLE_MAPPING_TYPES and parts[0] != "users":
         return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)  # a group's or client scope's role mapping
     if parts[0] != "users" or len(parts) < 2:
@@ -292,31 +311,22 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str]) -> ParseRes
         return ParseResult.reject(
             InvalidReason.INVALID_USER_ID, f"user id {_show(parts[1])} in resourcePath is not a UUID"
         )
+    return parts
 
-    reason: HintReason
+
+def _admin_reason(resource_type: str, operation: str, parts: list[str]) -> HintReason | None:
+    """What a user-related admin event says happened; None when its path does not fit its type."""
     if resource_type == "USER":
         # Sub-resources (credentials, consents, federated identities, actions) change the user, never
         # create or delete it: DELETE users/{id}/credentials/{cid} is an update.
         if len(parts) == 2 and operation == "CREATE":
-            reason = HintReason.USER_CREATED
-        elif len(parts) == 2 and operation == "DELETE":
-            reason = HintReason.USER_DELETED
-        else:
-            reason = HintReason.USER_UPDATED
-    elif resource_type == "GROUP_MEMBERSHIP":
-        if len(parts) != 4 or parts[2] != "groups":
-            return ParseResult.reject(
-                InvalidReason.INVALID_RESOURCE_PATH, f"GROUP_MEMBERSHIP event with resourcePath {_show(path)}"
-            )
-        reason = HintReason.GROUP_MEMBERSHIP
-    else:
-        if len(parts) < 4 or parts[2] != "role-mappings":
-            return ParseResult.reject(
-                InvalidReason.INVALID_RESOURCE_PATH, f"{resource_type} event with resourcePath {_show(path)}"
-            )
-        reason = HintReason.ROLE_MAPPING
-    hint = UserHint(parts[1].lower(), reason, _event_time(event.time), realm, operation)
-    return ParseResult(hints=(hint,))
+            return HintReason.USER_CREATED
+        if len(parts) == 2 and operation == "DELETE":
+            return HintReason.USER_DELETED
+        return HintReason.USER_UPDATED
+    if resource_type == "GROUP_MEMBERSHIP":
+        return HintReason.GROUP_MEMBERSHIP if len(parts) == 4 and parts[2] == "groups" else None
+    return HintReason.ROLE_MAPPING if len(parts) >= 4 and parts[2] == "role-mappings" else None
 
 
 def _our_realm(event: _Event, realms: frozenset[str]) -> str | ParseResult:

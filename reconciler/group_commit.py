@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 
 from reconciler.apply import Applier
-from reconciler.models import Observation, SyncedBy
+from reconciler.models import Observation
+from reconciler.plan import ApplyPolicy
 
 
 class GroupCommit:
     """`await group.apply(observation)` returns once the store write that carried it has succeeded."""
 
-    def __init__(self, applier: Applier, synced_by: SyncedBy, max_batch: int) -> None:
+    def __init__(self, applier: Applier, policy: ApplyPolicy, max_batch: int) -> None:
         self._applier = applier
-        self._synced_by = synced_by
+        self._policy = policy
         self._max_batch = max_batch
         self._pending: list[tuple[Observation, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -39,7 +40,7 @@ class GroupCommit:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 try:
-                    await self._applier.apply([obs for obs, _ in batch], self._synced_by)
+                    await self._applier.apply([obs for obs, _ in batch], self._policy)
                 except Exception as error:  # every waiter gets the error and retries on its own
                     for _, done in batch:
                         if not done.done():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,11 +15,31 @@ from urllib.parse import quote
 import httpx
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_base, wait_exponential_jitter
+from tenacity.wait import wait_base
 
 from reconciler import logs, metrics
 from reconciler.config import Settings
+from reconciler.errors import (
+    InvalidUserId,
+    KeycloakConfigError,
+    KeycloakError,
+    KeycloakProtocolError,
+    KeycloakUnavailable,
+)
 from reconciler.models import KeycloakUser, is_keycloak_id
+from reconciler.retry import Backoff
+
+__all__ = [
+    "InvalidUserId",
+    "KeycloakAdminClient",
+    "KeycloakConfigError",
+    "KeycloakError",
+    "KeycloakProtocolError",
+    "KeycloakUnavailable",
+    "UnreadableUser",
+    "UserPage",
+    "user_from_representation",
+]
 
 log = logs.get_logger(__name__)
 
@@ -28,28 +49,6 @@ Operation = Literal["token", "list_users", "get_user", "count_users", "user_grou
 _TOKEN_REFRESH_MARGIN_S = 30.0
 _DEFAULT_TOKEN_LIFETIME_S = 60.0
 _BAD_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
-# Kept in KeycloakUser.extra; the rest (userProfileMetadata alone is ~1.5 kB per user) is dropped.
-_EXTRA_FIELDS = ("attributes", "federationLink")
-
-
-class KeycloakError(Exception):
-    """Base of every error this client raises (except `InvalidUserId`)."""
-
-
-class KeycloakConfigError(KeycloakError):
-    """Permanent: credentials, permissions, realm or URL are wrong. Retrying does not help."""
-
-
-class KeycloakUnavailable(KeycloakError):
-    """Transient: 429, 5xx, timeout or connection failure, still failing after all attempts."""
-
-
-class KeycloakProtocolError(KeycloakError):
-    """Permanent: Keycloak answered something this client does not understand."""
-
-
-class InvalidUserId(ValueError):
-    """The id is not a Keycloak user id; it never reaches a URL."""
 
 
 class _Transient(Exception):
@@ -141,7 +140,6 @@ def user_from_representation(data: Mapping[str, Any]) -> KeycloakUser:
         last_name=_optional_str(data, "lastName"),
         avatar_url=avatar or None,
         created_timestamp_ms=created if isinstance(created, int) and not isinstance(created, bool) else None,
-        extra={k: data[k] for k in _EXTRA_FIELDS if k in data},
     )
 
 
@@ -152,15 +150,7 @@ class KeycloakAdminClient:
     (`keycloak_max_requests_per_s`); transient failures are retried with backoff (`keycloak_retry_attempts`).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 10.0,
-        retry_after_max_s: float = 30.0,
-    ) -> None:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._base = settings.keycloak_base_url
         self._realm_path = quote(settings.keycloak_realm, safe="")
@@ -181,8 +171,7 @@ class KeycloakAdminClient:
         self._limiter = AsyncLimiter(1, 1.0 / rate) if rate > 0 else None
         self._attempts = settings.keycloak_retry_attempts
         self._wait = _RetryAfterOrBackoff(
-            wait_exponential_jitter(multiplier=backoff_s, max=backoff_max_s, jitter=backoff_s),
-            retry_after_max_s,
+            Backoff.requests(settings).tenacity_wait(), settings.keycloak_retry_after_max_s
         )
         self._token: str | None = None
         self._token_refresh_at = 0.0
@@ -273,6 +262,32 @@ class KeycloakAdminClient:
         data = await self._get_json("user_realm_roles", path, None, not_found_ok=True)
         return None if data is None else tuple(self._names(data, "realm roles"))
 
+    async def check_access(self) -> int:
+        """At start: a token, then one small authorised read of the realm's users; returns the user count.
+
+        Raises `KeycloakConfigError` when Keycloak refuses (bad secret, no view-users, unknown realm), and
+        also when the listing is empty while `/users/count` says there are users: the service account can
+        count but not view them, which must never read as "Keycloak has no users".
+        """
+        total = await self.count_users()
+        listed = await self._get_json(
+            "list_users", "/users", {"first": 0, "max": 1, "briefRepresentation": "true"}
+        )
+        if total > 0 and isinstance(listed, list) and not listed:
+            raise KeycloakConfigError(self._cannot_view(total))
+        return total
+
+    def _cannot_view(self, total: int) -> str:
+        return (
+            f"Keycloak lists no users of realm '{self._settings.keycloak_realm}' to client"
+            f" '{self._settings.keycloak_client_id}' while /users/count says {total}: the service account"
+            " lacks realm-management/view-users"
+        )
+
+    def empty_listing_error(self, total: int) -> KeycloakConfigError:
+        """The error of a listing that came back empty although Keycloak counts users (see check_access)."""
+        return KeycloakConfigError(self._cannot_view(total))
+
     @staticmethod
     def _checked_id(user_id: str) -> str:
         if not is_keycloak_id(user_id):
@@ -295,8 +310,9 @@ class KeycloakAdminClient:
         url = self._admin_base + path
         token = await self._access_token()
         response = await self._send(operation, "GET", url, params=params, token=token)
-        if response.status_code == 401:
-            # Revoked, or expired earlier than announced: one fresh token, one more try.
+        if response.status_code in (401, 403):
+            # 401: revoked, or expired earlier than announced. 403: the token's roles are those of its issue
+            # time, so a role granted since needs a new token. Either way: one fresh token, one more try.
             self._invalidate_token(token)
             token = await self._access_token()
             response = await self._send(operation, "GET", url, params=params, token=token)
@@ -346,6 +362,14 @@ class KeycloakAdminClient:
                     response = await self._http.request(
                         method, url, params=params, data=data, headers=headers
                     )
+                except httpx.ConnectError as exc:
+                    self._observe(operation, "connection_error", started)
+                    if _is_certificate_failure(exc):
+                        raise KeycloakConfigError(
+                            f"Keycloak's TLS certificate at {self._base} is not trusted: check the CA"
+                            " (SSL_CERT_FILE) or KEYCLOAK_VERIFY_TLS"
+                        ) from exc
+                    raise _Transient(f"connection error ({type(exc).__name__})") from exc
                 except httpx.TimeoutException as exc:
                     self._observe(operation, "timeout", started)
                     raise _Transient(f"timeout ({type(exc).__name__})") from exc
@@ -444,6 +468,16 @@ class KeycloakAdminClient:
         metrics.KEYCLOAK_TOKEN_REFRESHES.inc()
         log.debug("keycloak token fetched", client_id=client, expires_in_s=lifetime_s)
         return token
+
+
+def _is_certificate_failure(error: BaseException) -> bool:
+    """True when a connection failed because the server's certificate was not trusted (not an outage)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _outcome(status: int) -> str:

@@ -74,3 +74,10 @@ CONSUMER_LAG_SECONDS = Gauge(
     ["topic", "partition"],
 )
 DEAD_LETTERS = Counter(f"{PREFIX}_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
+
+# --- Failures -----------------------------------------------------------------------------------------
+DEPENDENCY_FAILING = Gauge(
+    f"{PREFIX}_dependency_failing",
+    "1 while a dependency fails: kind temporary (an outage) or permanent (refused until someone acts)",
+    ["component", "kind"],
+)

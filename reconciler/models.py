@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -48,7 +48,6 @@ class KeycloakUser:
     created_timestamp_ms: int | None = None
     groups: tuple[str, ...] | None = None  # None: not fetched (group/role sync off)
     realm_roles: tuple[str, ...] | None = None
-    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,10 @@ One run:
 
 1. counts Keycloak's users (for progress), then pages through them (`keycloak_page_size`, offset paging),
    each page stamped with `observed_at` just before its request and applied through the `Applier` (one store
-   read and at most one bulk write per page);
-2. remembers only a compact set of seen ids (16-byte UUIDs), never the users (invariant 7);
+   read and at most one bulk write per page); a first page that is empty while Keycloak counts users is a
+   permission problem (`KeycloakConfigError`), never "Keycloak has no users";
+2. remembers only a compact set of seen ids (16-byte UUIDs), never the users (invariant 7,
+   docs/ARCHITECTURE.md);
 3. only after a complete, error-free listing: deactivation candidates = active local users not seen;
 4. the mass-deactivation guard: more candidates than `max(mass_deactivation_min_count,
    mass_deactivation_max_ratio * active users)` -> nothing is deactivated, the run says so loudly
@@ -19,7 +21,8 @@ so no `picture`, and the avatar would read as removed. The cost is a larger resp
 every listed user's attributes; with `sync_groups_and_roles` each listed user also costs two more requests.
 
 A failure anywhere (Keycloak, store) fails the run: what was written stays written (it is correct: every
-write is a guarded apply of a real observation), nothing is deactivated, and the run record says `failed`.
+write is a guarded apply of a real observation), nothing is deactivated, the run record says `failed`, and
+the summary keeps the error (`failure`) so that the command line maps it to its exit status.
 """
 
 from __future__ import annotations
@@ -35,45 +38,23 @@ from enum import StrEnum
 from typing import Any, Final
 
 import structlog
-from pymongo.errors import PyMongoError
 
-from reconciler import metrics
-from reconciler.apply import Action, Applier, ApplyResult, Change
+from reconciler import errors, metrics
+from reconciler.apply import Applier, ApplyResult, batched
 from reconciler.config import Settings
-from reconciler.keycloak import (
-    KeycloakAdminClient,
-    KeycloakConfigError,
-    KeycloakError,
-    KeycloakProtocolError,
-    KeycloakUnavailable,
-    UnreadableUser,
-    UserPage,
-)
+from reconciler.errors import KeycloakProtocolError
+from reconciler.keycloak import KeycloakAdminClient, UnreadableUser, UserPage
 from reconciler.logs import get_logger, redact
-from reconciler.models import Observation, SyncedBy
-from reconciler.store import StoreError, UserStore, utc_now
+from reconciler.models import Observation
+from reconciler.outcomes import Outcome
+from reconciler.plan import Action, ApplyPolicy, Change
+from reconciler.store import UserStore, utc_now
 
 log = get_logger(__name__)
 
 DRIFT_FIELDS_SHOWN: Final = 5
+DRIFT_USERS_KEPT: Final = 1000  # per action, in a dry run
 _PROGRESS_LOG_INTERVAL_S: Final = 5.0
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    FAILED = "failed"
-    GUARD_TRIPPED = "guard_tripped"
-    CANCELLED = "cancelled"
-
-
-class ErrorKind(StrEnum):
-    """Why a run failed, for exit codes and alerts."""
-
-    KEYCLOAK_CONFIG = "keycloak_config"  # credentials, permissions, realm, URL
-    KEYCLOAK_UNAVAILABLE = "keycloak_unavailable"  # unreachable / 5xx / timeouts after retries
-    KEYCLOAK_PROTOCOL = "keycloak_protocol"  # an answer the client does not understand
-    STORE = "store"  # MongoDB unreachable or refusing
-    INTERNAL = "internal"  # a bug
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +73,7 @@ class RunSummary:
     started_at: datetime
     dry_run: bool = False
     outcome: Outcome = Outcome.SUCCESS
-    created: int = 0
-    updated: int = 0
-    deactivated: int = 0
-    reactivated: int = 0
-    unchanged: int = 0
-    stale: int = 0
+    applied: ApplyResult = field(default_factory=ApplyResult)  # per action, of every user written or not
     listed: int = 0  # users Keycloak listed
     unreadable: int = 0  # listed users whose representation could not be read (kept as they are)
     candidates: int = 0  # active local users the listing did not contain
@@ -105,8 +81,8 @@ class RunSummary:
     guard_limit: int | None = None
     duration_s: float = 0.0
     error: str | None = None
-    error_kind: ErrorKind | None = None
-    drift: dict[str, list[DriftItem]] = field(default_factory=dict)  # dry run: action -> users (capped)
+    failure: BaseException | None = None  # the error that failed the run (exit status, readiness)
+    drift: dict[Action, list[DriftItem]] = field(default_factory=dict)  # dry run: action -> users (capped)
 
     @property
     def ok(self) -> bool:
@@ -114,24 +90,14 @@ class RunSummary:
 
     def counts(self) -> dict[str, int]:
         return {
-            "created": self.created,
-            "updated": self.updated,
-            "deactivated": self.deactivated,
-            "reactivated": self.reactivated,
-            "unchanged": self.unchanged,
-            "stale": self.stale,
+            **self.applied.as_dict(),
             "listed": self.listed,
             "unreadable": self.unreadable,
             "candidates": self.candidates,
         }
 
     def add(self, result: ApplyResult) -> None:
-        self.created += result[Action.CREATED]
-        self.updated += result[Action.UPDATED]
-        self.deactivated += result[Action.DEACTIVATED]
-        self.reactivated += result[Action.REACTIVATED]
-        self.unchanged += result[Action.UNCHANGED]
-        self.stale += result[Action.STALE]
+        self.applied.add(ApplyResult(result.counts))  # counts only: the changes are the caller's to keep
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (the CLI's `--json` output)."""
@@ -145,11 +111,11 @@ class RunSummary:
             "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at.isoformat(),
             "error": self.error,
-            "error_kind": self.error_kind.value if self.error_kind else None,
+            "error_kind": errors.kind(self.failure) if self.failure else None,
         }
         if self.dry_run:
             data["drift"] = {
-                action: [{"external_id": item.external_id, "diff": _jsonable(item.diff)} for item in items]
+                action.value: [{"external_id": i.external_id, "diff": _jsonable(i.diff)} for i in items]
                 for action, items in self.drift.items()
             }
         return data
@@ -175,12 +141,6 @@ def mass_deactivation_limit(active: int, max_ratio: float, min_count: int) -> in
     return max(min_count, int(max_ratio * active))
 
 
-def guard_trips(candidates: int, active: int, max_ratio: float, min_count: int) -> bool:
-    """True when `candidates` is more than the share of active users one run may deactivate (and more than
-    `min_count`)."""
-    return candidates > mass_deactivation_limit(active, max_ratio, min_count)
-
-
 def _jsonable(diff: Mapping[str, tuple[Any, Any]]) -> dict[str, list[Any]]:
     def plain(value: Any) -> Any:
         if isinstance(value, datetime):
@@ -190,18 +150,6 @@ def _jsonable(diff: Mapping[str, tuple[Any, Any]]) -> dict[str, list[Any]]:
         return value
 
     return {name: [plain(old), plain(new)] for name, (old, new) in diff.items()}
-
-
-def _error_kind(error: BaseException) -> ErrorKind:
-    if isinstance(error, KeycloakConfigError):
-        return ErrorKind.KEYCLOAK_CONFIG
-    if isinstance(error, KeycloakUnavailable):
-        return ErrorKind.KEYCLOAK_UNAVAILABLE
-    if isinstance(error, KeycloakError):
-        return ErrorKind.KEYCLOAK_PROTOCOL
-    if isinstance(error, PyMongoError | StoreError):
-        return ErrorKind.STORE
-    return ErrorKind.INTERNAL
 
 
 def _describe(error: BaseException) -> str:
@@ -227,16 +175,14 @@ class FullReconcile:
         store: UserStore,
         keycloak: KeycloakAdminClient,
         *,
-        applier: Applier | None = None,
         holder: str | None = None,
-        drift_limit: int = 1000,
     ) -> None:
         self._settings = settings
         self._store = store
         self._keycloak = keycloak
-        self._applier = applier or Applier(store, keycloak, settings)
+        self._applier = Applier(store, keycloak, settings)
         self._holder = holder
-        self._drift_limit = drift_limit
+        self._last_log = 0.0
 
     async def run(
         self,
@@ -263,14 +209,12 @@ class FullReconcile:
                 await self._run(summary, allow_mass_deactivation, progress)
             except Exception as error:
                 summary.outcome = Outcome.FAILED
-                summary.error_kind = _error_kind(error)
+                summary.failure = error
                 summary.error = _describe(error)
-                if summary.error_kind is ErrorKind.INTERNAL:
-                    log.exception("full reconcile failed", error=summary.error)
+                if isinstance(error, errors.ReconcilerError):
+                    log.error("full reconcile failed", error=summary.error, error_kind=errors.kind(error))
                 else:
-                    log.error(
-                        "full reconcile failed", error=summary.error, error_kind=summary.error_kind.value
-                    )
+                    log.exception("full reconcile failed", error=summary.error)
             except BaseException:  # cancelled (shutdown): record it, then let the cancellation through
                 summary.outcome = Outcome.CANCELLED
                 summary.error = "cancelled"
@@ -295,7 +239,7 @@ class FullReconcile:
     async def _record_end(self, summary: RunSummary) -> None:
         try:
             await self._store.finish_run(
-                summary.run_id, utc_now(), summary.outcome.value, summary.counts(), summary.error
+                summary.run_id, utc_now(), summary.outcome, summary.counts(), summary.error
             )
         except Exception as error:  # the run's result stands; only its record is missing
             log.warning("could not record the end of the run", error=_describe(error))
@@ -355,12 +299,9 @@ class FullReconcile:
             log.warning("mass-deactivation guard overridden", candidates=len(candidates), limit=limit)
 
         confirmed = 0
-        chunk = settings.keycloak_page_size
-        for start in range(0, len(candidates), chunk):
-            ids = [str(uuid.UUID(bytes=key)) for key in candidates[start : start + chunk]]
-            result = await self._applier.observe_and_apply(
-                ids, SyncedBy.RECONCILE, dry_run=summary.dry_run, keep_changes=summary.dry_run
-            )
+        for keys in batched(candidates, self._applier.batch_size):
+            ids = [str(uuid.UUID(bytes=key)) for key in keys]
+            result = await self._applier.observe_and_apply(ids, self._policy(summary))
             summary.add(result)
             self._collect_drift(summary, result.changes)
             confirmed += len(ids)
@@ -373,9 +314,8 @@ class FullReconcile:
         page_size = self._settings.keycloak_page_size
         seen: set[bytes] = set()
         pages = 0
-        last_log = 0.0
-
         position = 0  # items listed so far, readable or not (the next page's `first`)
+        self._last_log = 0.0
 
         async def fetch(first: int) -> tuple[datetime, UserPage]:
             observed_at = self._applier.clock()  # stamped just before this page's request
@@ -390,47 +330,59 @@ class FullReconcile:
                 next_page = None
                 pages += 1
                 position += page.size
+                self._check_listing(position, total, page.size)
                 done = page.size < page_size
                 if not done:
                     next_page = asyncio.create_task(fetch(position))
-                users = page.users
-                self._set_aside(summary, seen, page.unreadable)
-                if users:
-                    observations = [Observation(user.id, user, observed_at) for user in users]
-                    result = await self._applier.apply(
-                        observations,
-                        SyncedBy.RECONCILE,
-                        dry_run=summary.dry_run,
-                        keep_changes=summary.dry_run,
-                    )
-                    summary.add(result)
-                    self._collect_drift(summary, result.changes)
-                    seen.update(uuid.UUID(user.id).bytes for user in users)
-                    summary.listed += len(users)
-                if position > 2 * total + 10 * page_size:
-                    # Far more users than Keycloak counted: it ignores `first`, or the realm churns wildly.
-                    # (Counted readable or not: a page of unreadable users repeated forever must stop too.)
-                    raise KeycloakProtocolError(
-                        f"user listing does not end: {position} users listed, Keycloak counted {total}"
-                    )
-                now = time.monotonic()
-                if done or now - last_log >= _PROGRESS_LOG_INTERVAL_S:
-                    last_log = now
-                    log.info(
-                        "full reconcile listing",
-                        page=pages,
-                        listed=summary.listed,
-                        total=total,
-                        **_short(summary),
-                    )
-                else:
-                    log.debug("full reconcile listing", page=pages, listed=summary.listed, total=total)
+                await self._apply_page(summary, seen, observed_at, page)
+                self._log_listing(summary, pages, total, done)
                 await self._report(progress, summary, "listing", total, 0, 0)
         finally:
             if next_page is not None:  # a failure mid-run: no orphaned request
                 next_page.cancel()
                 await asyncio.wait([next_page])  # (its own error or cancellation is not ours to raise)
         return seen
+
+    def _check_listing(self, position: int, total: int, page_size: int) -> None:
+        if position == 0 and total > 0:
+            # Keycloak counts users it does not list to us: a permission problem, not an empty realm.
+            raise self._keycloak.empty_listing_error(total)
+        if position > 2 * total + 10 * self._settings.keycloak_page_size:
+            # Far more users than Keycloak counted: it ignores `first`, or the realm churns wildly.
+            # (Counted readable or not: a page of unreadable users repeated forever must stop too.)
+            raise KeycloakProtocolError(
+                f"user listing does not end: {position} users listed, Keycloak counted {total}"
+            )
+
+    async def _apply_page(
+        self, summary: RunSummary, seen: set[bytes], observed_at: datetime, page: UserPage
+    ) -> None:
+        self._set_aside(summary, seen, page.unreadable)
+        if not page.users:
+            return
+        observations = [Observation(user.id, user, observed_at) for user in page.users]
+        result = await self._applier.apply(observations, self._policy(summary))
+        summary.add(result)
+        self._collect_drift(summary, result.changes)
+        seen.update(uuid.UUID(user.id).bytes for user in page.users)
+        summary.listed += len(page.users)
+
+    def _log_listing(self, summary: RunSummary, pages: int, total: int, done: bool) -> None:
+        now = time.monotonic()
+        if not done and now - self._last_log < _PROGRESS_LOG_INTERVAL_S:
+            log.debug("full reconcile listing", page=pages, listed=summary.listed, total=total)
+            return
+        self._last_log = now
+        log.info(
+            "full reconcile listing",
+            page=pages,
+            listed=summary.listed,
+            total=total,
+            **summary.applied.as_dict(),
+        )
+
+    def _policy(self, summary: RunSummary) -> ApplyPolicy:
+        return ApplyPolicy.reconcile(dry_run=summary.dry_run)
 
     def _set_aside(self, summary: RunSummary, seen: set[bytes], unreadable: list[UnreadableUser]) -> None:
         """Users Keycloak listed but we cannot read are left as the store has them: counted, logged, and
@@ -451,8 +403,8 @@ class FullReconcile:
         if not summary.dry_run:
             return
         for change in changes:
-            items = summary.drift.setdefault(change.action.value, [])
-            if len(items) < self._drift_limit:
+            items = summary.drift.setdefault(change.action, [])
+            if len(items) < DRIFT_USERS_KEPT:
                 shown = dict(list(change.diff.items())[:DRIFT_FIELDS_SHOWN])
                 items.append(DriftItem(change.external_id, shown))
 
@@ -470,29 +422,3 @@ class FullReconcile:
         outcome = progress(Progress(summary.run_id, phase, summary.listed, total, confirmed, candidates))
         if inspect.isawaitable(outcome):
             await outcome
-
-
-def _short(summary: RunSummary) -> dict[str, int]:
-    return {
-        "created": summary.created,
-        "updated": summary.updated,
-        "deactivated": summary.deactivated,
-        "reactivated": summary.reactivated,
-        "stale": summary.stale,
-    }
-
-
-async def run_full_reconcile(
-    settings: Settings,
-    store: UserStore,
-    keycloak: KeycloakAdminClient,
-    *,
-    dry_run: bool = False,
-    allow_mass_deactivation: bool = False,
-    progress: ProgressCallback | None = None,
-    holder: str | None = None,
-) -> RunSummary:
-    """Convenience: one `FullReconcile(...).run(...)`."""
-    return await FullReconcile(settings, store, keycloak, holder=holder).run(
-        dry_run=dry_run, allow_mass_deactivation=allow_mass_deactivation, progress=progress
-    )

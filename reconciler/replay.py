@@ -20,13 +20,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from reconciler.apply import Action, Applier
+from reconciler.apply import Applier, ApplyResult, batched
 from reconciler.config import Settings
 from reconciler.events import accepted_realms, parse_record
 from reconciler.kafka import client_options
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.logs import get_logger
 from reconciler.models import SyncedBy
+from reconciler.outcomes import Outcome
+from reconciler.plan import ApplyPolicy
 from reconciler.reconcile import FullReconcile, ProgressCallback, RunSummary
 from reconciler.store import UserStore
 
@@ -42,22 +44,22 @@ class ReplaySummary:
     distinct_users: int = 0
     lookups: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)  # ignored_* / invalid_* counts
-    applied: Counter[str] = field(default_factory=Counter)  # created, updated, ...
+    applied: ApplyResult = field(default_factory=ApplyResult)
     duration_s: float = 0.0
     reconcile: RunSummary | None = None
 
     @property
-    def ok(self) -> bool:
-        return self.reconcile is None or self.reconcile.ok
+    def outcome(self) -> Outcome:
+        return Outcome.SUCCESS if self.reconcile is None else self.reconcile.outcome
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "outcome": "success" if self.ok else "failed",
+            "outcome": self.outcome.value,
             "events_read": self.events_read,
             "hints": self.hints,
             "distinct_users": self.distinct_users,
             "lookups": self.lookups,
-            **{action.value: self.applied[action.value] for action in Action},
+            **self.applied.as_dict(),
             "messages": dict(self.outcomes),
             "duration_s": round(self.duration_s, 3),
             "reconcile": self.reconcile.to_dict() if self.reconcile else None,
@@ -92,15 +94,7 @@ async def collect_user_ids(
                 for record in records:
                     if record.offset >= end[tp]:
                         break
-                    summary.events_read += 1
-                    result = parse_record(record.value, realms=realms)
-                    if result.invalid is not None:
-                        summary.outcomes[f"invalid_{result.invalid}"] += 1
-                    elif not result.hints:
-                        summary.outcomes[f"ignored_{result.ignored}"] += 1
-                    for hint in result.hints:
-                        summary.hints += 1
-                        user_ids.add(hint.user_id)
+                    _tally(record.value, realms, summary, user_ids)
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
@@ -110,6 +104,18 @@ async def collect_user_ids(
         await consumer.stop()
     summary.distinct_users = len(user_ids)
     return user_ids
+
+
+def _tally(value: bytes | None, realms: frozenset[str], summary: ReplaySummary, user_ids: set[str]) -> None:
+    summary.events_read += 1
+    result = parse_record(value, realms=realms)
+    if result.invalid is not None:
+        summary.outcomes[f"invalid_{result.invalid}"] += 1
+    elif not result.hints:
+        summary.outcomes[f"ignored_{result.ignored}"] += 1
+    for hint in result.hints:
+        summary.hints += 1
+        user_ids.add(hint.user_id)
 
 
 async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
@@ -164,16 +170,13 @@ async def replay(
     )
     log.info("replay: topics read", events=summary.events_read, distinct_users=len(user_ids), topics=topics)
     applier = Applier(store, keycloak, settings)
-    batch = settings.keycloak_page_size
-    for first in range(0, len(user_ids), batch):
-        ids = user_ids[first : first + batch]
-        result = await applier.observe_and_apply(ids, SyncedBy.REPLAY)
+    policy = ApplyPolicy.event(synced_by=SyncedBy.REPLAY)
+    for ids in batched(user_ids, applier.batch_size):
+        summary.applied.add(await applier.observe_and_apply(ids, policy))
         summary.lookups += len(ids)
-        for action in Action:
-            summary.applied[action.value] += result[action]
         if progress:
-            progress("applying", min(first + batch, len(user_ids)), len(user_ids))
-    log.info("replay: users applied", lookups=summary.lookups, **dict(summary.applied))
+            progress("applying", summary.lookups, len(user_ids))
+    log.info("replay: users applied", lookups=summary.lookups, **summary.applied.as_dict())
     if reconcile_after:
         summary.reconcile = await FullReconcile(settings, store, keycloak).run(
             allow_mass_deactivation=allow_mass_deactivation, progress=reconcile_progress

@@ -1,6 +1,6 @@
 """The periodic full reconcile: at start, then every `reconcile_interval_s` (plus jitter), one replica at a time.
 
-Coordination across replicas (invariant 6) uses two things in the store:
+Coordination across replicas (invariant 6, docs/ARCHITECTURE.md) uses two things in the store:
 
 - the run records: a successful run that *ended* less than an interval ago (by any replica) means the next
   run is not due yet, so replicas started together, or a restarted pod, do not repeat it;
@@ -22,16 +22,19 @@ from typing import Any, Final
 
 from reconciler import metrics
 from reconciler.config import Settings
+from reconciler.errors import Component
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.logs import get_logger
-from reconciler.reconcile import FullReconcile, Outcome, Progress, RunSummary
+from reconciler.monitor import FailureMonitor
+from reconciler.outcomes import Outcome
+from reconciler.reconcile import FullReconcile, Progress, RunSummary
+from reconciler.retry import Backoff
 from reconciler.store import UserStore, utc_now
 
 log = get_logger(__name__)
 
 LEASE_NAME: Final = "full-reconcile"
 HEARTBEAT_INTERVAL_S: Final = 5.0  # the idle loop wakes this often to show it is alive
-FAILURE_RETRY_FIRST_S: Final = 30.0  # a failed run is retried sooner than an interval, doubling up to it
 
 
 def make_holder_id() -> str:
@@ -53,14 +56,15 @@ class ReconcileScheduler:
         keycloak: KeycloakAdminClient,
         *,
         holder: str | None = None,
-        reconcile: FullReconcile | None = None,
-        rng: random.Random | None = None,
+        monitor: FailureMonitor | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self.holder = holder or make_holder_id()
-        self._reconcile = reconcile or FullReconcile(settings, store, keycloak, holder=self.holder)
-        self._rng = rng or random.Random()
+        self._reconcile = FullReconcile(settings, store, keycloak, holder=self.holder)
+        self._monitor = monitor or FailureMonitor()
+        self._backoff = Backoff.reconciles(settings)
+        self._rng = random.Random()
         self._failures = 0
         self.last_progress = time.monotonic()
         self.last_summary: RunSummary | None = None
@@ -108,13 +112,14 @@ class ReconcileScheduler:
                 LEASE_NAME, self.holder, self._settings.reconcile_lease_ttl_s
             ):
                 holder = await self._store.lease_holder(LEASE_NAME)
-                metrics.RECONCILE_RUNS.labels(outcome="skipped_lease").inc()
+                metrics.RECONCILE_RUNS.labels(outcome=Outcome.SKIPPED_LEASE.value).inc()
                 log.info(
                     "full reconcile skipped: another replica holds the lease",
                     lease_holder=holder and holder[0],
                 )
                 return min(interval, self._settings.reconcile_lease_ttl_s) + self._jitter()
         except Exception as error:
+            self._monitor.failed(error)
             return self._after_failure(f"store: {type(error).__name__}")
         try:
             # Another replica may have finished a run between our check and our lease.
@@ -123,6 +128,7 @@ class ReconcileScheduler:
                 return wait_s + self._jitter()
             summary = await self._run_with_lease(stop)
         except Exception as error:
+            self._monitor.failed(error)
             return self._after_failure(f"{type(error).__name__}")
         finally:
             with contextlib.suppress(Exception):
@@ -131,15 +137,17 @@ class ReconcileScheduler:
             return 0.0
         self.last_summary = summary
         if summary.outcome is Outcome.FAILED:
+            if summary.failure is not None:
+                self._monitor.failed(summary.failure)
             return self._after_failure(summary.error or "failed")
+        self._monitor.succeeded(Component.KEYCLOAK, Component.STORE)
         self._failures = 0
         return interval + self._jitter()
 
     def _after_failure(self, reason: str) -> float:
+        """A failed run is retried sooner than an interval, backing off up to it."""
         self._failures += 1
-        delay = min(
-            self._settings.reconcile_interval_s, FAILURE_RETRY_FIRST_S * 2.0 ** min(self._failures - 1, 20)
-        )
+        delay = self._backoff.delay(self._failures, self._rng)
         log.warning(
             "full reconcile will be retried", reason=reason, failures=self._failures, retry_in_s=delay
         )

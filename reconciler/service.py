@@ -1,34 +1,82 @@
 """`reconciler run`: the consumer, the periodic full reconcile and the health server in one process.
 
-Each part is switched by a setting (CONSUMER_ENABLED, RECONCILE_ENABLED, HTTP_ENABLED). SIGTERM and SIGINT
-set one stop event: the consumer drains and commits, a running reconcile is cancelled and recorded, then
-the process exits 0. If any part fails, the others are stopped too and the process exits non-zero, so that
-the orchestrator restarts it (nothing is lost: offsets were committed only after writes).
+Each part is switched by a setting (CONSUMER_ENABLED, RECONCILE_ENABLED, HTTP_ENABLED). At start Keycloak's
+answer to the client is checked first: a refusal (bad secret, missing view-users, unknown realm) stops the
+process with `KeycloakConfigError` (exit 3) before anything runs, and so does a store that refuses the
+credentials (exit 5). An *outage* of either is no reason to crash-loop: the process starts, is not ready,
+and converges once they are back.
+
+SIGTERM and SIGINT set one stop event: the consumer drains (bounded by CONSUMER_DRAIN_TIMEOUT_S) and commits
+what was applied, a running reconcile is cancelled and recorded, then the process exits 0. Whatever is
+still running `STOP_GRACE_S` after the drain timeout is cancelled, so the process always ends in time. If
+any part fails, the others are stopped too and the process exits non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from reconciler.apply import Applier
 from reconciler.config import Settings
 from reconciler.consumer import EventConsumer
-from reconciler.events import UserHint, accepted_realms
+from reconciler.errors import Component, PermanentError, StoreRefused, TemporaryError
+from reconciler.events import accepted_realms
 from reconciler.health import HealthRegistry, start_server
-from reconciler.hint_apply import HintApplier
+from reconciler.hint_apply import hint_queue
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.logs import get_logger
+from reconciler.monitor import FailureMonitor
+from reconciler.retry import Backoff
 from reconciler.scheduler import ReconcileScheduler
 from reconciler.store import UserStore
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # A loop that has not shown progress for this long is reported dead by /healthz.
 CONSUMER_MAX_SILENCE_S = 120.0
 SCHEDULER_MAX_SILENCE_S = 300.0
 STORE_PING_CACHE_S = 5.0
+STOP_GRACE_S = 5.0  # after the drain timeout: committing, leaving the group, closing clients
+
+
+class QueueFailures:
+    """The event queue's observer: outages and refusals go to the monitor (calm logs, readiness)."""
+
+    def __init__(self, monitor: FailureMonitor) -> None:
+        self._monitor = monitor
+
+    def retrying(self, key: str, error: Exception, attempt: int, delay_s: float) -> None:
+        self._monitor.failed(error)
+        if isinstance(error, TemporaryError | PermanentError):
+            # The monitor logs these once a minute at most; per user they are detail.
+            log.debug("applying a user failed; retrying", user_id=key, attempt=attempt, error=str(error))
+        else:
+            log.warning(
+                "applying a user failed; retrying",
+                user_id=key,
+                attempt=attempt,
+                retry_in_s=round(delay_s, 2),
+                error_type=type(error).__name__,
+                error=str(error),
+            )
+
+    def gave_up(self, key: str, error: Exception, attempts: int) -> None:
+        log.error(
+            "giving up on a user after repeated failures; the next full reconcile retries it",
+            user_id=key,
+            attempts=attempts,
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+
+    def succeeded(self, key: str) -> None:
+        self._monitor.succeeded(Component.KEYCLOAK, Component.STORE)
 
 
 class Service:
@@ -38,6 +86,7 @@ class Service:
         self.settings = settings
         self.stop = asyncio.Event()
         self.health = HealthRegistry()
+        self.monitor = FailureMonitor(settings.permanent_failure_log_interval_s)
         self.consumer: EventConsumer | None = None
         self.scheduler: ReconcileScheduler | None = None
         self.http_port: int | None = None
@@ -46,52 +95,94 @@ class Service:
     async def run(self) -> int:
         settings = self.settings
         async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
-            await store.ensure_indexes()
-            applier = Applier(store, keycloak, settings)
-            hint_applier = HintApplier(applier, settings)
-            parts: dict[str, asyncio.Task[None]] = {}
-            self.health.add_readiness("store", lambda: self._store_ready(store))
-            if settings.consumer_enabled:
-                self.consumer = EventConsumer(
-                    settings, hint_applier, accepted_realms(settings.keycloak_realm)
-                )
-                queue = self.consumer.queue
-
-                async def resubmit(user_id: str, hint: UserHint) -> None:
-                    await queue.submit(user_id, hint)
-
-                hint_applier.enable_rechecks(resubmit)
-                consumer = self.consumer
-                self.health.add_heartbeat("consumer", lambda: consumer.last_progress, CONSUMER_MAX_SILENCE_S)
-                self.health.add_readiness("consumer", self._consumer_ready)
-                parts["consumer"] = asyncio.create_task(consumer.run(self.stop), name="consumer")
-            if settings.reconcile_enabled:
-                self.scheduler = ReconcileScheduler(settings, store, keycloak)
-                self.health.add_heartbeat("reconcile", self.scheduler.heartbeat, SCHEDULER_MAX_SILENCE_S)
-                parts["reconcile"] = asyncio.create_task(self.scheduler.run(self.stop), name="reconcile")
+            self._watch(keycloak, store)
             runner = None
-            if settings.http_enabled:
+            if settings.http_enabled:  # first, so that probes get "not ready" rather than no answer
                 runner = await start_server(self.health, settings.http_host, settings.http_port)
                 self.http_port = _bound_port(runner.addresses)
-            if not parts:
-                log.warning("nothing to run: CONSUMER_ENABLED and RECONCILE_ENABLED are both false")
             try:
-                return await self._supervise(parts)
+                if not await self._until_stopped(self._check_keycloak(keycloak)):
+                    return 0
+                return await self._supervise(self._start_parts(keycloak, store))
             finally:
-                await hint_applier.close()
                 if runner is not None:
                     await runner.cleanup()
 
+    def _start_parts(self, keycloak: KeycloakAdminClient, store: UserStore) -> dict[str, asyncio.Task[None]]:
+        settings = self.settings
+        parts = {"store-setup": asyncio.create_task(self._prepare_store(store), name="store-setup")}
+        if settings.consumer_enabled:
+            parts["consumer"] = self._start_consumer(Applier(store, keycloak, settings))
+        if settings.reconcile_enabled:
+            self.scheduler = ReconcileScheduler(settings, store, keycloak, monitor=self.monitor)
+            self.health.add_heartbeat("reconcile", self.scheduler.heartbeat, SCHEDULER_MAX_SILENCE_S)
+            parts["reconcile"] = asyncio.create_task(self.scheduler.run(self.stop), name="reconcile")
+        if len(parts) == 1:
+            log.warning("nothing to run: CONSUMER_ENABLED and RECONCILE_ENABLED are both false")
+        return parts
+
+    async def _check_keycloak(self, keycloak: KeycloakAdminClient) -> None:
+        """A refusal stops the start (raised); an outage is reported and the start goes on."""
+        try:
+            total = await keycloak.check_access()
+        except TemporaryError as error:
+            self.monitor.failed(error)
+            return
+        log.info("keycloak access checked", realm=self.settings.keycloak_realm, users=total)
+
+    def _watch(self, keycloak: KeycloakAdminClient, store: UserStore) -> None:
+        self.monitor.add_probe(Component.KEYCLOAK, keycloak.check_access)
+        self.monitor.add_probe(Component.STORE, store.ping)
+        self.health.add_readiness("keycloak", lambda: self.monitor.readiness(Component.KEYCLOAK))
+        self.health.add_readiness("store", lambda: self._store_ready(store))
+
+    async def _prepare_store(self, store: UserStore) -> None:
+        """Create the indexes, retrying through an outage; a refusal (credentials) ends the process."""
+        backoff = Backoff.users(self.settings)
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                await store.ensure_indexes()
+            except StoreRefused:
+                raise
+            except TemporaryError as error:
+                attempt += 1
+                self.monitor.failed(error)
+                await self._sleep(backoff.delay(attempt))
+            else:
+                self.monitor.succeeded(Component.STORE)
+                return
+
+    def _start_consumer(self, applier: Applier) -> asyncio.Task[None]:
+        queue = hint_queue(applier, self.settings, observer=QueueFailures(self.monitor))
+        self.consumer = consumer = EventConsumer(
+            self.settings, queue, accepted_realms(self.settings.keycloak_realm)
+        )
+        self.health.add_heartbeat("consumer", lambda: consumer.last_progress, CONSUMER_MAX_SILENCE_S)
+        self.health.add_readiness("consumer", self._consumer_ready)
+        return asyncio.create_task(consumer.run(self.stop), name="consumer")
+
     async def _supervise(self, parts: dict[str, asyncio.Task[None]]) -> int:
-        """Wait for the stop signal or the first part to end; then stop and await all parts."""
+        """Wait for the stop signal or the first part to end (store setup may end early); then stop all."""
         stopper = asyncio.create_task(self.stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait([stopper, *parts.values()], return_when=asyncio.FIRST_COMPLETED)
-        failed = [name for name, task in parts.items() if task in done and not self.stop.is_set()]
+        watched = dict(parts)
+        failed: list[str] = []
+        while not self.stop.is_set() and watched:
+            done, _ = await asyncio.wait([stopper, *watched.values()], return_when=asyncio.FIRST_COMPLETED)
+            for name, task in list(watched.items()):
+                if task in done:
+                    del watched[name]
+                    if name != "store-setup" or task.exception() is not None:
+                        failed.append(name)
+            if failed:
+                break
         self.stop.set()
-        results = await asyncio.gather(*parts.values(), return_exceptions=True)
         stopper.cancel()
+        results = await self._finish(parts)
         exit_code = 0
-        for name, result in zip(parts, results, strict=True):
+        for name, result in results.items():
+            if isinstance(result, StoreRefused):
+                raise result  # the store refused the credentials: the command line says so (exit 5)
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("part failed", part=name, error_type=type(result).__name__, error=str(result))
                 exit_code = 1
@@ -101,10 +192,41 @@ class Service:
         log.info("reconciler stopped", exit_code=exit_code)
         return exit_code
 
+    async def _finish(self, parts: dict[str, asyncio.Task[None]]) -> dict[str, BaseException | None]:
+        """Await every part, cancelling what is still running after the drain timeout plus a grace."""
+        deadline = self.settings.consumer_drain_timeout_s + STOP_GRACE_S
+        _, late = await asyncio.wait(parts.values(), timeout=deadline)
+        for task in late:
+            log.warning("a part did not stop in time; cancelling it", part=task.get_name())
+            task.cancel()
+        await asyncio.gather(*parts.values(), return_exceptions=True)
+        return {name: (None if task.cancelled() else task.exception()) for name, task in parts.items()}
+
+    async def _until_stopped(self, work: Awaitable[T]) -> bool:
+        """Run `work` unless the stop signal comes first; True when it finished (its errors are raised)."""
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.create_task(self.stop.wait())
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        task.result()
+        return True
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
     async def _store_ready(self, store: UserStore) -> tuple[bool, str]:
         if time.monotonic() < self._store_ok_until:
             return True, "ok"
-        await asyncio.wait_for(store.ping(), timeout=3)
+        try:
+            await asyncio.wait_for(store.ping(), timeout=3)
+        except (TemporaryError, PermanentError, TimeoutError) as error:
+            return False, f"{type(error).__name__}: {error}"[:300]
         self._store_ok_until = time.monotonic() + STORE_PING_CACHE_S
         return True, "ok"
 
@@ -114,13 +236,19 @@ class Service:
         return True, "ok"
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        stop_on_signals(self.stop)
 
-    def _on_signal(self, signum: int) -> None:
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (the one signal setup of every long-running command)."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)
-        self.stop.set()
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
 
 
 def _bound_port(addresses: list[object]) -> int | None:

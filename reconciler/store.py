@@ -3,7 +3,7 @@
 A thin data layer: it reads documents, executes the guarded writes the apply core hands it, and keeps the
 lease and run records of the full reconcile. It decides nothing about users.
 
-Every user write is guarded by `observed_at` (invariant 2): the update filter only matches a document that
+Every user write is guarded by `observed_at` (invariant 2, docs/ARCHITECTURE.md): the update filter only matches a document that
 was observed *before* the write's observation (or never), and it upserts. When a newer document exists the
 filter misses, the upsert tries to insert a second document with the same `external_id`, and the unique
 index refuses it with E11000: that write is *stale*, counted and never retried.
@@ -11,21 +11,31 @@ index refuses it with E11000: that write is *stale*, counted and never retried.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import (
+    BulkWriteError,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.errors import ConfigurationError as MongoConfigurationError
 
 from reconciler import metrics
 from reconciler.config import Settings
-from reconciler.logs import get_logger
+from reconciler.errors import StoreError, StoreRefused, StoreUnavailable
+from reconciler.logs import get_logger, redact
+from reconciler.outcomes import Outcome
 
 log = get_logger(__name__)
 
@@ -37,10 +47,47 @@ TOMBSTONES_COLLECTION: Final = "tombstones"
 # A tombstone only has to outlive observations still in flight (a reconcile page, a retried hint).
 TOMBSTONE_RETENTION: Final = timedelta(days=1)
 _DUPLICATE_KEY: Final = 11000
+# Authentication failed, unauthorised: wrong until someone fixes the credentials or roles.
+_REFUSED_CODES: Final = frozenset({13, 18})
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate(error: PyMongoError) -> StoreError:
+    """The driver's exception as the project's error: refused (permanent) or unavailable (temporary)."""
+    text = redact(str(error).splitlines()[0] if str(error) else "")[:300]
+    message = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if isinstance(error, MongoConfigurationError) or (
+        isinstance(error, OperationFailure) and error.code in _REFUSED_CODES
+    ):
+        return StoreRefused(message)
+    return StoreUnavailable(message)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except PyMongoError as error:
+        raise translate(error) from error
+
+
+def _store_boundary(
+    method: Callable[Concatenate[UserStore, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[UserStore, P], Coroutine[Any, Any, R]]:
+    """PyMongo's exceptions never leave the store: they become `StoreUnavailable` or `StoreRefused`."""
+
+    @functools.wraps(method)
+    async def wrapper(self: UserStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with _translated():
+            return await method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class F:
-    """Field names of the local user document (see DESIGN.md, "The local user document")."""
+    """Field names of the local user document (docs/ARCHITECTURE.md, "The local user document")."""
 
     ID: Final = "_id"  # the application's own stable UUID string, generated at creation
     EXTERNAL_ID: Final = "external_id"  # Keycloak id (unique index)
@@ -81,10 +128,6 @@ COMPARED_PROJECTION: Final[tuple[str, ...]] = (
 )
 
 
-class StoreError(Exception):
-    """A store operation failed in a way the caller has to handle (retry, fail the run)."""
-
-
 @dataclass(frozen=True, slots=True)
 class UserWrite:
     """One guarded write of one user document, as decided by the apply core.
@@ -116,23 +159,13 @@ class WriteStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    """Per-write status of one bulk write, in the order of the writes."""
-
-    statuses: tuple[WriteStatus, ...]
-
-    def count(self, status: WriteStatus) -> int:
-        return sum(1 for s in self.statuses if s is status)
-
-
-@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One full reconcile run as recorded in `reconcile_runs`."""
 
     run_id: str
     started_at: datetime
     ended_at: datetime | None
-    outcome: str  # running, success, failed, guard_tripped, cancelled
+    outcome: Outcome
     holder: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
     error: str | None = None
@@ -196,10 +229,12 @@ class UserStore:
         if self._owns_client:
             await self._client.close()
 
+    @_store_boundary
     async def ping(self) -> None:
-        """Raise a PyMongoError unless the server answers (readiness, CLI start)."""
+        """Raise `StoreUnavailable` or `StoreRefused` unless the server answers (readiness, CLI start)."""
         await self.users.database.command("ping")
 
+    @_store_boundary
     async def ensure_indexes(self) -> None:
         """Create the indexes every query here relies on (idempotent)."""
         await self.users.create_index([(F.EXTERNAL_ID, ASCENDING)], unique=True, name="external_id_unique")
@@ -213,8 +248,9 @@ class UserStore:
 
     # --- tombstones -----------------------------------------------------------------------------------------
     # "Keycloak said 404 at t" for users that had no document: no user document is created for them, so
-    # without this an older observation of the user applied later would create it active (invariant 1).
+    # without this an older observation of the user applied later would create it active (invariant 1, docs/ARCHITECTURE.md).
 
+    @_store_boundary
     async def record_tombstones(self, deaths: Sequence[tuple[str, datetime]]) -> None:
         """Remember (external_id, observed_at) of 404s that found no document; a newer one is kept."""
         if not deaths:
@@ -233,8 +269,11 @@ class UserStore:
             # A duplicate key means a newer tombstone is there already: nothing to do for that one.
             others = [e for e in error.details.get("writeErrors", []) if e.get("code") != _DUPLICATE_KEY]
             if others:
-                raise StoreError(f"tombstone write failed: {others[0].get('errmsg', '')[:200]}") from error
+                raise StoreUnavailable(
+                    f"tombstone write failed: {others[0].get('errmsg', '')[:200]}"
+                ) from error
 
+    @_store_boundary
     async def find_tombstones(self, external_ids: Iterable[str]) -> dict[str, datetime]:
         """external_id -> observed_at of the 404, for those of `external_ids` that have a tombstone."""
         ids = list(dict.fromkeys(external_ids))
@@ -245,6 +284,7 @@ class UserStore:
 
     # --- users ----------------------------------------------------------------------------------------------
 
+    @_store_boundary
     async def find_by_external_ids(
         self, external_ids: Iterable[str], projection: Sequence[str] = COMPARED_PROJECTION
     ) -> dict[str, Document]:
@@ -258,70 +298,58 @@ class UserStore:
             found[doc[F.EXTERNAL_ID]] = {key: _aware(value) for key, value in doc.items()}
         return found
 
+    @_store_boundary
     async def get_user(self, external_id: str) -> Document | None:
         """The whole document of one Keycloak id (tests, verification)."""
         doc = await self.users.find_one({F.EXTERNAL_ID: external_id})
         return None if doc is None else {key: _aware(value) for key, value in doc.items()}
 
-    async def write_users(self, writes: Sequence[UserWrite]) -> WriteOutcome:
-        """Execute guarded writes in one unordered bulk write and report each one's status.
+    @_store_boundary
+    async def write_users(self, writes: Sequence[UserWrite]) -> tuple[WriteStatus, ...]:
+        """Execute guarded writes in one unordered bulk write and report what became of each, in order.
 
-        At most one write per external_id is allowed in a call. Stale writes are reported, not raised; any
-        other write error raises `StoreError` (the caller retries: every write is idempotent).
+        At most one write per external_id is allowed in a call. A write the guard refused is reported, not
+        raised; any other write error raises `StoreUnavailable` (the caller retries: every write is
+        idempotent).
         """
         if not writes:
-            return WriteOutcome(())
+            return ()
         if len({w.external_id for w in writes}) != len(writes):
             raise ValueError("write_users takes at most one write per external_id")
-        ops = [self._update_op(w) for w in writes]
-        timer = metrics.STORE_WRITE_SECONDS.time()
-        with timer:
+        with metrics.STORE_WRITE_SECONDS.time():
             try:
-                result = await self.users.bulk_write(ops, ordered=False)
+                result = await self.users.bulk_write([self._update_op(w) for w in writes], ordered=False)
                 details: Mapping[str, Any] = result.bulk_api_result
             except BulkWriteError as error:
                 details = error.details
-        statuses: list[WriteStatus | None] = [None] * len(writes)
-        other_errors: list[str] = []
-        for item in details.get("writeErrors", []):
-            if item.get("code") == _DUPLICATE_KEY:
-                statuses[item["index"]] = WriteStatus.STALE
-            else:
-                other_errors.append(
-                    f"#{item.get('index')}: code {item.get('code')}: {item.get('errmsg', '')[:200]}"
-                )
-        if other_errors or details.get("writeConcernErrors"):
-            raise StoreError(
-                "user bulk write failed: " + "; ".join(other_errors or ["write concern error"])[:1000]
-            )
-        for item in details.get("upserted", []):
-            statuses[item["index"]] = WriteStatus.INSERTED
-        # Upserts left are ones whose filter matched: updated. Non-upserts left matched or missed; the
-        # aggregate count tells whether any missed, and only then a read tells which.
+        statuses = _known_statuses(details)
+        # Upserts left are ones whose filter matched. Plain writes left matched or missed: the aggregate
+        # count tells whether any missed, and only then a read tells which.
         matched_upserts = 0
-        unsure: list[int] = []
         for index, write in enumerate(writes):
-            if statuses[index] is not None:
-                continue
-            if write.upsert:
+            if index not in statuses and write.upsert:
                 statuses[index] = WriteStatus.UPDATED
                 matched_upserts += 1
-            else:
-                unsure.append(index)
+        unsure = [i for i in range(len(writes)) if i not in statuses]
         if unsure:
             matched_plain = int(details.get("nMatched", 0)) - matched_upserts
-            if matched_plain >= len(unsure):
-                for index in unsure:
-                    statuses[index] = WriteStatus.UPDATED
-            else:
-                docs = await self.find_by_external_ids(
-                    [writes[i].external_id for i in unsure], (F.EXTERNAL_ID, F.OBSERVED_AT)
-                )
-                for index in unsure:
-                    doc = docs.get(writes[index].external_id)
-                    ours = doc is not None and doc.get(F.OBSERVED_AT) == writes[index].observed_at
-                    statuses[index] = WriteStatus.UPDATED if ours else WriteStatus.STALE
-        return WriteOutcome(tuple(s if s is not None else WriteStatus.STALE for s in statuses))
+            statuses.update(await self._resolve_plain_writes(writes, unsure, matched_plain))
+        return tuple(statuses[i] for i in range(len(writes)))
+
+    async def _resolve_plain_writes(
+        self, writes: Sequence[UserWrite], unsure: list[int], matched: int
+    ) -> dict[int, WriteStatus]:
+        if matched >= len(unsure):
+            return dict.fromkeys(unsure, WriteStatus.UPDATED)
+        docs = await self.find_by_external_ids(
+            [writes[i].external_id for i in unsure], (F.EXTERNAL_ID, F.OBSERVED_AT)
+        )
+        resolved: dict[int, WriteStatus] = {}
+        for index in unsure:
+            doc = docs.get(writes[index].external_id)
+            ours = doc is not None and doc.get(F.OBSERVED_AT) == writes[index].observed_at
+            resolved[index] = WriteStatus.UPDATED if ours else WriteStatus.STALE
+        return resolved
 
     @staticmethod
     def _update_op(write: UserWrite) -> UpdateOne:
@@ -338,17 +366,20 @@ class UserStore:
 
     async def list_active_external_ids(self, batch_size: int = 1000) -> AsyncIterator[str]:
         """Stream the Keycloak ids of all active local users (only the id is transferred)."""
-        cursor = self.users.find({F.IS_ACTIVE: True}, {F.EXTERNAL_ID: 1, F.ID: 0}, batch_size=batch_size)
-        async for doc in cursor:
-            external_id = doc.get(F.EXTERNAL_ID)
-            if isinstance(external_id, str):
-                yield external_id
+        with _translated():
+            cursor = self.users.find({F.IS_ACTIVE: True}, {F.EXTERNAL_ID: 1, F.ID: 0}, batch_size=batch_size)
+            async for doc in cursor:
+                external_id = doc.get(F.EXTERNAL_ID)
+                if isinstance(external_id, str):
+                    yield external_id
 
+    @_store_boundary
     async def count_active(self) -> int:
         return await self.users.count_documents({F.IS_ACTIVE: True})
 
     # --- lease ----------------------------------------------------------------------------------------------
 
+    @_store_boundary
     async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease `name` for `ttl_s` seconds; False while another holder's lease is valid.
 
@@ -368,11 +399,13 @@ class UserStore:
             return False  # the lease exists, unexpired, held by someone else
         return True
 
+    @_store_boundary
     async def release_lease(self, name: str, holder: str) -> bool:
         """Give the lease up if `holder` still holds it; True when it did."""
         result = await self.leases.delete_one({"_id": name, "holder": holder})
         return result.deleted_count == 1
 
+    @_store_boundary
     async def lease_holder(self, name: str) -> tuple[str, datetime] | None:
         """Who holds the lease and until when (None when free or expired)."""
         doc = await self.leases.find_one({"_id": name})
@@ -382,38 +415,69 @@ class UserStore:
 
     # --- run records ----------------------------------------------------------------------------------------
 
+    @_store_boundary
     async def start_run(self, run_id: str, started_at: datetime, holder: str | None = None) -> None:
         await self.runs.insert_one(
             {
                 "_id": run_id,
                 "started_at": started_at,
                 "ended_at": None,
-                "outcome": "running",
+                "outcome": Outcome.RUNNING.value,
                 "holder": holder,
             }
         )
 
+    @_store_boundary
     async def finish_run(
         self,
         run_id: str,
         ended_at: datetime,
-        outcome: str,
+        outcome: Outcome,
         counts: Mapping[str, int],
         error: str | None = None,
     ) -> None:
         await self.runs.update_one(
             {"_id": run_id},
-            {"$set": {"ended_at": ended_at, "outcome": outcome, "counts": dict(counts), "error": error}},
+            {
+                "$set": {
+                    "ended_at": ended_at,
+                    "outcome": Outcome(outcome).value,
+                    "counts": dict(counts),
+                    "error": error,
+                }
+            },
         )
 
+    @_store_boundary
     async def get_run(self, run_id: str) -> RunRecord | None:
         doc = await self.runs.find_one({"_id": run_id})
         return None if doc is None else _run_record(doc)
 
+    @_store_boundary
     async def last_successful_run(self) -> RunRecord | None:
         """The most recently started run that succeeded, by any replica."""
-        doc = await self.runs.find_one({"outcome": "success"}, sort=[("started_at", DESCENDING)])
+        doc = await self.runs.find_one({"outcome": Outcome.SUCCESS.value}, sort=[("started_at", DESCENDING)])
         return None if doc is None else _run_record(doc)
+
+
+def _known_statuses(details: Mapping[str, Any]) -> dict[int, WriteStatus]:
+    """Statuses the bulk result states outright (refused by the guard, inserted); raises on real errors."""
+    statuses: dict[int, WriteStatus] = {}
+    other_errors: list[str] = []
+    for item in details.get("writeErrors", []):
+        if item.get("code") == _DUPLICATE_KEY:
+            statuses[item["index"]] = WriteStatus.STALE
+        else:
+            other_errors.append(
+                f"#{item.get('index')}: code {item.get('code')}: {item.get('errmsg', '')[:200]}"
+            )
+    if other_errors or details.get("writeConcernErrors"):
+        raise StoreUnavailable(
+            "user bulk write failed: " + "; ".join(other_errors or ["write concern error"])[:1000]
+        )
+    for item in details.get("upserted", []):
+        statuses[item["index"]] = WriteStatus.INSERTED
+    return statuses
 
 
 def _run_record(doc: Mapping[str, Any]) -> RunRecord:
@@ -421,7 +485,7 @@ def _run_record(doc: Mapping[str, Any]) -> RunRecord:
         run_id=str(doc["_id"]),
         started_at=_aware(doc["started_at"]),
         ended_at=_aware(doc.get("ended_at")),
-        outcome=str(doc.get("outcome")),
+        outcome=Outcome(str(doc.get("outcome"))),
         holder=doc.get("holder"),
         counts=dict(doc.get("counts") or {}),
         error=doc.get("error"),

@@ -1,24 +1,31 @@
 """A coalescing work queue keyed by user id (controller-runtime's workqueue, for asyncio).
 
 - A user already waiting is not queued twice: the new hint joins the waiting one.
-- At most one apply per user is in flight.
+- At most one apply per user is in flight (invariant 4).
 - A hint that arrives while its user is being applied marks the user dirty: exactly one more apply follows.
 - Workers run concurrently across users, up to a bound.
 
-Every `submit` carries an optional `done` callback, called once an apply that *started after* the submit
-has finished successfully: that is the moment the hint's Kafka record may be committed.
+The queue alone decides requeues (controller-runtime's reconcile handler): a worker returns `None` (done),
+`Again(after_s, hint)` (done; look at this user once more after `after_s`, e.g. a re-check after a settle
+delay), or raises. On `TemporaryError` / `PermanentError` the user's hints wait for a per-key backoff and
+are tried again without limit, with the worker free meanwhile; on any other error they are tried
+`max_attempts` times, then given up (its hints count as done: the next full reconcile covers the user).
+
+Every `submit` carries an optional `done` callback, called once an apply that *started after* the submit has
+finished (or was given up): that is the moment the hint's Kafka record may be committed (invariant 3).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from reconciler import metrics
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.logs import get_logger
+from reconciler.retry import Backoff
 
 log = get_logger(__name__)
 
@@ -26,27 +33,84 @@ H = TypeVar("H")
 Done = Callable[[], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Again(Generic[H]):
+    """The apply is done; apply this key once more with `hint` after `after_s` seconds."""
+
+    after_s: float
+    hint: H
+
+
+Worker = Callable[[str, list[H]], Awaitable[Again[H] | None]]
+
+
+class QueueObserver(Protocol):
+    """What the queue tells the rest of the process (health, metrics, logs)."""
+
+    def retrying(self, key: str, error: Exception, attempt: int, delay_s: float) -> None: ...
+
+    def gave_up(self, key: str, error: Exception, attempts: int) -> None: ...
+
+    def succeeded(self, key: str) -> None: ...
+
+
+class LoggingObserver:
+    """The default observer: a warning per retry, an error when a key is given up."""
+
+    def retrying(self, key: str, error: Exception, attempt: int, delay_s: float) -> None:
+        log.warning(
+            "applying a user failed; retrying",
+            user_id=key,
+            attempt=attempt,
+            retry_in_s=round(delay_s, 2),
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+
+    def gave_up(self, key: str, error: Exception, attempts: int) -> None:
+        log.error(
+            "giving up on a user after repeated failures; the next full reconcile retries it",
+            user_id=key,
+            attempts=attempts,
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+
+    def succeeded(self, key: str) -> None:
+        return None
+
+
 @dataclass
 class _Entry(Generic[H]):
     hints: list[H] = field(default_factory=list)  # hints for the next apply
     waiters: list[Done] = field(default_factory=list)  # completions of the next apply
     running: bool = False
-    queued: bool = False
+    queued: bool = False  # in the ready queue, or waiting for its backoff
+    failures: int = 0  # consecutive failed applies (backoff)
+    data_failures: int = 0  # of those, failures that were neither outages nor refusals (give-up)
+    backoff: asyncio.TimerHandle | None = None
 
 
 class CoalescingQueue(Generic[H]):
-    """Runs `worker(key, hints)` per key, serialised per key and coalesced, with `concurrency` workers.
+    """Runs `worker(key, hints)` per key, serialised per key and coalesced, with `concurrency` workers."""
 
-    `worker` must handle its own transient failures (retry until it succeeds or the queue is closing);
-    if it raises, the error is logged and the hints are re-queued so that nothing is lost.
-    """
-
-    def __init__(self, worker: Callable[[str, list[H]], Awaitable[None]], concurrency: int) -> None:
+    def __init__(
+        self,
+        worker: Worker[H],
+        concurrency: int,
+        *,
+        backoff: Backoff | None = None,
+        max_attempts: int = 5,
+        observer: QueueObserver | None = None,
+    ) -> None:
         self._worker = worker
         self._concurrency = concurrency
+        self._backoff = backoff or Backoff(0.5, 15.0)
+        self._max_attempts = max_attempts
+        self._observer = observer or LoggingObserver()
         self._entries: dict[str, _Entry[H]] = {}
-        self._ready: deque[str] = deque()
-        self._wakeup = asyncio.Condition()
+        self._ready: asyncio.Queue[str | None] = asyncio.Queue()
+        self._rechecks: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._idle = asyncio.Event()
@@ -54,12 +118,17 @@ class CoalescingQueue(Generic[H]):
         self.coalesced = 0
 
     def __len__(self) -> int:
-        """Users queued or in flight."""
+        """Users queued, waiting for a retry, or in flight."""
         return len(self._entries)
 
     @property
     def in_flight(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.running)
+
+    @property
+    def pending_rechecks(self) -> int:
+        """Re-checks waiting for their delay."""
+        return len(self._rechecks)
 
     def start(self) -> None:
         self._tasks = [
@@ -67,7 +136,10 @@ class CoalescingQueue(Generic[H]):
         ]
 
     async def submit(self, key: str, hint: H, done: Done | None = None) -> None:
-        """Queue `hint` for `key`; `done` is called after an apply that saw it has succeeded."""
+        """Queue `hint` for `key`; `done` is called after an apply that saw it has finished."""
+        self._add(key, hint, done)
+
+    def _add(self, key: str, hint: H, done: Done | None) -> None:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
@@ -80,71 +152,110 @@ class CoalescingQueue(Generic[H]):
         self._idle.clear()
         if not entry.queued and not entry.running:
             entry.queued = True
-            self._ready.append(key)
-            async with self._wakeup:
-                self._wakeup.notify()
+            self._ready.put_nowait(key)
         metrics.QUEUE_DEPTH.set(len(self._entries))
 
     async def _run(self) -> None:
-        while True:
-            async with self._wakeup:
-                await self._wakeup.wait_for(lambda: bool(self._ready) or self._closing)
-                if not self._ready:
-                    return
-                key = self._ready.popleft()
+        while (key := await self._ready.get()) is not None:
             entry = self._entries[key]
             entry.queued, entry.running = False, True
             hints, waiters = entry.hints, entry.waiters
             entry.hints, entry.waiters = [], []
             try:
-                await self._worker(key, hints)
+                again = await self._worker(key, hints)
             except asyncio.CancelledError:
-                self._requeue_failed(key, entry, hints, waiters)
+                self._put_back(entry, hints, waiters)
+                entry.running = False
                 raise
-            except Exception:
-                log.exception("apply failed; the user is queued again", user_id=key)
-                self._requeue_failed(key, entry, hints, waiters)
-                await asyncio.sleep(1.0)
+            except Exception as error:
+                entry.running = False
+                self._failed(key, entry, hints, waiters, error)
             else:
+                entry.running = False
+                self._succeeded(key, entry, waiters, again)
+            self._settle(key, entry)
+
+    def _succeeded(self, key: str, entry: _Entry[H], waiters: list[Done], again: Again[H] | None) -> None:
+        entry.failures = entry.data_failures = 0
+        for done in waiters:
+            done()
+        self._observer.succeeded(key)
+        if again is not None:
+            self._schedule_recheck(key, again)
+
+    def _failed(
+        self, key: str, entry: _Entry[H], hints: list[H], waiters: list[Done], error: Exception
+    ) -> None:
+        entry.failures += 1
+        if not isinstance(error, TemporaryError | PermanentError):
+            entry.data_failures += 1
+            if entry.data_failures >= self._max_attempts:
+                entry.failures = entry.data_failures = 0
+                metrics.HINTS_ABANDONED.inc()
+                self._observer.gave_up(key, error, self._max_attempts)
                 for done in waiters:
                     done()
-            finally:
-                entry.running = False
-            await self._after_apply(key, entry)
+                return
+        self._put_back(entry, hints, waiters)
+        delay = self._backoff.delay(entry.failures)
+        self._observer.retrying(key, error, entry.failures, delay)
+        if not self._closing:
+            entry.queued = True
+            entry.backoff = asyncio.get_running_loop().call_later(delay, self._backoff_over, key)
 
-    def _requeue_failed(self, key: str, entry: _Entry[H], hints: list[H], waiters: list[Done]) -> None:
+    @staticmethod
+    def _put_back(entry: _Entry[H], hints: list[H], waiters: list[Done]) -> None:
         entry.hints = hints + entry.hints
         entry.waiters = waiters + entry.waiters
 
-    async def _after_apply(self, key: str, entry: _Entry[H]) -> None:
-        if entry.hints and not self._closing:
-            # Hints arrived during the apply (or it failed): exactly one more apply for all of them.
+    def _backoff_over(self, key: str) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.backoff is not None:
+            entry.backoff = None
+            self._ready.put_nowait(key)
+
+    def _settle(self, key: str, entry: _Entry[H]) -> None:
+        """After an apply: requeue a user whose hints arrived meanwhile (exactly one more apply), or forget it."""
+        if entry.hints and not entry.queued and not self._closing:
             entry.queued = True
-            self._ready.append(key)
-            async with self._wakeup:
-                self._wakeup.notify()
-        elif not entry.hints:
+            self._ready.put_nowait(key)
+        elif not entry.hints and not entry.queued:
             del self._entries[key]
         metrics.QUEUE_DEPTH.set(len(self._entries))
-        if not self._entries or (self._closing and not any(e.running for e in self._entries.values())):
+        if not self._entries:
             self._idle.set()
 
+    def _schedule_recheck(self, key: str, again: Again[H]) -> None:
+        if self._closing or key in self._rechecks:
+            return  # one pending re-check per user is enough
+
+        def fire() -> None:
+            self._rechecks.pop(key, None)
+            if not self._closing:
+                self._add(key, again.hint, None)
+
+        self._rechecks[key] = asyncio.get_running_loop().call_later(again.after_s, fire)
+
     async def join(self) -> None:
-        """Wait until nothing is queued or in flight."""
+        """Wait until nothing is queued, waiting for a retry, or in flight (pending re-checks aside)."""
         await self._idle.wait()
 
     async def close(self, drain: bool = True, timeout_s: float | None = None) -> None:
-        """Stop the workers, after finishing what is queued when `drain` (bounded by `timeout_s`)."""
-        if drain:
+        """Stop the workers, after finishing what is queued when `drain`, bounded by `timeout_s`.
+
+        After the timeout (or without `drain`) work still in flight is cancelled and users waiting for a
+        retry are left: their hints were never reported done, so their records are redelivered. Pending
+        re-checks are dropped (the periodic full reconcile is the safety net behind them)."""
+        if drain and self._tasks:
             try:
                 await asyncio.wait_for(self.join(), timeout_s)
             except TimeoutError:
-                log.warning("queue did not drain in time", pending_users=len(self._entries))
+                log.warning("queue did not drain in time; the rest is redelivered", pending_users=len(self))
         self._closing = True
-        async with self._wakeup:
-            self._wakeup.notify_all()
+        for handle in [*self._rechecks.values(), *(e.backoff for e in self._entries.values() if e.backoff)]:
+            handle.cancel()
+        self._rechecks.clear()
         for task in self._tasks:
-            if not drain:
-                task.cancel()
+            task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []

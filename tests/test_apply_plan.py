@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.apply import Action, ObservationClock, desired_document, display_name, plan
+from reconciler.apply import ObservationClock
 from reconciler.models import KeycloakUser, Observation, SyncedBy
-from reconciler.reconcile import guard_trips, mass_deactivation_limit
+from reconciler.plan import Action, ApplyPolicy, Change, desired_document, display_name, plan
+from reconciler.reconcile import mass_deactivation_limit
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=1)
@@ -50,11 +51,29 @@ def stored(u: KeycloakUser, observed_at: datetime = T0, **overrides: Any) -> dic
     return doc
 
 
-def one(obs: Observation, doc: dict[str, Any] | None, **kwargs: Any) -> Any:
-    kwargs.setdefault("synced_by", SyncedBy.RECONCILE)
-    changes = plan([obs], {obs.user_id: doc} if doc is not None else {}, now=NOW, **kwargs)
-    assert len(changes) == 1
-    return changes[0]
+def policy(
+    synced_by: SyncedBy = SyncedBy.RECONCILE,
+    touch_unchanged: bool = False,
+    sync_groups_and_roles: bool = False,
+) -> ApplyPolicy:
+    return ApplyPolicy(synced_by, touch_unchanged=touch_unchanged, sync_access=sync_groups_and_roles)
+
+
+def one(
+    obs: Observation,
+    doc: dict[str, Any] | None,
+    tombstones: dict[str, datetime] | None = None,
+    **policy_fields: Any,
+) -> Change:
+    planned = plan(
+        [obs],
+        {obs.user_id: doc} if doc is not None else {},
+        policy(**policy_fields),
+        now=NOW,
+        tombstones=tombstones,
+    )
+    assert len(planned.changes) == 1
+    return planned.changes[0]
 
 
 # --- desired_document --------------------------------------------------------------------------------------
@@ -256,9 +275,9 @@ def test_several_observations_of_one_user_collapse_into_the_latest() -> None:
     changes = plan(
         [Observation(UID, user(first_name="New"), T1), Observation(UID, None, T0)],
         {UID: stored(user())},
-        synced_by=SyncedBy.EVENT,
+        policy(SyncedBy.EVENT),
         now=NOW,
-    )
+    ).changes
     assert [c.action for c in changes] == [Action.UPDATED]
     assert changes[0].write.set_fields["first_name"] == "New"
     assert changes[0].write.set_fields["synced_by"] == "event"
@@ -386,7 +405,7 @@ def test_observation_clock_is_strictly_increasing_at_millisecond_precision() -> 
     ],
 )
 def test_mass_deactivation_guard_threshold(candidates: int, active: int, trips: bool) -> None:
-    assert guard_trips(candidates, active, 0.10, 5) is trips
+    assert (candidates > mass_deactivation_limit(active, 0.10, 5)) is trips
     assert mass_deactivation_limit(1000, 0.10, 5) == 100
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import uuid
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pymongo import AsyncMongoClient
 from reconciler.cli import build_parser, describe_settings_error
 from reconciler.config import Settings
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.ports import free_port
 
 SECRET_MARKER = "do-not-print-this-secret-4711"
 
@@ -47,12 +47,6 @@ async def run_cli(env: dict[str, str], *args: str) -> Result:
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return Result(process.returncode, stdout.decode(), stderr.decode())
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def base_env() -> dict[str, str]:
@@ -180,7 +174,7 @@ async def test_bad_credentials_exit_3(cli_env: dict[str, str]) -> None:
 
 @pytest.mark.stack
 async def test_keycloak_unreachable_exit_4(cli_env: dict[str, str]) -> None:
-    env = {**cli_env, "KEYCLOAK_URL": f"http://127.0.0.1:{closed_port()}", "KEYCLOAK_RETRY_ATTEMPTS": "1"}
+    env = {**cli_env, "KEYCLOAK_URL": f"http://127.0.0.1:{free_port()}", "KEYCLOAK_RETRY_ATTEMPTS": "1"}
     result = await run_cli(env, "reconcile", "--once", "--json")
     assert result.code == 4
     assert "Keycloak unreachable" in result.last_error_line
@@ -191,7 +185,7 @@ async def test_keycloak_unreachable_exit_4(cli_env: dict[str, str]) -> None:
 async def test_store_unreachable_exit_5(cli_env: dict[str, str]) -> None:
     env = {
         **cli_env,
-        "MONGODB_URI": f"mongodb://reconciler:{SECRET_MARKER}@127.0.0.1:{closed_port()}/",
+        "MONGODB_URI": f"mongodb://reconciler:{SECRET_MARKER}@127.0.0.1:{free_port()}/",
         "MONGODB_TIMEOUT_S": "0.5",
     }
     result = await run_cli(env, "reconcile", "--once")

@@ -13,7 +13,8 @@ from reconciler.apply import Applier
 from reconciler.config import Settings
 from reconciler.group_commit import GroupCommit
 from reconciler.keycloak import KeycloakAdminClient
-from reconciler.models import KeycloakUser, Observation, SyncedBy
+from reconciler.models import KeycloakUser, Observation
+from reconciler.plan import ApplyPolicy
 from reconciler.store import UserStore, utc_now
 
 
@@ -35,7 +36,7 @@ def observation() -> Observation:
 async def test_concurrent_observations_are_written_in_few_batches(
     applier: Applier, users_collection: Any
 ) -> None:
-    group = GroupCommit(applier, SyncedBy.EVENT, max_batch=100)
+    group = GroupCommit(applier, ApplyPolicy.event(), max_batch=100)
     observations = [observation() for _ in range(60)]
     await asyncio.gather(*(group.apply(obs) for obs in observations))
     stored = await users_collection.count_documents(
@@ -51,7 +52,7 @@ class FailingOnce:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    async def apply(self, observations: Sequence[Observation], synced_by: SyncedBy) -> None:
+    async def apply(self, observations: Sequence[Observation], policy: ApplyPolicy) -> None:
         self.calls.append(len(observations))
         await asyncio.sleep(0.01)
         if len(self.calls) == 1:
@@ -60,7 +61,7 @@ class FailingOnce:
 
 async def test_a_failed_batch_fails_each_of_its_waiters_and_later_batches_go_on() -> None:
     failing = FailingOnce()
-    group = GroupCommit(failing, SyncedBy.EVENT, max_batch=3)  # type: ignore[arg-type]
+    group = GroupCommit(failing, ApplyPolicy.event(), max_batch=3)  # type: ignore[arg-type]
     results = await asyncio.gather(*(group.apply(observation()) for _ in range(7)), return_exceptions=True)
     # All seven were waiting before the first write started: batches of 3, 3 and 1; only the first failed.
     assert failing.calls == [3, 3, 1]

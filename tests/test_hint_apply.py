@@ -1,7 +1,9 @@
 """The event path's handling of Keycloak's pre-commit reads, which our after-commit listener never produces:
 a user that 404s right after a CREATE/UPDATE hint is re-read before it counts as deleted; a DELETE hint's 404
-is believed at once; an update hint is re-checked once after the settle delay. Keycloak is scripted with
-httpx.MockTransport (the edge case); the store is the real one.
+is believed at once; an update hint is re-checked once after the settle delay; and the queue's retries of a
+user (outages without limit, unreadable answers up to the attempts). Everything runs through the event
+path's own work queue (`hint_queue`). Keycloak is scripted with httpx.MockTransport (the edge case); the
+store is the real one.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import pytest
@@ -18,10 +19,12 @@ from prometheus_client import REGISTRY
 from reconciler.apply import Applier
 from reconciler.config import Settings
 from reconciler.events import HintReason, UserHint
-from reconciler.hint_apply import RECHECK_OPERATION, HintApplier
+from reconciler.hint_apply import hint_queue
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.store import UserStore
+from reconciler.workqueue import CoalescingQueue
 from tests.conftest import override
+from tests.support.polling import eventually
 from tests.test_keycloak_client import FakeKeycloak, scripted, user_json
 
 pytestmark = pytest.mark.stack
@@ -31,19 +34,30 @@ def hint(user_id: str, reason: HintReason, operation: str) -> UserHint:
     return UserHint(user_id, reason, datetime.now(UTC), "app", operation)
 
 
-async def apply_with(settings: Settings, store: UserStore, fake: FakeKeycloak, hints: list[UserHint]) -> Any:
-    async with KeycloakAdminClient(
-        settings, transport=httpx.MockTransport(fake), backoff_s=0.001
-    ) as keycloak:
-        applier = HintApplier(Applier(store, keycloak, settings), settings)
-        resubmitted: list[tuple[str, UserHint]] = []
+def fast(settings: Settings) -> Settings:
+    """Retries in milliseconds instead of seconds."""
+    return override(
+        settings,
+        retry_request_backoff_s=0.001,
+        retry_user_backoff_s=0.01,
+        retry_user_backoff_max_s=0.05,
+    )
 
-        async def resubmit(user_id: str, recheck: UserHint) -> None:
-            resubmitted.append((user_id, recheck))
 
-        applier.enable_rechecks(resubmit)
-        await applier(hints[0].user_id, hints)
-        return applier, resubmitted
+async def apply_with(
+    settings: Settings, store: UserStore, fake: FakeKeycloak, hints: list[UserHint]
+) -> CoalescingQueue[UserHint]:
+    """Submit the hints to the event path's queue and wait until their apply is done (or given up)."""
+    config = fast(settings)
+    async with KeycloakAdminClient(config, transport=httpx.MockTransport(fake)) as keycloak:
+        queue = hint_queue(Applier(store, keycloak, config), config)
+        queue.start()
+        finished = asyncio.Event()
+        for one in hints:
+            await queue.submit(one.user_id, one, finished.set)
+        await asyncio.wait_for(finished.wait(), 30)
+        await queue.close(drain=False)
+        return queue
 
 
 async def test_a_404_right_after_a_create_hint_is_read_again_until_the_user_appears(
@@ -76,22 +90,19 @@ async def test_an_update_hint_is_rechecked_once_after_the_settle_delay(
 ) -> None:
     user_id = str(uuid.uuid4())
     fake = FakeKeycloak(scripted(httpx.Response(200, json=user_json(user_id))))
-    config = override(settings, event_recheck_delay_s=0.05)
-    resubmitted: list[UserHint] = []
+    config = fast(override(settings, event_recheck_delay_s=0.05))
+    async with KeycloakAdminClient(config, transport=httpx.MockTransport(fake)) as keycloak:
+        queue = hint_queue(Applier(store, keycloak, config), config)
+        queue.start()
+        await queue.submit(user_id, hint(user_id, HintReason.USER_UPDATED, "UPDATE"))
 
-    async def resubmit(_: str, recheck: UserHint) -> None:
-        resubmitted.append(recheck)
+        async def settled() -> tuple[int, int, int]:
+            return len(fake.admin_requests), queue.pending_rechecks, len(queue)
 
-    async with KeycloakAdminClient(config, transport=httpx.MockTransport(fake), backoff_s=0.001) as keycloak:
-        applier = HintApplier(Applier(store, keycloak, config), config)
-        applier.enable_rechecks(resubmit)
-        await applier(user_id, [hint(user_id, HintReason.USER_UPDATED, "UPDATE")])
-        await asyncio.wait_for(asyncio.gather(*applier.pending_rechecks), 5)
-        assert [h.operation for h in resubmitted] == [RECHECK_OPERATION]
-        # Applying the re-check reads the user again but schedules no further re-check.
-        await applier(user_id, resubmitted)
-        assert applier.pending_rechecks == []
-        assert len(fake.admin_requests) == 2
+        # The hint's read, then the re-check's read; the re-check itself schedules no further one.
+        await eventually(settled, until=lambda state: state == (2, 0, 0), what="one re-check applied")
+        await queue.close()
+    assert len(fake.admin_requests) == 2
 
 
 def abandoned() -> float:

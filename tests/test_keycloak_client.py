@@ -22,6 +22,7 @@ from reconciler.keycloak import (
     KeycloakUnavailable,
     user_from_representation,
 )
+from tests.conftest import override
 from tests.support.keycloak_admin import KeycloakTestAdmin
 
 SECRET = "unit-test-client-secret-value"
@@ -98,10 +99,11 @@ def scripted(*responses: httpx.Response) -> AdminHandler:
     return handler
 
 
-def client_for(fake: FakeKeycloak, **kwargs: Any) -> KeycloakAdminClient:
-    settings = kwargs.pop("settings", None) or unit_settings()
-    kwargs.setdefault("backoff_s", 0.001)
-    return KeycloakAdminClient(settings, transport=httpx.MockTransport(fake), **kwargs)
+def client_for(fake: FakeKeycloak, **changes: Any) -> KeycloakAdminClient:
+    """A client of `fake`, its retry settings shortened (override them with `changes`)."""
+    settings = changes.pop("settings", None) or unit_settings()
+    changes.setdefault("retry_request_backoff_s", 0.001)
+    return KeycloakAdminClient(override(settings, **changes), transport=httpx.MockTransport(fake))
 
 
 async def test_429_waits_for_retry_after_then_succeeds() -> None:
@@ -110,7 +112,7 @@ async def test_429_waits_for_retry_after_then_succeeds() -> None:
     )
     before = requests_total("get_user", "rate_limited")
     # A long backoff proves the wait came from Retry-After, not from the backoff.
-    async with client_for(fake, backoff_s=30.0) as client:
+    async with client_for(fake, retry_request_backoff_s=30.0, retry_request_backoff_max_s=30.0) as client:
         started = time.monotonic()
         user = await client.get_user(USER_ID)
         elapsed = time.monotonic() - started
@@ -124,7 +126,7 @@ async def test_retry_after_is_capped() -> None:
     fake = FakeKeycloak(
         scripted(httpx.Response(429, headers={"Retry-After": "3600"}), httpx.Response(200, json=user_json()))
     )
-    async with client_for(fake, retry_after_max_s=0.05) as client:
+    async with client_for(fake, keycloak_retry_after_max_s=0.05) as client:
         started = time.monotonic()
         assert await client.get_user(USER_ID) is not None
         assert time.monotonic() - started < 2.0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,14 +19,17 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from reconciler.apply import Applier
-from reconciler.commands import verify_report
+from reconciler.cli.verify import verify_report
 from reconciler.config import Settings
+from reconciler.errors import KeycloakProtocolError, KeycloakUnavailable
 from reconciler.keycloak import KeycloakAdminClient
-from reconciler.models import SyncedBy
-from reconciler.reconcile import ErrorKind, FullReconcile, Outcome, Progress, RunSummary
+from reconciler.outcomes import Outcome
+from reconciler.plan import Action, ApplyPolicy
+from reconciler.reconcile import FullReconcile, Progress, RunSummary
 from reconciler.store import UserStore
-from tests.conftest import make_settings
+from tests.conftest import make_settings, override
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.ports import free_port
 from tests.support.stack import REALM_FILE
 
 pytestmark = pytest.mark.stack
@@ -83,13 +85,6 @@ def guard_trips_total() -> float:
     return REGISTRY.get_sample_value("reconciler_mass_deactivation_guard_trips_total") or 0.0
 
 
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def scripted_keycloak(
     stack_env: dict[str, str],
@@ -128,8 +123,14 @@ async def test_new_users_are_created(
     summary = await reconcile(settings, store, keycloak)
 
     assert summary.outcome is Outcome.SUCCESS
-    assert summary.created == 8 and summary.listed == 8
-    assert summary.updated == summary.deactivated == summary.reactivated == summary.stale == 0
+    assert summary.applied[Action.CREATED] == 8 and summary.listed == 8
+    assert (
+        summary.applied[Action.UPDATED]
+        == summary.applied[Action.DEACTIVATED]
+        == summary.applied[Action.REACTIVATED]
+        == summary.applied[Action.STALE]
+        == 0
+    )
     docs = await documents(store)
     assert docs[pictured]["avatar_url"] == "https://img.example.test/p.png"
     assert docs[nameless]["display_name"] == docs[nameless]["username"]
@@ -147,8 +148,14 @@ async def test_an_unchanged_second_run_writes_nothing(
     before = await documents(store)
     summary = await reconcile(settings, store, keycloak)
     assert summary.outcome is Outcome.SUCCESS
-    assert summary.created == summary.updated == summary.deactivated == summary.reactivated == 0
-    assert summary.unchanged == summary.listed == len(before)
+    assert (
+        summary.applied[Action.CREATED]
+        == summary.applied[Action.UPDATED]
+        == summary.applied[Action.DEACTIVATED]
+        == summary.applied[Action.REACTIVATED]
+        == 0
+    )
+    assert summary.applied[Action.UNCHANGED] == summary.listed == len(before)
     assert await documents(store) == before  # not even observed_at moved
 
 
@@ -164,7 +171,10 @@ async def test_profile_changes_are_updated(
 
     summary = await reconcile(settings, store, keycloak)
 
-    assert summary.updated == 3 and summary.created == summary.deactivated == 0
+    assert (
+        summary.applied[Action.UPDATED] == 3
+        and summary.applied[Action.CREATED] == summary.applied[Action.DEACTIVATED] == 0
+    )
     docs = await documents(store)
     assert docs[ids[0]]["display_name"] == "Ada Lovelace"
     assert docs[ids[1]]["email"].endswith("@changed.test")
@@ -183,7 +193,7 @@ async def test_disabled_and_deleted_users_are_deactivated_and_re_enabled_ones_re
 
     summary = await reconcile(settings, store, keycloak)
 
-    assert summary.deactivated == 3 and summary.candidates == 1
+    assert summary.applied[Action.DEACTIVATED] == 3 and summary.candidates == 1
     docs = await documents(store)
     assert docs[to_disable]["deactivation_reason"] == "disabled_in_keycloak"
     assert docs[to_delete]["deactivation_reason"] == "deleted_in_keycloak"
@@ -192,7 +202,7 @@ async def test_disabled_and_deleted_users_are_deactivated_and_re_enabled_ones_re
 
     await kc_admin.set_enabled(to_cycle, True)
     summary = await reconcile(settings, store, keycloak)
-    assert summary.reactivated == 1 and summary.deactivated == 0
+    assert summary.applied[Action.REACTIVATED] == 1 and summary.applied[Action.DEACTIVATED] == 0
     doc = (await documents(store))[to_cycle]
     assert doc["is_active"] is True and "deactivated_at" not in doc and "deactivation_reason" not in doc
     await assert_mirror(kc_admin, store)
@@ -239,7 +249,9 @@ async def test_users_created_and_deleted_while_paging_cause_no_false_deactivatio
 
     assert summary.outcome is Outcome.SUCCESS and len(deleted) == 2
     assert summary.candidates == 2  # the two skipped users looked missing...
-    assert summary.deactivated == 0  # ...but GetUser found them: nobody was wrongly deactivated
+    assert (
+        summary.applied[Action.DEACTIVATED] == 0
+    )  # ...but GetUser found them: nobody was wrongly deactivated
     docs = await documents(store)
     assert all(docs[user_id]["is_active"] for user_id in created)
     assert all(docs[user["id"]]["is_active"] for user in to_skip)
@@ -248,7 +260,7 @@ async def test_users_created_and_deleted_while_paging_cause_no_false_deactivatio
             assert docs[user["id"]]["is_active"] is True, f"{user['username']} falsely deactivated"
     # The deletions happened after their users were listed: the next run (or the event path) catches them.
     summary = await reconcile(settings, store, keycloak)
-    assert summary.deactivated == 2
+    assert summary.applied[Action.DEACTIVATED] == 2
     await assert_mirror(kc_admin, store)
 
 
@@ -270,7 +282,7 @@ async def test_keycloak_unreachable_mid_run_fails_the_run_and_deactivates_nothin
         keycloak_page_size=3,
         keycloak_retry_attempts=2,
     )
-    dead_port = closed_port()
+    dead_port = free_port()
 
     class SwitchingTransport(httpx.AsyncBaseTransport):
         """A real HTTP transport that, once switched, sends every request to a closed local port."""
@@ -293,19 +305,20 @@ async def test_keycloak_unreachable_mid_run_fails_the_run_and_deactivates_nothin
         if progress.phase == "listing" and progress.listed >= 3:
             transport.switched = True
 
-    async with KeycloakAdminClient(small_pages, transport, backoff_s=0.01, backoff_max_s=0.02) as client:
+    fast_retries = override(small_pages, retry_request_backoff_s=0.01, retry_request_backoff_max_s=0.02)
+    async with KeycloakAdminClient(fast_retries, transport) as client:
         summary = await FullReconcile(small_pages, store, client).run(progress=switch_after_first_page)
 
     assert summary.outcome is Outcome.FAILED
-    assert summary.error_kind is ErrorKind.KEYCLOAK_UNAVAILABLE
+    assert isinstance(summary.failure, KeycloakUnavailable)
     # Page 1 was applied; page 2 had been requested before the switch (pages are prefetched), page 3 failed.
-    assert summary.listed in (3, 6) and summary.deactivated == 0
+    assert summary.listed in (3, 6) and summary.applied[Action.DEACTIVATED] == 0
     assert (await documents(store))[gone]["is_active"] is True  # not deactivated by a broken run
     run = await store.get_run(summary.run_id)
     assert run is not None and run.outcome == "failed" and "KeycloakUnavailable" in (run.error or "")
     # Once Keycloak answers again, the candidate is confirmed and deactivated.
     summary = await reconcile(settings, store, keycloak)
-    assert summary.deactivated == 1
+    assert summary.applied[Action.DEACTIVATED] == 1
     await assert_mirror(kc_admin, store)
 
 
@@ -324,7 +337,7 @@ async def test_dry_run_reports_the_drift_and_writes_nothing(
     summary = await reconcile(settings, store, keycloak, dry_run=True)
 
     assert summary.dry_run and summary.outcome is Outcome.SUCCESS
-    assert summary.created == 1 and summary.updated == 1
+    assert summary.applied[Action.CREATED] == 1 and summary.applied[Action.UPDATED] == 1
     assert [item.external_id for item in summary.drift["created"]] == [fresh]
     (updated,) = summary.drift["updated"]
     assert updated.external_id == victim and updated.diff["first_name"][1] == "Drifted"
@@ -364,7 +377,11 @@ async def test_guard_stops_a_run_whose_listing_is_empty(
             summary = await FullReconcile(empty, guard_store, empty_client).run()
 
             assert summary.outcome is Outcome.GUARD_TRIPPED and summary.guard_tripped
-            assert summary.listed == 0 and summary.candidates == active and summary.deactivated == 0
+            assert (
+                summary.listed == 0
+                and summary.candidates == active
+                and summary.applied[Action.DEACTIVATED] == 0
+            )
             assert guard_trips_total() == trips + 1
             assert await documents(guard_store) == before  # nothing deactivated, nothing confirmed
             run = await guard_store.get_run(summary.run_id)
@@ -372,7 +389,7 @@ async def test_guard_stops_a_run_whose_listing_is_empty(
 
             # An operator who really means it can override; every candidate is still confirmed first.
             summary = await FullReconcile(empty, guard_store, empty_client).run(allow_mass_deactivation=True)
-            assert summary.outcome is Outcome.SUCCESS and summary.deactivated == active
+            assert summary.outcome is Outcome.SUCCESS and summary.applied[Action.DEACTIVATED] == active
             assert await guard_store.count_active() == 0
     finally:
         await kc_admin.delete_realm(empty_realm)
@@ -385,14 +402,14 @@ async def test_event_style_observe_and_apply(
 ) -> None:
     applier = Applier(store, keycloak, settings)
     user_id = await kc_admin.create_user()
-    result = await applier.observe_and_apply([user_id], SyncedBy.EVENT)
+    result = await applier.observe_and_apply([user_id], ApplyPolicy.event())
     assert result.counts["created"] == 1
     assert (await store.get_user(user_id) or {})["synced_by"] == "event"
     await kc_admin.delete_user(user_id)
-    result = await applier.observe_and_apply([user_id], SyncedBy.EVENT)
+    result = await applier.observe_and_apply([user_id], ApplyPolicy.event())
     assert result.counts["deactivated"] == 1
     ghost = str(uuid.uuid4())
-    result = await applier.observe_and_apply([ghost], SyncedBy.EVENT)
+    result = await applier.observe_and_apply([ghost], ApplyPolicy.event())
     assert result.written == 0 and await store.get_user(ghost) is None
 
 
@@ -421,7 +438,9 @@ async def test_groups_and_realm_roles_are_mirrored_when_enabled(
     assert doc is not None and doc["groups"] == [group]
     assert role in doc["realm_roles"] and doc["realm_roles"] == sorted(doc["realm_roles"])
     summary = await reconcile(with_access, store, keycloak)
-    assert summary.updated == summary.created == 0  # stable: sorted names compare equal
+    assert (
+        summary.applied[Action.UPDATED] == summary.applied[Action.CREATED] == 0
+    )  # stable: sorted names compare equal
 
 
 @pytest.mark.parametrize("enabled", [True, "unreadable"], ids=["readable", "unreadable"])
@@ -445,8 +464,8 @@ async def test_a_listing_that_never_ends_fails_the_run(
         client,
     ):
         summary = await FullReconcile(settings, store, client).run()
-    assert summary.outcome is Outcome.FAILED and summary.error_kind is ErrorKind.KEYCLOAK_PROTOCOL
-    assert "does not end" in (summary.error or "") and summary.deactivated == 0
+    assert summary.outcome is Outcome.FAILED and isinstance(summary.failure, KeycloakProtocolError)
+    assert "does not end" in (summary.error or "") and summary.applied[Action.DEACTIVATED] == 0
 
 
 def unreadable_users_total() -> float:
@@ -478,7 +497,7 @@ async def test_a_user_that_cannot_be_read_is_left_as_stored_and_the_run_goes_on(
 
     async with scripted_keycloak(stack_env, mongo_client, keycloak) as (settings, own_store, client):
         first_run = await FullReconcile(settings, own_store, client).run()
-        assert first_run.ok and first_run.created == 5
+        assert first_run.ok and first_run.applied[Action.CREATED] == 5
         poisoned = users[2]["id"]
         users[2] = {**users[2], "enabled": "maybe", "lastName": "v2"}
         users[3] = {**users[3], "lastName": "v2"}
@@ -491,7 +510,11 @@ async def test_a_user_that_cannot_be_read_is_left_as_stored_and_the_run_goes_on(
         checked = verify_report(await FullReconcile(settings, own_store, client).run(dry_run=True))
     assert summary.ok, summary
     assert summary.unreadable == 2 and summary.listed == 4
-    assert summary.updated == 1 and summary.deactivated == 0 and summary.candidates == 0
+    assert (
+        summary.applied[Action.UPDATED] == 1
+        and summary.applied[Action.DEACTIVATED] == 0
+        and summary.candidates == 0
+    )
     assert unreadable_users_total() == before + 2
     assert firsts == [0, 2, 4, 6]  # pages count the unreadable items too
     assert docs[poisoned]["is_active"] is True and docs[poisoned]["last_name"] == "v1"  # left as stored

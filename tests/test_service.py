@@ -50,7 +50,7 @@ async def test_health_readiness_and_metrics_endpoints(
         assert live.status_code == 200, live.text
         assert live.json()["checks"] == {"consumer": "ok", "reconcile": "ok"}
         ready = await eventually(lambda: _get(f"{base}/readyz"), until=lambda r: r.status_code == 200)
-        assert ready.json()["checks"] == {"store": "ok", "consumer": "ok"}
+        assert ready.json()["checks"] == {"keycloak": "ok", "store": "ok", "consumer": "ok"}
 
         user_id = await kc_admin.create_user()
         await until_stored(users_collection, user_id, "created", is_active=True)
@@ -69,23 +69,6 @@ async def test_health_readiness_and_metrics_endpoints(
     ):
         assert name in metrics, f"{name} missing from /metrics"
     assert user_id not in metrics  # no per-user labels
-
-
-async def test_run_exits_with_an_error_when_the_store_is_unreachable_at_start(settings: Settings) -> None:
-    config = service_settings(
-        settings,
-        http_enabled=True,
-        mongodb_uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500",
-        mongodb_timeout_s=0.5,
-    )
-    service = Service(config)
-    task = asyncio.create_task(service.run())
-    try:
-        # ensure_indexes fails first: the process must exit non-zero rather than run half-configured.
-        with pytest.raises(Exception, match=r"127\.0\.0\.1:1"):
-            await asyncio.wait_for(task, 30)
-    finally:
-        service.stop.set()
 
 
 async def test_a_consumer_killed_mid_stream_and_restarted_loses_nothing(

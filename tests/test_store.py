@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from reconciler.apply import Action, Applier
+from reconciler.apply import Applier
 from reconciler.config import Settings
 from reconciler.keycloak import KeycloakAdminClient
-from reconciler.models import KeycloakUser, Observation, SyncedBy
+from reconciler.models import KeycloakUser, Observation
+from reconciler.plan import Action, ApplyPolicy, plan
 from reconciler.store import F, UserStore, UserWrite, WriteStatus, utc_now
 from tests.conftest import make_settings
 
@@ -78,7 +79,7 @@ async def test_write_statuses_per_operation_in_one_bulk_write(store: UserStore) 
             UserWrite(newer, at(10), {F.USERNAME: "newer", F.IS_ACTIVE: True}, insert_fields={"x": 1}),
         ]
     )
-    assert first.statuses == (WriteStatus.INSERTED, WriteStatus.INSERTED)
+    assert first == (WriteStatus.INSERTED, WriteStatus.INSERTED)
 
     outcome = await store.write_users(
         [
@@ -88,7 +89,7 @@ async def test_write_statuses_per_operation_in_one_bulk_write(store: UserStore) 
             UserWrite(fresh, at(5), {F.USERNAME: "fresh"}, insert_fields={"x": 1}),  # created
         ]
     )
-    assert outcome.statuses == (
+    assert outcome == (
         WriteStatus.UPDATED,
         WriteStatus.STALE,
         WriteStatus.STALE,
@@ -107,7 +108,7 @@ async def test_non_upsert_write_against_a_newer_document_is_stale(store: UserSto
     outcome = await store.write_users(
         [UserWrite(user_id, at(5), {F.IS_ACTIVE: False}), UserWrite(new_id(), at(5), {F.IS_ACTIVE: False})]
     )
-    assert outcome.statuses == (WriteStatus.STALE, WriteStatus.STALE)
+    assert outcome == (WriteStatus.STALE, WriteStatus.STALE)
     assert (await store.get_user(user_id) or {})[F.IS_ACTIVE] is True
 
 
@@ -115,7 +116,7 @@ async def test_a_document_written_without_observed_at_is_overwritten(store: User
     user_id = new_id()
     await store.users.insert_one({"_id": new_id(), F.EXTERNAL_ID: user_id, F.USERNAME: "from-login"})
     outcome = await store.write_users([UserWrite(user_id, at(1), {F.USERNAME: "from-keycloak"})])
-    assert outcome.statuses == (WriteStatus.UPDATED,)
+    assert outcome == (WriteStatus.UPDATED,)
     assert (await store.get_user(user_id) or {})[F.USERNAME] == "from-keycloak"
 
 
@@ -123,11 +124,12 @@ async def test_older_observation_never_overwrites_a_newer_one(applier: Applier, 
     """Invariant 2: apply t2 then t1 -> the document keeps t2's fields."""
     user_id = new_id()
     t2 = await applier.apply(
-        [Observation(user_id, kc_user(user_id, first_name="Newer"), at(2))], SyncedBy.EVENT
+        [Observation(user_id, kc_user(user_id, first_name="Newer"), at(2))], ApplyPolicy.event()
     )
     assert t2[Action.CREATED] == 1
     t1 = await applier.apply(
-        [Observation(user_id, kc_user(user_id, first_name="Older", enabled=False), at(1))], SyncedBy.RECONCILE
+        [Observation(user_id, kc_user(user_id, first_name="Older", enabled=False), at(1))],
+        ApplyPolicy.reconcile(),
     )
     assert t1[Action.STALE] == 1 and t1.written == 0
     doc = await store.get_user(user_id)
@@ -144,11 +146,9 @@ async def test_older_creation_racing_a_newer_one_is_stale_not_an_error(
         [UserWrite(user_id, at(9), {F.USERNAME: "newest", F.IS_ACTIVE: True}, insert_fields={})]
     )
     # Plan as if the document did not exist yet (the store read happened before the newer write).
-    from reconciler.apply import plan
-
     (change,) = plan(
-        [Observation(user_id, kc_user(user_id), at(3))], {}, synced_by=SyncedBy.RECONCILE, now=utc_now()
-    )
+        [Observation(user_id, kc_user(user_id), at(3))], {}, ApplyPolicy.reconcile(), now=utc_now()
+    ).changes
     assert change.action is Action.CREATED and change.write is not None
     assert (await store.write_users([change.write])).statuses == (WriteStatus.STALE,)
     assert (await store.get_user(user_id) or {})[F.USERNAME] == "newest"
@@ -163,7 +163,7 @@ async def test_concurrent_applies_in_random_order_keep_the_latest_observation(
         for i in range(1, 26)
     ]
     random.Random(7).shuffle(observations)
-    results = await asyncio.gather(*(applier.apply([obs], SyncedBy.EVENT) for obs in observations))
+    results = await asyncio.gather(*(applier.apply([obs], ApplyPolicy.event()) for obs in observations))
     assert sum(r[Action.CREATED] for r in results) == 1
     doc = await store.get_user(user_id)
     assert doc is not None
@@ -174,12 +174,12 @@ async def test_not_found_user_is_never_created_and_an_existing_one_is_soft_deact
     applier: Applier, store: UserStore
 ) -> None:
     ghost = new_id()
-    result = await applier.apply([Observation(ghost, None, at(1))], SyncedBy.EVENT)
+    result = await applier.apply([Observation(ghost, None, at(1))], ApplyPolicy.event())
     assert result.written == 0 and await store.get_user(ghost) is None
 
     user_id = new_id()
-    await applier.apply([Observation(user_id, kc_user(user_id), at(1))], SyncedBy.EVENT)
-    result = await applier.apply([Observation(user_id, None, at(2))], SyncedBy.EVENT)
+    await applier.apply([Observation(user_id, kc_user(user_id), at(1))], ApplyPolicy.event())
+    result = await applier.apply([Observation(user_id, None, at(2))], ApplyPolicy.event())
     assert result[Action.DEACTIVATED] == 1
     doc = await store.get_user(user_id)
     assert doc is not None
@@ -188,7 +188,7 @@ async def test_not_found_user_is_never_created_and_an_existing_one_is_soft_deact
     assert isinstance(doc[F.DEACTIVATED_AT], datetime)
     assert doc[F.USERNAME] == f"u-{user_id[:8]}"  # soft: the profile stays
 
-    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], SyncedBy.EVENT)
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], ApplyPolicy.event())
     assert result[Action.REACTIVATED] == 1
     doc = await store.get_user(user_id)
     assert doc is not None and doc[F.IS_ACTIVE] is True
@@ -199,16 +199,18 @@ async def test_a_404_without_a_document_leaves_a_tombstone_that_makes_older_obse
     applier: Applier, store: UserStore
 ) -> None:
     user_id = new_id()
-    await applier.apply([Observation(user_id, None, at(5))], SyncedBy.EVENT)  # deleted, never mirrored
+    await applier.apply([Observation(user_id, None, at(5))], ApplyPolicy.event())  # deleted, never mirrored
     assert await store.find_tombstones([user_id]) == {user_id: at(5)}
-    await applier.apply([Observation(user_id, None, at(4))], SyncedBy.EVENT)  # an older 404 keeps the newer
+    await applier.apply(
+        [Observation(user_id, None, at(4))], ApplyPolicy.event()
+    )  # an older 404 keeps the newer
     assert await store.find_tombstones([user_id]) == {user_id: at(5)}
 
     # A reconcile page read before the deletion, applied after it: stale, not a resurrection.
-    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], SyncedBy.RECONCILE)
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], ApplyPolicy.reconcile())
     assert result[Action.STALE] == 1 and await store.get_user(user_id) is None
     # A newer observation (the id exists again, e.g. re-imported) is created as usual.
-    result = await applier.apply([Observation(user_id, kc_user(user_id), at(6))], SyncedBy.RECONCILE)
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(6))], ApplyPolicy.reconcile())
     assert result[Action.CREATED] == 1
 
 
@@ -216,12 +218,12 @@ async def test_event_path_records_observed_at_of_unchanged_users_reconcile_write
     applier: Applier, store: UserStore
 ) -> None:
     user_id = new_id()
-    await applier.apply([Observation(user_id, kc_user(user_id), at(1))], SyncedBy.RECONCILE)
+    await applier.apply([Observation(user_id, kc_user(user_id), at(1))], ApplyPolicy.reconcile())
     before = await store.get_user(user_id)
-    result = await applier.apply([Observation(user_id, kc_user(user_id), at(2))], SyncedBy.RECONCILE)
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(2))], ApplyPolicy.reconcile())
     assert result[Action.UNCHANGED] == 1
     assert await store.get_user(user_id) == before
-    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], SyncedBy.EVENT)
+    result = await applier.apply([Observation(user_id, kc_user(user_id), at(3))], ApplyPolicy.event())
     assert result[Action.UNCHANGED] == 1
     after = await store.get_user(user_id)
     assert after is not None and before is not None
@@ -229,7 +231,7 @@ async def test_event_path_records_observed_at_of_unchanged_users_reconcile_write
     assert after[F.UPDATED_AT] == before[F.UPDATED_AT] and after[F.SYNCED_BY] == "reconcile"
     # ...so an older observation still in flight cannot undo the confirmed state.
     stale = await applier.apply(
-        [Observation(user_id, kc_user(user_id, enabled=False), at(2.5))], SyncedBy.RECONCILE
+        [Observation(user_id, kc_user(user_id, enabled=False), at(2.5))], ApplyPolicy.reconcile()
     )
     assert stale[Action.STALE] == 1
 

@@ -10,7 +10,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -741,9 +740,3 @@ async def collect_run_errors(users: Any, registry: SecretsRegistry, where: str) 
     for record in await run_records(users):
         if record.get("error"):
             registry.add_text(f"{where} reconcile_runs {record['_id']}", str(record["error"]))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -24,7 +24,6 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from tests.reliability.harness import (
     audit_requests,
-    free_port,
     import_users,
     seed_users,
 )
@@ -32,6 +31,7 @@ from tests.reliability.hostile import ADMIN, APPLY, DEAD_LETTER, HostileGenerato
 from tests.reliability.scenario import ScenarioEnv
 from tests.support.kafka_offsets import PartitionReader, create_topics, delete_topics, end_offsets
 from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 

@@ -7,7 +7,6 @@ Keycloak container gets the listener jar built from keycloak-spi-config/ and the
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,6 +16,7 @@ from testcontainers.core.network import Network
 from testcontainers.core.waiting_utils import wait_for_logs
 from testcontainers.mongodb import MongoDbContainer
 
+from tests.support.ports import free_port
 from tests.support.stack import REALM_FILE, ROOT
 
 KAFKA_IMAGE = "apache/kafka:4.1.0"
@@ -24,12 +24,6 @@ KEYCLOAK_IMAGE = "quay.io/keycloak/keycloak:26.5.6"
 MONGO_IMAGE = "mongo:7.0"
 LISTENER_DIR = ROOT / "keycloak-spi-config" / "kafka-listener"
 LISTENER_JAR = LISTENER_DIR / "target" / "keycloak-kafka-listener.jar"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -40,7 +34,7 @@ def start_container_stack() -> Iterator[dict[str, str]]:
         )
     realm = json.loads(REALM_FILE.read_text())
     secret = next(c["secret"] for c in realm["clients"] if c["clientId"] == "user-reconciler")
-    kafka_port = _free_port()
+    kafka_port = free_port()
     with ExitStack() as stack:
         network = stack.enter_context(Network())
         kafka = (

@@ -74,6 +74,37 @@ class KeycloakTestAdmin:
         response.raise_for_status()
         return response
 
+    # --- service account ------------------------------------------------------------------------------------
+    async def _service_account_role(self, client_id: str, role: str) -> tuple[str, str, dict[str, Any]]:
+        """(service-account user id, realm-management client uuid, role) of `client_id`'s service account."""
+        (client,) = (await self.request("GET", "/clients", params={"clientId": client_id})).json()
+        account = (await self.request("GET", f"/clients/{client['id']}/service-account-user")).json()
+        (management,) = (
+            await self.request("GET", "/clients", params={"clientId": "realm-management"})
+        ).json()
+        representation = (await self.request("GET", f"/clients/{management['id']}/roles/{role}")).json()
+        return account["id"], management["id"], representation
+
+    async def revoke_service_account_role(self, client_id: str, role: str) -> None:
+        """Take a realm-management role (e.g. view-users) away from a client's service account."""
+        account, management, representation = await self._service_account_role(client_id, role)
+        await self.request(
+            "DELETE", f"/users/{account}/role-mappings/clients/{management}", json=[representation]
+        )
+
+    async def grant_service_account_role(self, client_id: str, role: str) -> None:
+        account, management, representation = await self._service_account_role(client_id, role)
+        await self.request(
+            "POST", f"/users/{account}/role-mappings/clients/{management}", json=[representation]
+        )
+
+    async def set_access_token_lifespan(self, client_id: str, seconds: int) -> None:
+        """Tokens keep the roles of their issue time: a short lifespan makes a role change bite soon. (The
+        realm file sets the client's own `access.token.lifespan`, which overrides the realm's.)"""
+        (client,) = (await self.request("GET", "/clients", params={"clientId": client_id})).json()
+        client.setdefault("attributes", {})["access.token.lifespan"] = str(seconds)
+        await self.request("PUT", f"/clients/{client['id']}", json=client)
+
     # --- realms --------------------------------------------------------------------------------------------
     async def create_realm(self, export: dict[str, Any], name: str) -> None:
         """Create realm `name` from a realm export, renamed (its clients, service account and events kept)."""
