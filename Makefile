@@ -51,7 +51,7 @@ test: stack-up lint typecheck pytest
 
 run: stack-up
 	$(WITH_STACK_ENV) LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python scripts/demo_users.py && \
-		LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/reconciler run
+		LOG_FORMAT=$${LOG_FORMAT:-console} CONSUMER_START_OFFSET=$${CONSUMER_START_OFFSET:-latest} $(BIN)/reconciler run
 
 bench: stack-up
 	$(WITH_STACK_ENV) $(BIN)/python -m bench

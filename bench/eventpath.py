@@ -254,7 +254,7 @@ async def replay_job(spec: Spec) -> dict[str, Any]:
         "lookups": summary.lookups,
         "keycloak_get_user_requests": requests.get("get_user", 0),
         "keycloak_requests": sum(requests.values()),
-        "applied": dict(summary.applied),
+        "applied": summary.applied.as_dict(),
         **counter.to_dict(),
     }
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from bench.env import REALM_FILE, RESULTS_DIR
+from bench.env import RESULTS_DIR
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.stack import REALM_FILE
 
 IMPORT_BATCH = 1000
 _NAMESPACE = uuid.UUID("6f1c2f1e-2d4a-4c55-9a59-0b3a8f5e7c01")

@@ -38,7 +38,7 @@ class HealthRegistry:
         now = time.monotonic()
         report: dict[str, str] = {}
         ok = True
-        for name, (heartbeat, max_silence_s) in self.heartbeats.items():
+        for name, (heartbeat, max_silence_s) in list(self.heartbeats.items()):
             silence = now - heartbeat()
             alive = silence <= max_silence_s
             ok &= alive
@@ -48,7 +48,7 @@ class HealthRegistry:
     async def ready(self) -> tuple[bool, dict[str, str]]:
         report: dict[str, str] = {}
         ok = True
-        for name, check in self.readiness.items():
+        for name, check in list(self.readiness.items()):  # parts register while the server runs
             try:
                 passed, detail = await check()
             except Exception as error:  # a failing check is a "not ready", never a crash of the server

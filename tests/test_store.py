@@ -150,7 +150,7 @@ async def test_older_creation_racing_a_newer_one_is_stale_not_an_error(
         [Observation(user_id, kc_user(user_id), at(3))], {}, ApplyPolicy.reconcile(), now=utc_now()
     ).changes
     assert change.action is Action.CREATED and change.write is not None
-    assert (await store.write_users([change.write])).statuses == (WriteStatus.STALE,)
+    assert await store.write_users([change.write]) == (WriteStatus.STALE,)
     assert (await store.get_user(user_id) or {})[F.USERNAME] == "newest"
 
 

@@ -491,7 +491,9 @@ def up() -> None:
         service.check_ports_free()
         STARTERS[service.name]()
     env = write_env()
-    log(f"stack ready in {time.monotonic() - started:.0f}s; settings in {env.relative_to(ROOT)}")
+    # (A state folder outside the checkout is shown as it is: relative_to would raise after a good start.)
+    shown = env.relative_to(ROOT) if env.is_relative_to(ROOT) else env
+    log(f"stack ready in {time.monotonic() - started:.0f}s; settings in {shown}")
 
 
 def down() -> None:

@@ -62,7 +62,7 @@ def _no_confirmation() -> None:
 def _no_observed_at_guard() -> None:
     from pymongo import UpdateOne
 
-    from reconciler import apply, store
+    from reconciler import plan, store
 
     def update_op(write: Any) -> UpdateOne:
         op = original_op(write)
@@ -70,14 +70,14 @@ def _no_observed_at_guard() -> None:
 
     original_op = store.UserStore._update_op
     store.UserStore._update_op = staticmethod(update_op)  # type: ignore[method-assign]
-    original_plan = apply._plan_one
+    original_plan = plan._plan_one
 
-    def plan_one(obs: Any, doc: Any, **kwargs: Any) -> Any:
+    def plan_one(obs: Any, doc: Any, *args: Any) -> Any:
         if doc is not None:
             doc = {k: v for k, v in doc.items() if k != "observed_at"}
-        return original_plan(obs, doc, **kwargs)
+        return original_plan(obs, doc, *args)
 
-    apply._plan_one = plan_one
+    plan._plan_one = plan_one  # type: ignore[assignment]
 
 
 def _unchecked_ids() -> None:
