@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -20,3 +21,10 @@ def require(tool: str) -> str:
     if path is None:
         pytest.fail(f"`{tool}` is not on PATH: {INSTALL_HINT}", pytrace=False)
     return path
+
+
+def free_port() -> int:
+    """A port nothing listens on now, on loopback (servers of these tests bind 127.0.0.1 only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
