@@ -80,7 +80,7 @@ def readme_section(source: dict[str, Any]) -> str:
 
 
 def _dump(doc: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
+    return HEADER + str(yaml.safe_dump(doc, sort_keys=False, width=120))
 
 
 def render() -> dict[Path, str]:

@@ -189,7 +189,7 @@ async def test_every_dashboard_query_answers_with_data(prometheus: str) -> None:
     for title, expr in queries:
         # Rates need two scrapes after the reconciler's series appeared: poll each until it has data.
         body = await eventually(
-            lambda expr=expr: _query(prometheus, expr),  # type: ignore[misc]
+            lambda expr=expr: _query(prometheus, expr),
             until=lambda b: bool(b["data"]["result"]),
             timeout_s=60,
             interval_s=0.5,
