@@ -153,9 +153,10 @@ def running_container(
     env = env_file(image_settings, tmp_path / "env")
     args = container_run(container_engine, "--detach", "--name", name, "--env-file", str(env), image, "run")
     args.remove("--rm")  # kept until its exit status is read
-    started = run(*args, timeout_s=120)
-    assert started.returncode == 0, started.stderr
     try:
+        # A container that failed to start still exists: the finally removes it either way.
+        started = run(*args, timeout_s=120)
+        assert started.returncode == 0, started.stderr
         yield name
     finally:
         run(*container_engine, "rm", "--force", name, timeout_s=120)
