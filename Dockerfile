@@ -2,9 +2,15 @@
 # The reconciler's image: `docker build -t keycloak-user-reconciler:0.1.0 .`
 # Stage 1 builds the project's wheel and the wheels of its runtime dependencies (never the dev extras);
 # stage 2 installs them offline into a slim Python and runs as the unprivileged user 10001.
+# Where no registry answers, scripts/image/build.sh builds on a local Debian base instead (make_base.sh).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# The host's package index, when it has one set (scripts/image/build.sh passes pip's own setting through);
+# they reach only this stage, never the runtime image.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore

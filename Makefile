@@ -7,7 +7,7 @@ STACK := $(PYTHON) scripts/stack/stack.py
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
-.PHONY: help install stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-stack-down docs clean
+.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-stack-down docs clean
 
 help:
 	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
@@ -23,6 +23,15 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# podman, runc, debootstrap, prometheus + promtool, Go (the tests of the image, rules, metrics and dashboard);
+# installs with apt what is missing when run as root, else says what is missing.
+tools:
+	bash scripts/tools/install.sh
+
+# The reconciler's image, built on a local Debian base (no registry needed); see README "Container image".
+image: tools
+	LOCAL_BASE=1 scripts/image/build.sh keycloak-user-reconciler:dev
 
 stack-up: install
 	$(STACK) up
@@ -47,7 +56,7 @@ typecheck: install
 pytest: install
 	$(WITH_STACK_ENV) $(BIN)/pytest -m "not reliability" $(PYTEST_ARGS)
 
-test: stack-up lint typecheck pytest
+test: tools stack-up lint typecheck pytest
 
 run: stack-up
 	$(WITH_STACK_ENV) LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python scripts/demo_users.py && \
@@ -67,6 +76,7 @@ reliability-stack-down:
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
+	$(BIN)/python scripts/gen_monitoring.py
 
 clean: stack-down
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache

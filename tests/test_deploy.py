@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from kubernetes_validate import utils as k8s_schemas
@@ -33,6 +34,7 @@ from pydantic_core import PydanticUndefined
 
 from reconciler.config import Settings
 from reconciler.events import ACCEPTED_USER_EVENT_TYPES
+from tests.support import operator_crds
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "deploy" / "base"
@@ -51,7 +53,21 @@ Doc = dict[str, Any]
 
 # --- A small kustomize ----------------------------------------------------------------------------------
 
-_KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "patches"}
+_KUSTOMIZATION_FIELDS = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "components",
+    "namespace",
+    "images",
+    "replicas",
+    "patches",
+}
+# apiVersion of each kind of kustomization file: a Component is an optional piece an overlay opts into.
+_KUSTOMIZATION_KINDS = {
+    "Kustomization": "kustomize.config.k8s.io/v1beta1",
+    "Component": "kustomize.config.k8s.io/v1alpha1",
+}
 _CLUSTER_SCOPED = {
     "Namespace",
     "ClusterRole",
@@ -62,20 +78,26 @@ _CLUSTER_SCOPED = {
 _WORKLOADS = {"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"}
 
 
-def kustomize(directory: Path) -> list[Doc]:
-    """Render a kustomization: resources (files and directories), strategic-merge patches of maps,
-    namespace, images and replicas, in kustomize's order. Any other field is refused, not ignored."""
+def kustomize(directory: Path, docs: list[Doc] | None = None) -> list[Doc]:
+    """Render a kustomization: resources (files and directories), components, strategic-merge patches of
+    maps, namespace, images and replicas, in kustomize's order. Any other field is refused, not ignored.
+    A Component is rendered onto its parent's `docs` (it adds to and patches what the parent has)."""
     spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    assert spec["kind"] == "Kustomization", directory
+    assert _KUSTOMIZATION_KINDS.get(spec["kind"]) == spec["apiVersion"], directory
+    assert (spec["kind"] == "Component") == (docs is not None), (
+        f"{directory}: a Component only as a component"
+    )
     unknown = set(spec) - _KUSTOMIZATION_FIELDS
     assert not unknown, f"{directory}: {sorted(unknown)} not implemented by the test's kustomize renderer"
-    docs: list[Doc] = []
+    docs = [] if docs is None else docs
     for entry in spec.get("resources", []):
         path = directory / entry
         if path.is_dir():
             docs.extend(kustomize(path))
         else:
             docs.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    for entry in spec.get("components", []):
+        kustomize(directory / entry, docs)
     for patch in spec.get("patches", []):
         assert set(patch) == {"path"}, f"{directory}: only `patches: - path:` is implemented"
         body = yaml.safe_load((directory / patch["path"]).read_text())
@@ -221,6 +243,8 @@ def test_manifests_validate_against_kubernetes_schemas(directory: Path) -> None:
     versions = kubernetes_versions()
     assert versions, "kubernetes-validate bundles no schema for the supported versions"
     for doc in kustomize(directory):
+        if doc["apiVersion"].startswith(f"{operator_crds.GROUP}/"):
+            continue  # the Prometheus Operator's kinds: test_operator_resources_match_the_operator_crds
         for version in versions:
             try:
                 k8s_schemas.validate(doc, version, strict=True)
@@ -229,6 +253,27 @@ def test_manifests_validate_against_kubernetes_schemas(directory: Path) -> None:
                 pytest.fail(
                     f"{'/'.join(_key(doc))} invalid for Kubernetes {version} at {path}: {error.message}"
                 )
+
+
+def test_operator_resources_match_the_operator_crds(overlay: list[Doc]) -> None:
+    monitoring = [d for d in overlay if d["apiVersion"].startswith(f"{operator_crds.GROUP}/")]
+    assert sorted(d["kind"] for d in monitoring) == ["PodMonitor", "PrometheusRule"]
+    for doc in monitoring:
+        try:
+            operator_crds.validate(doc)
+        except jsonschema.ValidationError as error:
+            path = ".".join(str(p) for p in error.path)
+            pytest.fail(f"{'/'.join(_key(doc))} invalid at {path}: {error.message}")
+
+
+def test_pod_monitor_scrapes_the_metrics_port_as_the_alerts_expect(overlay: list[Doc]) -> None:
+    monitor = find(overlay, "PodMonitor", APP)
+    labels = find(overlay, "StatefulSet", APP)["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == METRICS_PORT_NAME and endpoint["path"] == "/metrics"
+    # ReconcilerTargetDown selects up{job=~"keycloak-user-reconciler.*"}: the job is this pod label's value.
+    assert labels[monitor["spec"]["jobLabel"]] == APP
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with built-in kustomize) not installed")
