@@ -34,6 +34,7 @@ from reconciler.monitor import FailureMonitor
 from reconciler.retry import Backoff
 from reconciler.scheduler import ReconcileScheduler
 from reconciler.store import UserStore
+from reconciler.workqueue import LoggingObserver
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -45,7 +46,7 @@ STORE_PING_CACHE_S = 5.0
 STOP_GRACE_S = 5.0  # after the drain timeout: committing, leaving the group, closing clients
 
 
-class QueueFailures:
+class QueueFailures(LoggingObserver):
     """The event queue's observer: outages and refusals go to the monitor (calm logs, readiness)."""
 
     def __init__(self, monitor: FailureMonitor) -> None:
@@ -57,23 +58,7 @@ class QueueFailures:
             # The monitor logs these once a minute at most; per user they are detail.
             log.debug("applying a user failed; retrying", user_id=key, attempt=attempt, error=str(error))
         else:
-            log.warning(
-                "applying a user failed; retrying",
-                user_id=key,
-                attempt=attempt,
-                retry_in_s=round(delay_s, 2),
-                error_type=type(error).__name__,
-                error=str(error),
-            )
-
-    def gave_up(self, key: str, error: Exception, attempts: int) -> None:
-        log.error(
-            "giving up on a user after repeated failures; the next full reconcile retries it",
-            user_id=key,
-            attempts=attempts,
-            error_type=type(error).__name__,
-            error=str(error),
-        )
+            super().retrying(key, error, attempt, delay_s)
 
     def succeeded(self, key: str) -> None:
         self._monitor.succeeded(Component.KEYCLOAK, Component.STORE)

@@ -173,62 +173,44 @@ def port_of(url: str) -> int:
     return port
 
 
-async def test_run_rides_out_a_keycloak_outage_and_sigterm_during_it_loses_nothing(
-    settings: Settings, kc_admin: KeycloakTestAdmin, users_collection: Any, tmp_path: Path
+def behind(settings: Settings, proxy: TcpProxy, outage_of: str) -> Settings:
+    """`run` settings that reach Keycloak or the store through `proxy`."""
+    if outage_of == "keycloak":
+        return run_settings(settings, keycloak_url=f"http://127.0.0.1:{proxy.port}")
+    uri = settings.mongodb_uri.get_secret_value()
+    return run_settings(settings, mongodb_uri=uri.replace(f":{proxy.upstream_port}", f":{proxy.port}", 1))
+
+
+def upstream_port(settings: Settings, outage_of: str) -> int:
+    url = settings.keycloak_base_url if outage_of == "keycloak" else settings.mongodb_uri.get_secret_value()
+    return port_of(url)
+
+
+@pytest.mark.parametrize("outage_of", ["keycloak", "store"])
+async def test_run_rides_out_an_outage_and_sigterm_during_it_loses_nothing(
+    settings: Settings, kc_admin: KeycloakTestAdmin, users_collection: Any, tmp_path: Path, outage_of: str
 ) -> None:
     log_file = tmp_path / "run.log"
     user_id = await kc_admin.create_user(first_name="Outage", last_name="0")
-    async with proxy_to(port_of(settings.keycloak_base_url)) as keycloak:
-        config = run_settings(settings, keycloak_url=f"http://127.0.0.1:{keycloak.port}")
+    async with proxy_to(upstream_port(settings, outage_of)) as proxy:
+        config = behind(settings, proxy, outage_of)
         with running(config, log_file) as process:
-            # Keycloak unreachable at start: up, not ready, saying why.
+            # Unreachable at start: up, not ready, saying which and why.
             answer = await until_ready(config, ready=False)
-            assert "keycloak" in answer.json()["checks"] and answer.json()["checks"]["keycloak"] != "ok"
-            await keycloak.up()
+            assert answer.json()["checks"][outage_of] != "ok", answer.text
+            await proxy.up()
             await until_ready(config, ready=True)
             await kc_admin.update_user(user_id, lastName="1")
-            await until_stored(users_collection, user_id, "applied while Keycloak is up", last_name="1")
+            await until_stored(users_collection, user_id, "applied while it is up", last_name="1")
 
-            await keycloak.down()
-            await kc_admin.update_user(user_id, lastName="2")  # the event arrives; the read cannot happen
+            await proxy.down()
+            await kc_admin.update_user(user_id, lastName="2")  # the event arrives; its apply cannot happen
             await until_ready(config, ready=False)
             sigterm_and_time(process, log_file)
         assert (await users_collection.find_one({"external_id": user_id}))["last_name"] == "1"
 
-        await keycloak.up()
+        await proxy.up()
         with running(config, log_file) as process:  # same group: the uncommitted record comes again
-            await until_stored(
-                users_collection, user_id, "redelivered after restart", timeout_s=30, last_name="2"
-            )
-            sigterm_and_time(process, log_file)
-
-
-async def test_run_rides_out_a_store_outage_and_sigterm_during_it_loses_nothing(
-    settings: Settings, kc_admin: KeycloakTestAdmin, users_collection: Any, tmp_path: Path
-) -> None:
-    log_file = tmp_path / "run.log"
-    user_id = await kc_admin.create_user(first_name="Store", last_name="0")
-    mongo = urlsplit(settings.mongodb_uri.get_secret_value())
-    assert mongo.port is not None
-    async with proxy_to(mongo.port) as store:
-        uri = settings.mongodb_uri.get_secret_value().replace(f":{mongo.port}", f":{store.port}", 1)
-        config = run_settings(settings, mongodb_uri=uri)
-        with running(config, log_file) as process:
-            answer = await until_ready(config, ready=False)  # store unreachable at start: up, not ready
-            assert answer.json()["checks"]["store"] != "ok"
-            await store.up()
-            await until_ready(config, ready=True)
-            await kc_admin.update_user(user_id, lastName="1")
-            await until_stored(users_collection, user_id, "applied while the store is up", last_name="1")
-
-            await store.down()
-            await kc_admin.update_user(user_id, lastName="2")
-            await until_ready(config, ready=False)
-            sigterm_and_time(process, log_file)
-        assert (await users_collection.find_one({"external_id": user_id}))["last_name"] == "1"
-
-        await store.up()
-        with running(config, log_file) as process:
             await until_stored(
                 users_collection, user_id, "redelivered after restart", timeout_s=30, last_name="2"
             )
