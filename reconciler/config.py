@@ -140,6 +140,31 @@ class Settings(BaseSettings):
     )
     sync_groups_and_roles: bool = Field(default=False, description="Mirror group names and realm roles")
 
+    # --- Event-store sweep ----------------------------------------------------------------------------
+    sweep_enabled: bool = Field(
+        default=True,
+        description="Read Keycloak's stored admin and user events in `reconciler run` (a second, durable "
+        "source beside Kafka; needs realm-management/view-events)",
+    )
+    sweep_interval_s: float = Field(
+        default=15.0, gt=0, description="Seconds between two reads of the event store"
+    )
+    sweep_overlap_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Each read starts this far before the watermark (events of one millisecond, clock skew "
+        "between Keycloak nodes); events already handled are skipped by id",
+    )
+    sweep_page_size: int = Field(default=500, ge=1, le=5000, description="Stored events per request")
+    sweep_lease_ttl_s: float = Field(
+        default=60.0, gt=0, description="Sweeper lease expiry: a crashed sweeper is replaced within this"
+    )
+    sweep_reconcile_spacing_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Least time between two full reconciles the sweeper requests (imports, an old watermark)",
+    )
+
     # --- Retries and batching ------------------------------------------------------------------------
     retry_request_backoff_s: float = Field(
         default=0.5,

@@ -28,7 +28,8 @@ log = get_logger(__name__)
 
 
 class EventConsumer:
-    """Runs the event path until `stop` is set, feeding `queue` (which owns retries)."""
+    """Runs the event path until `stop` is set, feeding `queue` (started by its owner; it owns retries).
+    On stop the queue is drained, so that what was applied is committed."""
 
     def __init__(self, settings: Settings, queue: CoalescingQueue[UserHint], realms: frozenset[str]) -> None:
         self._settings = settings
@@ -64,7 +65,6 @@ class EventConsumer:
         try:
             await self._consumer.start()
             self._consumer.subscribe(self._settings.event_topics, listener=_Rebalance(self))
-            self._queue.start()
             log.info(
                 "consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id
             )

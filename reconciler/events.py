@@ -74,6 +74,9 @@ class IgnoreReason(StrEnum):
     NOT_USER_RESOURCE = "not_user_resource"  # admin event on a client, realm, group, ...
     EVENT_TYPE = "event_type"  # user event type that cannot change mirrored fields (login, logout, ...)
     ERROR_EVENT = "error_event"  # `*_ERROR` user event or an event with `error` set: nothing changed
+    IMPORT = (
+        "import"  # a realm partial import's per-user event (resource REALM, path users/{id}): see `imported`
+    )
 
 
 class InvalidReason(StrEnum):
@@ -97,6 +100,7 @@ class UserHint:
     event_time: datetime | None  # UTC, from the event's `time` (ms); None when the event had none
     realm: str  # the realm id or name that matched the accepted realms
     operation: str  # admin: CREATE, UPDATE, DELETE or ACTION; user event: its type, e.g. UPDATE_PROFILE
+    from_event_store: bool = False  # read by the sweep from Keycloak's event store, not from Kafka
 
     @property
     def expects_user(self) -> bool:
@@ -113,6 +117,10 @@ class ParseResult:
     ignored: IgnoreReason | None = None
     invalid: InvalidReason | None = None
     detail: str | None = None  # human detail of `invalid`; never holds the event body or representation
+    # With `ignored` IMPORT: the user a partial import created or overwrote. The Kafka path leaves imports to
+    # the full reconcile; the event-store sweep applies them (and requests a full reconcile after an
+    # overwrite, which replaces the user under a new id and deletes the old one without any event).
+    imported: UserHint | None = None
 
     @classmethod
     def ignore(cls, reason: IgnoreReason) -> ParseResult:
@@ -188,6 +196,20 @@ _USER_RESOURCE_TYPES: Final = frozenset({"USER", "GROUP_MEMBERSHIP"}) | _ROLE_MA
 _BAD_PATH_CHARS: Final = re.compile(r"%[0-9A-Fa-f]{2}|[\\?#\s\x00-\x1f\x7f]")
 
 
+def parse_event(data: dict[str, Any], *, realms: frozenset[str] | None) -> ParseResult:
+    """Parse one event already decoded from JSON (Kafka's record, or a representation Keycloak's event
+    store served). `realms=None` accepts the event's own realm: events read from a realm's own store."""
+    is_admin = any(key in data for key in _ADMIN_KEYS)
+    is_user = "type" in data
+    if is_admin and is_user:
+        return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "has fields of both user and admin events")
+    if is_admin:
+        return _parse_admin_event(data, realms)
+    if is_user:
+        return _parse_user_event(data, realms)
+    return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "neither `type` nor admin event fields")
+
+
 def parse_record(
     value: bytes | None, *, realms: frozenset[str], max_bytes: int = MAX_RECORD_BYTES
 ) -> ParseResult:
@@ -200,15 +222,7 @@ def parse_record(
     data = _decode(value, max_bytes)
     if isinstance(data, ParseResult):
         return data
-    is_admin = any(key in data for key in _ADMIN_KEYS)
-    is_user = "type" in data
-    if is_admin and is_user:
-        return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "has fields of both user and admin events")
-    if is_admin:
-        return _parse_admin_event(data, realms)
-    if is_user:
-        return _parse_user_event(data, realms)
-    return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "neither `type` nor admin event fields")
+    return parse_event(data, realms=realms)
 
 
 def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | ParseResult:
@@ -236,7 +250,7 @@ def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | ParseResult
     return data
 
 
-def _parse_user_event(data: dict[str, Any], realms: frozenset[str]) -> ParseResult:
+def _parse_user_event(data: dict[str, Any], realms: frozenset[str] | None) -> ParseResult:
     try:
         event = _UserEvent.model_validate(data)
     except ValidationError as exc:
@@ -259,7 +273,7 @@ def _parse_user_event(data: dict[str, Any], realms: frozenset[str]) -> ParseResu
     return ParseResult(hints=(hint,))
 
 
-def _parse_admin_event(data: dict[str, Any], realms: frozenset[str]) -> ParseResult:
+def _parse_admin_event(data: dict[str, Any], realms: frozenset[str] | None) -> ParseResult:
     try:
         event = _AdminEvent.model_validate(data)
     except ValidationError as exc:
@@ -273,6 +287,8 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str]) -> ParseRes
     resource_type = event.resource_type
     if resource_type in (None, "CUSTOM"):
         resource_type = event.resource_type_as_string
+    if resource_type == "REALM":
+        return _partial_import(event, realm)
     if resource_type not in _USER_RESOURCE_TYPES:
         return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)
     if event.operation_type is None:
@@ -290,6 +306,18 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str]) -> ParseRes
         )
     hint = UserHint(parts[1].lower(), reason, _event_time(event.time), realm, event.operation_type)
     return ParseResult(hints=(hint,))
+
+
+def _partial_import(event: _AdminEvent, realm: str) -> ParseResult:
+    """A REALM event on `users/{id}` is a partial import's record of one user (CREATE, or UPDATE when it
+    overwrote one); any other REALM event is about the realm itself."""
+    parts = _split_path(event.resource_path or "")
+    if parts is None or len(parts) != 2 or parts[0] != "users" or not is_keycloak_id(parts[1]):
+        return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)
+    operation = event.operation_type or "UPDATE"
+    reason = HintReason.USER_CREATED if operation == "CREATE" else HintReason.USER_UPDATED
+    hint = UserHint(parts[1].lower(), reason, _event_time(event.time), realm, f"IMPORT_{operation}")
+    return ParseResult(ignored=IgnoreReason.IMPORT, imported=hint)
 
 
 def _user_path(resource_type: str, path: str | None) -> list[str] | ParseResult:
@@ -329,14 +357,17 @@ def _admin_reason(resource_type: str, operation: str, parts: list[str]) -> HintR
     return HintReason.ROLE_MAPPING if len(parts) >= 4 and parts[2] == "role-mappings" else None
 
 
-def _our_realm(event: _Event, realms: frozenset[str]) -> str | ParseResult:
+def _our_realm(event: _Event, realms: frozenset[str] | None) -> str | ParseResult:
     """The matching realm key, or the result to return: ignored for another realm, invalid without one."""
+    own = event.realm_name or event.realm_id
+    if not own:
+        return ParseResult.reject(InvalidReason.INVALID_EVENT, "event without realmId and realmName")
+    if realms is None:
+        return own  # read from that realm's own event store
     if event.realm_name is not None and event.realm_name in realms:
         return event.realm_name
     if event.realm_id is not None and event.realm_id in realms:
         return event.realm_id
-    if not event.realm_id and not event.realm_name:
-        return ParseResult.reject(InvalidReason.INVALID_EVENT, "event without realmId and realmName")
     return ParseResult.ignore(IgnoreReason.OTHER_REALM)
 
 

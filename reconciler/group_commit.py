@@ -18,18 +18,18 @@ from reconciler.plan import ApplyPolicy
 class GroupCommit:
     """`await group.apply(observation)` returns once the store write that carried it has succeeded."""
 
-    def __init__(self, applier: Applier, policy: ApplyPolicy, max_batch: int) -> None:
+    def __init__(self, applier: Applier, max_batch: int) -> None:
         self._applier = applier
-        self._policy = policy
         self._max_batch = max_batch
-        self._pending: list[tuple[Observation, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Observation, ApplyPolicy, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # store writes made (for tests and benchmarks)
 
-    async def apply(self, observation: Observation) -> None:
-        """Apply one observation with whatever else is waiting; raises the batch's error if it failed."""
+    async def apply(self, observation: Observation, policy: ApplyPolicy) -> None:
+        """Apply one observation with whatever else is waiting under the same policy; raises the batch's
+        error if it failed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((observation, done))
+        self._pending.append((observation, policy, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_all(), name="group-commit")
         await done
@@ -37,23 +37,29 @@ class GroupCommit:
     async def _write_all(self) -> None:
         try:
             while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+                policy = self._pending[0][1]
+                batch = [item for item in self._pending if item[1] == policy][: self._max_batch]
+                taken = {id(item) for item in batch}
+                self._pending = [item for item in self._pending if id(item) not in taken]
                 try:
-                    await self._applier.apply([obs for obs, _ in batch], self._policy)
+                    await self._applier.apply([obs for obs, _, _ in batch], policy)
                 except Exception as error:  # every waiter gets the error and retries on its own
-                    for _, done in batch:
+                    for _, _, done in batch:
                         if not done.done():
                             done.set_exception(error)
                 else:
-                    for _, done in batch:
+                    for _, _, done in batch:
                         if not done.done():
                             done.set_result(None)
                 finally:
                     self.batches += 1
         finally:
             self._writer = None
-            for _, done in self._pending:  # only if this task itself was cancelled: nothing is left hanging
+            for (
+                _,
+                _,
+                done,
+            ) in self._pending:  # only if this task itself was cancelled: nothing is left hanging
                 if not done.done():
                     done.cancel()
             self._pending.clear()

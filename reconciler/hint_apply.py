@@ -33,14 +33,17 @@ class HintApplier:
     def __init__(self, applier: Applier, settings: Settings, synced_by: SyncedBy = SyncedBy.EVENT) -> None:
         self._applier = applier
         self._settings = settings
-        policy = ApplyPolicy.event(synced_by=synced_by)
+        self._policy = ApplyPolicy.event(synced_by=synced_by)
+        # What only the event store told us is marked so: how lossy the Kafka hop is, in numbers.
+        self._sweep_policy = ApplyPolicy.event(synced_by=SyncedBy.SWEEP)
         # Users are read from Keycloak one by one, but written together: one bulk write per batch.
-        self._group = GroupCommit(applier, policy, max_batch=settings.apply_batch_size)
+        self._group = GroupCommit(applier, max_batch=settings.apply_batch_size)
 
     async def __call__(self, user_id: str, hints: list[UserHint]) -> Again[UserHint] | None:
         observation = await self._observe(user_id, expects_user=any(h.expects_user for h in hints))
         metrics.LOOKUPS.labels(outcome="found" if observation.user else "not_found").inc()
-        await self._group.apply(observation)
+        swept = all(h.from_event_store for h in hints)
+        await self._group.apply(observation, self._sweep_policy if swept else self._policy)
         now = datetime.now(UTC)
         for hint in hints:
             if hint.event_time is not None and hint.operation != RECHECK_OPERATION:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -43,7 +43,17 @@ __all__ = [
 
 log = logs.get_logger(__name__)
 
-Operation = Literal["token", "list_users", "get_user", "count_users", "user_groups", "user_realm_roles"]
+Operation = Literal[
+    "token",
+    "list_users",
+    "get_user",
+    "count_users",
+    "user_groups",
+    "user_realm_roles",
+    "admin_events",
+    "user_events",
+    "events_config",
+]
 
 # Refresh a token this long before Keycloak says it expires (capped at a tenth of its lifetime).
 _TOKEN_REFRESH_MARGIN_S = 30.0
@@ -288,6 +298,49 @@ class KeycloakAdminClient:
         """The error of a listing that came back empty although Keycloak counts users (see check_access)."""
         return KeycloakConfigError(self._cannot_view(total))
 
+    # --- the event store (needs realm-management/view-events) ---------------------------------------------
+
+    async def events_config(self) -> dict[str, Any]:
+        """The realm's event settings: which events are stored, for how long, which listeners run."""
+        data = await self._get_json("events_config", "/events/config", None, role="view-events")
+        if not isinstance(data, dict):
+            raise KeycloakProtocolError("events config is not a JSON object")
+        return data
+
+    async def admin_events(
+        self, date_from_ms: int, first: int, max_results: int, resource_types: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Stored admin events from `date_from_ms` (inclusive), oldest first."""
+        params = {
+            "dateFrom": str(date_from_ms),
+            "direction": "asc",
+            "first": first,
+            "max": max_results,
+            "resourceTypes": list(resource_types),
+        }
+        return self._objects(
+            await self._get_json("admin_events", "/admin-events", params, role="view-events")
+        )
+
+    async def user_events(
+        self, date_from_ms: int, first: int, max_results: int, types: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Stored user events of these types from `date_from_ms` (inclusive), oldest first."""
+        params = {
+            "dateFrom": str(date_from_ms),
+            "direction": "asc",
+            "first": first,
+            "max": max_results,
+            "type": list(types),
+        }
+        return self._objects(await self._get_json("user_events", "/events", params, role="view-events"))
+
+    @staticmethod
+    def _objects(data: Any) -> list[dict[str, Any]]:
+        if not isinstance(data, list):
+            raise KeycloakProtocolError("event listing is not a JSON array")
+        return [item for item in data if isinstance(item, dict)]
+
     @staticmethod
     def _checked_id(user_id: str) -> str:
         if not is_keycloak_id(user_id):
@@ -305,7 +358,13 @@ class KeycloakAdminClient:
     # --- admin requests ---------------------------------------------------------------------------------
 
     async def _get_json(
-        self, operation: Operation, path: str, params: Mapping[str, Any] | None, *, not_found_ok: bool = False
+        self,
+        operation: Operation,
+        path: str,
+        params: Mapping[str, Any] | None,
+        *,
+        not_found_ok: bool = False,
+        role: str = "view-users",
     ) -> Any:
         url = self._admin_base + path
         token = await self._access_token()
@@ -327,7 +386,7 @@ class KeycloakAdminClient:
         if status == 403:
             raise KeycloakConfigError(
                 f"the service account of client '{self._settings.keycloak_client_id}' lacks"
-                f" realm-management/view-users in realm '{self._settings.keycloak_realm}' ({operation}: HTTP 403)"
+                f" realm-management/{role} in realm '{self._settings.keycloak_realm}' ({operation}: HTTP 403)"
             )
         if status != 200:
             raise KeycloakProtocolError(f"unexpected HTTP {status} from Keycloak for {operation}")

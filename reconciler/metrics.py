@@ -81,3 +81,20 @@ DEPENDENCY_FAILING = Gauge(
     "1 while a dependency fails: kind temporary (an outage) or permanent (refused until someone acts)",
     ["component", "kind"],
 )
+
+# --- Event-store sweep --------------------------------------------------------------------------------
+SWEEP_ACTIVE = Gauge(
+    f"{PREFIX}_sweep_active",
+    "1 while the event-store sweep runs (0: off, not permitted, or the realm stores no events)",
+)
+SWEEP_LAG_SECONDS = Gauge(f"{PREFIX}_sweep_lag_seconds", "Now minus the sweep's watermark")
+SWEEP_EVENTS = Counter(
+    f"{PREFIX}_sweep_events_total",
+    "Stored events the sweep read, by source and outcome",
+    ["source", "outcome"],
+)  # source: admin, user; outcome: hinted, covered (already applied), ignored_*, invalid_*, seen
+SWEEPS = Counter(f"{PREFIX}_sweeps_total", "Sweeps by outcome", ["outcome"])  # ok, failed, skipped_lease
+SWEEP_DURATION = Histogram(f"{PREFIX}_sweep_duration_seconds", "Duration of one sweep")
+SWEEP_RECONCILE_REQUESTS = Counter(
+    f"{PREFIX}_sweep_reconcile_requests_total", "Full reconciles the sweep requested, by reason", ["reason"]
+)

@@ -24,6 +24,7 @@ class SyncedBy(StrEnum):
     EVENT = "event"
     RECONCILE = "reconcile"
     REPLAY = "replay"
+    SWEEP = "sweep"  # a hint from Keycloak's event store: a change the Kafka hop had not delivered
 
 
 class DeactivationReason(StrEnum):

@@ -65,10 +65,19 @@ class ReconcileScheduler:
         self._monitor = monitor or FailureMonitor()
         self._backoff = Backoff.reconciles(settings)
         self._rng = random.Random()
+        self._requested: str | None = None  # why a run was asked for before it is due (see `request`)
+        self._wake = asyncio.Event()
         self._failures = 0
         self.last_progress = time.monotonic()
         self.last_summary: RunSummary | None = None
         self.running = False
+
+    def request(self, reason: str) -> None:
+        """Run as soon as possible, due or not (the event-store sweep saw changes it cannot name per user).
+        The lease still makes it one run across replicas."""
+        log.info("full reconcile requested", reason=reason)
+        self._requested = reason
+        self._wake.set()
 
     def heartbeat(self) -> float:
         """Monotonic time of the loop's last sign of progress (for the health server)."""
@@ -103,8 +112,10 @@ class ReconcileScheduler:
     async def tick(self, stop: asyncio.Event | None = None) -> float:
         """Run the reconcile if it is due and the lease is ours; return the seconds until the next check."""
         interval = self._settings.reconcile_interval_s
+        requested, self._requested = self._requested, None
+        self._wake.clear()
         try:
-            wait_s = await self._not_due_for()
+            wait_s = 0.0 if requested else await self._not_due_for()
             if wait_s > 0:
                 log.info("full reconcile not due: a recent run succeeded", next_in_s=round(wait_s, 1))
                 return wait_s + self._jitter()
@@ -123,7 +134,7 @@ class ReconcileScheduler:
             return self._after_failure(f"store: {type(error).__name__}")
         try:
             # Another replica may have finished a run between our check and our lease.
-            wait_s = await self._not_due_for()
+            wait_s = 0.0 if requested else await self._not_due_for()
             if wait_s > 0:
                 return wait_s + self._jitter()
             summary = await self._run_with_lease(stop)
@@ -202,7 +213,7 @@ class ReconcileScheduler:
 
     async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
         deadline = time.monotonic() + seconds
-        while not stop.is_set():
+        while not stop.is_set() and not self._wake.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return

@@ -25,16 +25,17 @@ from reconciler.apply import Applier
 from reconciler.config import Settings
 from reconciler.consumer import EventConsumer
 from reconciler.errors import Component, PermanentError, StoreRefused, TemporaryError
-from reconciler.events import accepted_realms
+from reconciler.events import UserHint, accepted_realms
 from reconciler.health import HealthRegistry, start_server
 from reconciler.hint_apply import hint_queue
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.logs import get_logger
 from reconciler.monitor import FailureMonitor
 from reconciler.retry import Backoff
-from reconciler.scheduler import ReconcileScheduler
+from reconciler.scheduler import ReconcileScheduler, make_holder_id
 from reconciler.store import UserStore
-from reconciler.workqueue import LoggingObserver
+from reconciler.sweep import Sweeper
+from reconciler.workqueue import CoalescingQueue, LoggingObserver
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -43,6 +44,7 @@ T = TypeVar("T")
 CONSUMER_MAX_SILENCE_S = 120.0
 SCHEDULER_MAX_SILENCE_S = 300.0
 STORE_PING_CACHE_S = 5.0
+SWEEP_MAX_SILENCE_S = 120.0  # beyond a few intervals: one sweep may wait this long for its applies
 STOP_GRACE_S = 5.0  # after the drain timeout: committing, leaving the group, closing clients
 
 
@@ -74,6 +76,8 @@ class Service:
         self.monitor = FailureMonitor(settings.permanent_failure_log_interval_s)
         self.consumer: EventConsumer | None = None
         self.scheduler: ReconcileScheduler | None = None
+        self.sweeper: Sweeper | None = None
+        self.queue: CoalescingQueue[UserHint] | None = None
         self.http_port: int | None = None
         self._store_ok_until = 0.0
 
@@ -88,23 +92,60 @@ class Service:
             try:
                 if not await self._until_stopped(self._check_keycloak(keycloak)):
                     return 0
-                return await self._supervise(self._start_parts(keycloak, store))
+                return await self._supervise(await self._start_parts(keycloak, store))
             finally:
+                if self.queue is not None:  # the consumer drained it already; without one, drain here
+                    await self.queue.close(drain=True, timeout_s=settings.consumer_drain_timeout_s)
                 if runner is not None:
                     await runner.cleanup()
 
-    def _start_parts(self, keycloak: KeycloakAdminClient, store: UserStore) -> dict[str, asyncio.Task[None]]:
+    async def _start_parts(
+        self, keycloak: KeycloakAdminClient, store: UserStore
+    ) -> dict[str, asyncio.Task[None]]:
         settings = self.settings
         parts = {"store-setup": asyncio.create_task(self._prepare_store(store), name="store-setup")}
-        if settings.consumer_enabled:
-            parts["consumer"] = self._start_consumer(Applier(store, keycloak, settings))
         if settings.reconcile_enabled:
             self.scheduler = ReconcileScheduler(settings, store, keycloak, monitor=self.monitor)
             self.health.add_heartbeat("reconcile", self.scheduler.heartbeat, SCHEDULER_MAX_SILENCE_S)
             parts["reconcile"] = asyncio.create_task(self.scheduler.run(self.stop), name="reconcile")
+        if settings.consumer_enabled or settings.sweep_enabled:
+            self.queue = hint_queue(
+                Applier(store, keycloak, settings), settings, observer=QueueFailures(self.monitor)
+            )
+            self.queue.start()
+        if settings.consumer_enabled and self.queue is not None:
+            parts["consumer"] = self._start_consumer(self.queue)
+        if settings.sweep_enabled and self.queue is not None:
+            sweep = await self._start_sweep(keycloak, store, self.queue)
+            if sweep is not None:
+                parts["sweep"] = sweep
         if len(parts) == 1:
-            log.warning("nothing to run: CONSUMER_ENABLED and RECONCILE_ENABLED are both false")
+            log.warning("nothing to run: the consumer, the sweep and the periodic reconcile are all off")
         return parts
+
+    async def _start_sweep(
+        self, keycloak: KeycloakAdminClient, store: UserStore, queue: CoalescingQueue[UserHint]
+    ) -> asyncio.Task[None] | None:
+        scheduler = self.scheduler
+        self.sweeper = sweeper = Sweeper(
+            self.settings,
+            keycloak,
+            store,
+            queue,
+            holder=make_holder_id(),
+            request_reconcile=scheduler.request if scheduler is not None else None,
+        )
+        try:
+            active = await sweeper.check()
+        except TemporaryError as error:  # Keycloak away at start: the sweep starts anyway and catches up
+            self.monitor.failed(error)
+            active = True
+        if not active:
+            return None
+        self.health.add_heartbeat(
+            "sweep", lambda: sweeper.last_progress, self.settings.sweep_interval_s * 4 + SWEEP_MAX_SILENCE_S
+        )
+        return asyncio.create_task(sweeper.run(self.stop), name="sweep")
 
     async def _check_keycloak(self, keycloak: KeycloakAdminClient) -> None:
         """A refusal stops the start (raised); an outage is reported and the start goes on."""
@@ -138,8 +179,7 @@ class Service:
                 self.monitor.succeeded(Component.STORE)
                 return
 
-    def _start_consumer(self, applier: Applier) -> asyncio.Task[None]:
-        queue = hint_queue(applier, self.settings, observer=QueueFailures(self.monitor))
+    def _start_consumer(self, queue: CoalescingQueue[UserHint]) -> asyncio.Task[None]:
         self.consumer = consumer = EventConsumer(
             self.settings, queue, accepted_realms(self.settings.keycloak_realm)
         )

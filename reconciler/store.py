@@ -44,6 +44,7 @@ Document = dict[str, Any]
 LEASES_COLLECTION: Final = "leases"
 RUNS_COLLECTION: Final = "reconcile_runs"
 TOMBSTONES_COLLECTION: Final = "tombstones"
+SWEEP_COLLECTION: Final = "sweep_state"
 # A tombstone only has to outlive observations still in flight (a reconcile page, a retried hint).
 TOMBSTONE_RETENTION: Final = timedelta(days=1)
 _DUPLICATE_KEY: Final = 11000
@@ -159,6 +160,15 @@ class WriteStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SweepState:
+    """Where the event-store sweep is: every stored event before `watermark_ms` (epoch ms) was applied;
+    `handled` holds id -> time of the events near the watermark already applied (reads overlap it)."""
+
+    watermark_ms: int
+    handled: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One full reconcile run as recorded in `reconcile_runs`."""
 
@@ -202,6 +212,7 @@ class UserStore:
         self.leases: AsyncCollection[Document] = db[LEASES_COLLECTION]
         self.runs: AsyncCollection[Document] = db[RUNS_COLLECTION]
         self.tombstones: AsyncCollection[Document] = db[TOMBSTONES_COLLECTION]
+        self.sweep: AsyncCollection[Document] = db[SWEEP_COLLECTION]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UserStore:
@@ -412,6 +423,24 @@ class UserStore:
         if doc is None or _aware(doc["expires_at"]) <= utc_now():
             return None
         return str(doc["holder"]), _aware(doc["expires_at"])
+
+    # --- event-store sweep ----------------------------------------------------------------------------------
+
+    @_store_boundary
+    async def sweep_state(self, name: str) -> SweepState | None:
+        """The sweeper's watermark and the ids of the events it handled near it."""
+        doc = await self.sweep.find_one({"_id": name})
+        if doc is None:
+            return None
+        return SweepState(int(doc["watermark_ms"]), dict(doc.get("handled") or {}))
+
+    @_store_boundary
+    async def save_sweep_state(self, name: str, state: SweepState) -> None:
+        await self.sweep.replace_one(
+            {"_id": name},
+            {"watermark_ms": state.watermark_ms, "handled": state.handled, "saved_at": utc_now()},
+            upsert=True,
+        )
 
     # --- run records ----------------------------------------------------------------------------------------
 

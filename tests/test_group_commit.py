@@ -36,9 +36,9 @@ def observation() -> Observation:
 async def test_concurrent_observations_are_written_in_few_batches(
     applier: Applier, users_collection: Any
 ) -> None:
-    group = GroupCommit(applier, ApplyPolicy.event(), max_batch=100)
+    group = GroupCommit(applier, max_batch=100)
     observations = [observation() for _ in range(60)]
-    await asyncio.gather(*(group.apply(obs) for obs in observations))
+    await asyncio.gather(*(group.apply(obs, ApplyPolicy.event()) for obs in observations))
     stored = await users_collection.count_documents(
         {"external_id": {"$in": [o.user_id for o in observations]}}
     )
@@ -61,8 +61,10 @@ class FailingOnce:
 
 async def test_a_failed_batch_fails_each_of_its_waiters_and_later_batches_go_on() -> None:
     failing = FailingOnce()
-    group = GroupCommit(failing, ApplyPolicy.event(), max_batch=3)  # type: ignore[arg-type]
-    results = await asyncio.gather(*(group.apply(observation()) for _ in range(7)), return_exceptions=True)
+    group = GroupCommit(failing, max_batch=3)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(group.apply(observation(), ApplyPolicy.event()) for _ in range(7)), return_exceptions=True
+    )
     # All seven were waiting before the first write started: batches of 3, 3 and 1; only the first failed.
     assert failing.calls == [3, 3, 1]
     assert [type(r).__name__ for r in results] == ["ConnectionError"] * 3 + ["NoneType"] * 4
