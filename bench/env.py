@@ -35,5 +35,10 @@ def database_name(size: int, purpose: str) -> str:
 
 def make_settings(env: dict[str, str], realm: str, database: str, **overrides: Any) -> Settings:
     """Reconciler settings for a benchmark job: defaults except the endpoints, the realm and the database."""
-    values: dict[str, Any] = {"http_enabled": False, "log_level": "WARNING", "sweep_enabled": False, **overrides}
+    values: dict[str, Any] = {
+        "http_enabled": False,
+        "log_level": "WARNING",
+        "sweep_enabled": False,
+        **overrides,
+    }
     return stack_settings(env, keycloak_realm=realm, mongodb_database=database, **values)
