@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +15,7 @@ from reconciler.cli import build_parser, describe_settings_error
 from reconciler.config import Settings
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.ports import free_port
+from tests.support.process import run_reconciler_async
 
 SECRET_MARKER = "do-not-print-this-secret-4711"
 
@@ -35,18 +34,8 @@ class Result:
 
 
 async def run_cli(env: dict[str, str], *args: str) -> Result:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from reconciler.cli import main; sys.exit(main())",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return Result(process.returncode, stdout.decode(), stderr.decode())
+    done = await run_reconciler_async(env, *args, timeout_s=120)
+    return Result(done.returncode, done.stdout, done.stderr)
 
 
 def base_env() -> dict[str, str]:

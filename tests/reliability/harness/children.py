@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from tests.conftest import override
 from tests.reliability.harness.secrets import SecretsRegistry
 from tests.support.http_proxy import RecordingProxy
 from tests.support.polling import eventually
-from tests.support.process import settings_env
+from tests.support.process import reconciler_command, run_reconciler_async, settings_env
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -55,9 +54,7 @@ class ReconcilerProcess:
         self._joins_before_start = len(self.log_events("partitions assigned"))
         with self.log_file.open("ab") as out:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "reconciler",
+                *reconciler_command(),
                 *self.args,
                 env=child_env(self.settings),
                 stdout=out,
@@ -157,23 +154,8 @@ async def run_cli(
     settings: Settings, *args: str, registry: SecretsRegistry, timeout_s: float = 600
 ) -> CliResult:
     """One `python -m reconciler ...` to the end, without blocking the event loop (the proxy runs on it)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "reconciler",
-        *args,
-        env=child_env(settings),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    result = CliResult(process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+    done = await run_reconciler_async(child_env(settings), *args, timeout_s=timeout_s)
+    result = CliResult(done.returncode, done.stdout, done.stderr)
     registry.add_text(f"reconciler {' '.join(args)} (stdout)", result.stdout)
     registry.add_text(f"reconciler {' '.join(args)} (stderr)", result.stderr)
     return result

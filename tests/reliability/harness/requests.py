@@ -15,6 +15,8 @@ _ALLOWED_PATHS = (
     re.compile(r"^/admin/realms/(?P<realm>[^/?]+)/users$"),
     re.compile(r"^/admin/realms/(?P<realm>[^/?]+)/users/count$"),
     re.compile(r"^/admin/realms/(?P<realm>[^/?]+)/users/(?P<id>[^/?]+)(/groups|/role-mappings/realm)?$"),
+    # The event-store sweep (scenarios that switch it on).
+    re.compile(r"^/admin/realms/(?P<realm>[^/?]+)/(admin-events|events|events/config)$"),
 )
 
 
