@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ OUTAGE_S = 60.0
 
 async def test_the_sweep_keeps_the_store_true_while_the_broker_is_away(env: ScenarioEnv) -> None:
     users = await env.import_seed_users(USERS, "sweepkafka")
-    settings = {
+    settings: dict[str, Any] = {
         "sweep_enabled": True,
         "sweep_interval_s": SWEEP_INTERVAL_S,
         "sweep_overlap_s": 2.0,
