@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     event_recheck_delay_s: float = Field(
         default=2.0, ge=0, description="Delay of the follow-up re-check after an update hint; 0 disables it"
     )
+    event_recheck: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Which update hints get the follow-up re-check (a second GET of the user): auto skips "
+        "it for records marked `x-published: after-commit` (our listener), always re-checks every update "
+        "hint (a Keycloak cluster, whose other nodes may answer from a cache not yet invalidated), never "
+        "leaves it to the full reconcile",
+    )
     event_max_apply_attempts: int = Field(
         default=5,
         ge=1,
