@@ -5,8 +5,8 @@ One run:
 1. counts Keycloak's users (for progress and to know where the listing should end), then pages through
    them (`keycloak_page_size`, offset paging) with `keycloak_list_concurrency` pages requested at once,
    each page stamped with `observed_at` just before its own request and applied through the `Applier` (one
-   store read and at most one bulk write per page) in the order the pages arrive, while the next ones are
-   being listed; a first page that is empty while Keycloak counts users is a permission problem
+   store read and at most one bulk write per `apply_batch_size` users) in the order the pages arrive, while
+   the next ones are being listed; a first page that is empty while Keycloak counts users is a permission problem
    (`KeycloakConfigError`), never "Keycloak has no users". The listing is complete once every page up to
    the first short one has been fetched and applied;
 2. remembers only a compact set of seen ids (16-byte UUIDs), never the users (invariant 7,
@@ -426,12 +426,13 @@ class FullReconcile:
         self, summary: RunSummary, seen: set[bytes], observed_at: datetime, page: UserPage
     ) -> None:
         self._set_aside(summary, seen, page.unreadable)
-        if not page.users:
-            return
         observations = [Observation(user.id, user, observed_at) for user in page.users]
-        result = await self._applier.apply(observations, self._policy(summary))
-        summary.add(result)
-        self._collect_drift(summary, result.changes)
+        # In batches of APPLY_BATCH_SIZE: a store read of N ids costs more than N/100 reads of 100 (measured on
+        # SecantusDB, BENCHMARKS.md), so a larger page only makes the listing cheaper.
+        for batch in batched(observations, self._applier.batch_size):
+            result = await self._applier.apply(batch, self._policy(summary))
+            summary.add(result)
+            self._collect_drift(summary, result.changes)
         seen.update(uuid.UUID(user.id).bytes for user in page.users)
         summary.listed += len(page.users)
 

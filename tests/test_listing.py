@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.apply import Applier
 from reconciler.config import Settings
 from reconciler.errors import KeycloakUnavailable
 from reconciler.keycloak import KeycloakAdminClient
@@ -200,4 +201,34 @@ async def test_a_listing_that_fails_with_pages_in_flight_deactivates_nothing_and
     assert run is not None and run.outcome == "failed" and "KeycloakUnavailable" in (run.error or "")
     summary = await run_with(concurrent, store, ListingTransport())
     assert summary.ok and summary.applied[Action.DEACTIVATED] == 1
+    await assert_mirror(kc_admin, store)
+
+
+async def test_a_page_larger_than_the_apply_batch_is_applied_in_batches(
+    stack_env: dict[str, str],
+    settings: Settings,
+    store: UserStore,
+    kc_admin: KeycloakTestAdmin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await fill_realm(kc_admin, 20)
+    await kc_admin.update_user((await kc_admin.list_users())[0]["id"], firstName="Batched")
+    big_pages = make_settings(
+        stack_env,
+        keycloak_realm=settings.keycloak_realm,
+        mongodb_database=settings.mongodb_database,
+        keycloak_page_size=10,
+        apply_batch_size=4,
+    )
+    batches: list[int] = []
+    original = Applier.apply
+
+    async def recording_apply(self: Applier, observations: Any, policy: Any) -> Any:
+        batches.append(len(observations))
+        return await original(self, observations, policy)
+
+    monkeypatch.setattr(Applier, "apply", recording_apply)
+    summary = await run_with(big_pages, store, ListingTransport())
+    assert summary.ok and summary.applied[Action.UPDATED] == 1
+    assert max(batches) == 4 and sum(batches) >= summary.listed  # pages of 10 applied 4 users at a time
     await assert_mirror(kc_admin, store)
