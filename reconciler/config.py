@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     keycloak_page_size: int = Field(
         default=100, ge=1, le=1000, description="Users per page in the full reconcile"
     )
+    keycloak_list_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Pages of the full reconcile's listing requested at once (each still takes a slot of "
+        "KEYCLOAK_MAX_CONCURRENCY); the run holds at most this many pages plus the one being applied",
+    )
     keycloak_retry_after_max_s: float = Field(
         default=30.0, ge=0, description="Longest wait a 429's Retry-After may ask for"
     )
@@ -113,6 +120,13 @@ class Settings(BaseSettings):
     )
     event_recheck_delay_s: float = Field(
         default=2.0, ge=0, description="Delay of the follow-up re-check after an update hint; 0 disables it"
+    )
+    event_recheck: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Which update hints get the follow-up re-check (a second GET of the user): auto skips "
+        "it for records marked `x-published: after-commit` (our listener), always re-checks every update "
+        "hint (a Keycloak cluster, whose other nodes may answer from a cache not yet invalidated), never "
+        "leaves it to the full reconcile",
     )
     event_max_apply_attempts: int = Field(
         default=5,

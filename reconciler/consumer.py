@@ -90,7 +90,7 @@ class EventConsumer:
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         offsets = self._offsets.partition(record.topic, record.partition)
-        result: ParseResult = parse_record(record.value, realms=self._realms)
+        result: ParseResult = parse_record(record.value, realms=self._realms, headers=record.headers)
         if result.invalid is not None:
             await self._dead_letters.publish(record, result.invalid, result.detail or "")
             metrics.EVENTS.labels(topic=record.topic, outcome="dead_lettered").inc()

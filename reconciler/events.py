@@ -13,6 +13,10 @@ Wire formats (all are Jackson serialisations of Keycloak's own `Event` / `AdminE
 - SnuK87 `keycloak-kafka`: every getter, nulls included, so admin events carry both `resourceType` and
   `resourceTypeAsString` (the latter holds the real name when `resourceType` is `CUSTOM`).
 
+Our own listener also sets the record header `x-published: after-commit` (it publishes only after Keycloak's
+transaction committed); its hints carry `after_commit`, so the event path can skip the follow-up re-check
+(EVENT_RECHECK). The other providers set no such header.
+
 Unknown fields are ignored; the fields used are type-checked strictly (`time` must be an integer, never a
 string). Every outcome is one of: hints (at least one), ignored (a reason from `IgnoreReason`), or invalid
 (a reason from `InvalidReason` plus a human `detail`; the consumer dead-letters it, invariant 8). Reason codes
@@ -24,8 +28,10 @@ with `..`, percent-escapes, backslashes, empty segments, a query or a fragment i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -45,10 +51,14 @@ __all__ = [
     "UserHint",
     "accepted_realms",
     "parse_record",
+    "published_after_commit",
 ]
 
 MAX_RECORD_BYTES: Final = 1024 * 1024
 """Records larger than this are rejected before decoding (Keycloak events are a few KiB at most)."""
+
+PUBLISHED_HEADER: Final = "x-published"
+AFTER_COMMIT: Final = b"after-commit"
 
 _MAX_DETAIL_CHARS: Final = 300
 _MAX_TIME_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a datetime holds
@@ -101,6 +111,7 @@ class UserHint:
     realm: str  # the realm id or name that matched the accepted realms
     operation: str  # admin: CREATE, UPDATE, DELETE or ACTION; user event: its type, e.g. UPDATE_PROFILE
     from_event_store: bool = False  # read by the sweep from Keycloak's event store, not from Kafka
+    after_commit: bool = False  # the record says it was published after Keycloak's transaction committed
 
     @property
     def expects_user(self) -> bool:
@@ -210,15 +221,33 @@ def parse_event(data: dict[str, Any], *, realms: frozenset[str] | None) -> Parse
     return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "neither `type` nor admin event fields")
 
 
+def published_after_commit(headers: Iterable[tuple[str, bytes | None]] | None) -> bool:
+    """True when the record carries `x-published: after-commit`, which our own listener
+    (`keycloak-spi-config/kafka-listener/`) sets on every record: it publishes only after Keycloak's
+    transaction committed, so a read right after the event sees the change."""
+    return any(name == PUBLISHED_HEADER and value == AFTER_COMMIT for name, value in headers or ())
+
+
 def parse_record(
-    value: bytes | None, *, realms: frozenset[str], max_bytes: int = MAX_RECORD_BYTES
+    value: bytes | None,
+    *,
+    realms: frozenset[str],
+    max_bytes: int = MAX_RECORD_BYTES,
+    headers: Iterable[tuple[str, bytes | None]] | None = None,
 ) -> ParseResult:
-    """Parse one Kafka record value. Never raises; see `ParseResult`.
+    """Parse one Kafka record value (and its headers). Never raises; see `ParseResult`.
 
     `realms` holds the accepted realm ids and names (see `accepted_realms`): an event is ours when its
     `realmId` or `realmName` is in it. An admin event's `authDetails.realmId` is the admin's realm and is not
-    used for filtering.
+    used for filtering. The hints of a record published after commit (`published_after_commit`) say so.
     """
+    result = _parse_value(value, realms, max_bytes)
+    if result.hints and published_after_commit(headers):
+        return ParseResult(hints=tuple(dataclasses.replace(h, after_commit=True) for h in result.hints))
+    return result
+
+
+def _parse_value(value: bytes | None, realms: frozenset[str], max_bytes: int) -> ParseResult:
     data = _decode(value, max_bytes)
     if isinstance(data, ParseResult):
         return data

@@ -3,8 +3,10 @@
 Keycloak publishes some events before its transaction commits, so a read right after an event may not see
 it yet: a 404 after a create/update hint is re-read a few times with short backoff before it counts as a
 deletion (EVENT_NOT_FOUND_RETRIES), and an update hint asks the queue for one follow-up re-check after a
-settle delay (EVENT_RECHECK_DELAY_S). Failures are raised as they are: the work queue decides retries
-(reconciler/workqueue.py), and the hint's Kafka record is committed only after the apply succeeded.
+settle delay (EVENT_RECHECK_DELAY_S), unless the record says it was published after commit (EVENT_RECHECK
+`auto`, the default, with our own listener): there that second GET cannot change the outcome. Failures are
+raised as they are: the work queue decides retries (reconciler/workqueue.py), and the hint's Kafka record is
+committed only after the apply succeeded.
 """
 
 from __future__ import annotations
@@ -51,14 +53,20 @@ class HintApplier:
         return self._recheck(hints)
 
     def _recheck(self, hints: list[UserHint]) -> Again[UserHint] | None:
-        """One follow-up read after the settle delay, unless these hints were all deletions or re-checks."""
+        """One follow-up read after the settle delay, for hints whose read may have come too early."""
         delay = self._settings.event_recheck_delay_s
-        wanted = [
-            h for h in hints if h.reason is not HintReason.USER_DELETED and h.operation != RECHECK_OPERATION
-        ]
+        wanted = [h for h in hints if self._needs_recheck(h)]
         if delay <= 0 or not wanted:
             return None
         return Again(delay, dataclasses.replace(wanted[-1], operation=RECHECK_OPERATION, event_time=None))
+
+    def _needs_recheck(self, hint: UserHint) -> bool:
+        """Not after a deletion (the 404 is expected) nor a re-check; in `auto` mode not after a record
+        published after commit either: the read that followed it already saw the change."""
+        mode = self._settings.event_recheck
+        if mode == "never" or hint.reason is HintReason.USER_DELETED or hint.operation == RECHECK_OPERATION:
+            return False
+        return mode == "always" or not hint.after_commit
 
     async def _observe(self, user_id: str, *, expects_user: bool) -> Observation:
         """Read the user; when a hint says it should exist, re-read a 404 a few times before believing it."""

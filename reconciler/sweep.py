@@ -236,10 +236,12 @@ class Sweeper:
         return pending
 
     def _hint_of(self, read: _Read, result: ParseResult) -> UserHint | None:
+        # A stored event is visible only once Keycloak committed: a read after it sees the change, so its
+        # hint is an after-commit one (no follow-up re-check, see EVENT_RECHECK).
         if result.imported is not None:
-            return replace(result.imported, from_event_store=True)
+            return replace(result.imported, from_event_store=True, after_commit=True)
         if result.hints:
-            return replace(result.hints[0], from_event_store=True)
+            return replace(result.hints[0], from_event_store=True, after_commit=True)
         outcome = f"ignored_{result.ignored}" if result.ignored else f"invalid_{result.invalid}"
         metrics.SWEEP_EVENTS.labels(source=read.source, outcome=outcome).inc()
         return None

@@ -19,6 +19,7 @@ from tests.conftest import override
 from tests.support.kafka import publish, watch_topic
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
+from tests.test_events import snuk87_admin_event
 
 pytestmark = pytest.mark.stack
 
@@ -222,3 +223,48 @@ async def test_a_full_queue_pauses_fetching_and_everything_is_still_applied(
                 users_collection, user["id"], "applied under backpressure", first_name="Pressure"
             )
         assert service.consumer is not None and service.consumer.pauses > 0
+
+
+async def test_our_after_commit_records_get_no_recheck_and_a_pre_commit_shaped_one_does(
+    service: Service,
+    event_settings: Settings,
+    kc_admin: KeycloakTestAdmin,
+    users_collection: Any,
+    realm: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EVENT_RECHECK=auto (the default): our listener marks its records `x-published: after-commit`, so
+    each of its hints costs one GET; a SnuK87 record (no key, no header, maybe published before commit)
+    still gets the follow-up re-check after EVENT_RECHECK_DELAY_S."""
+    assert event_settings.event_recheck == "auto"
+    lookups: Counter[str] = Counter()
+    original = KeycloakAdminClient.get_user
+
+    async def counting_get_user(self: KeycloakAdminClient, user_id: str) -> Any:
+        lookups[user_id] += 1
+        return await original(self, user_id)
+
+    monkeypatch.setattr(KeycloakAdminClient, "get_user", counting_get_user)
+    bootstrap = event_settings.kafka_bootstrap_servers
+    async with watch_topic(bootstrap, event_settings.kafka_admin_events_topic) as admin_events:
+        ours = await kc_admin.create_user(first_name="Ours")
+        await until_stored(users_collection, ours, "created by our listener's event", first_name="Ours")
+        await kc_admin.update_user(ours, firstName="Ours2")
+        await until_stored(users_collection, ours, "updated by our listener's event", first_name="Ours2")
+        record = await admin_events.next_record()
+        while (record.key or b"").decode() != ours:
+            record = await admin_events.next_record()
+        assert dict(record.headers)["x-published"] == b"after-commit"  # the marker auto relies on
+
+    # A user made by partial import emits no event: only the SnuK87-shaped record names it.
+    theirs = str(uuid.uuid4())
+    await kc_admin.partial_import_users(
+        [{"id": theirs, "username": f"snuk-{theirs[:8]}", "enabled": True, "firstName": "Theirs"}]
+    )
+    snuk87 = snuk87_admin_event(path=f"users/{theirs}", realm_id=realm, realm_name=realm)
+    await publish(bootstrap, event_settings.kafka_admin_events_topic, [json.dumps(snuk87).encode()])
+    await until_stored(users_collection, theirs, "created by the SnuK87 record", first_name="Theirs")
+    # The read, then the re-check; ours, applied earlier, would have had its re-check before this one.
+    await eventually(lambda: _value(lookups[theirs]), until=lambda n: n >= 2, what="SnuK87 re-check")
+    assert lookups[theirs] == 2
+    assert lookups[ours] == 2  # one GET per hint (create, update), no re-check

@@ -199,6 +199,27 @@ def test_admin_user_event_hints_the_user(make_admin: Any, operation: str, reason
     assert hint.expects_user is (reason is not HintReason.USER_DELETED)
 
 
+@pytest.mark.parametrize(
+    ("headers", "after_commit"),
+    [
+        ([("x-published", b"after-commit")], True),  # what our listener sets on every record
+        ([("x-published", b"before-commit")], False),
+        ([("other", b"after-commit")], False),
+        ([], False),
+        (None, False),
+    ],
+)
+def test_only_the_after_commit_header_marks_hints_published_after_commit(
+    headers: list[tuple[str, bytes]] | None, after_commit: bool
+) -> None:
+    result = parse_record(encode(snuk87_admin_event()), realms=REALMS, headers=headers)
+    assert one_hint(result).after_commit is after_commit
+    ignored = parse_record(
+        encode(snuk87_admin_event("CLIENT", path="clients/x")), realms=REALMS, headers=headers
+    )
+    assert ignored.ignored is IgnoreReason.NOT_USER_RESOURCE  # the header changes only hints
+
+
 @ADMIN_FORMATS
 @pytest.mark.parametrize(
     ("operation", "suffix"),

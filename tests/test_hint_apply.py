@@ -1,6 +1,7 @@
 """The event path's handling of Keycloak's pre-commit reads, which our after-commit listener never produces:
 a user that 404s right after a CREATE/UPDATE hint is re-read before it counts as deleted; a DELETE hint's 404
-is believed at once; an update hint is re-checked once after the settle delay; and the queue's retries of a
+is believed at once; an update hint is re-checked once after the settle delay (unless EVENT_RECHECK says its
+record was published after commit); and the queue's retries of a
 user (outages without limit, unreadable answers up to the attempts). Everything runs through the event
 path's own work queue (`hint_queue`). Keycloak is scripted with httpx.MockTransport (the edge case); the
 store is the real one.
@@ -9,6 +10,7 @@ store is the real one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -103,6 +105,39 @@ async def test_an_update_hint_is_rechecked_once_after_the_settle_delay(
         await eventually(settled, until=lambda state: state == (2, 0, 0), what="one re-check applied")
         await queue.close()
     assert len(fake.admin_requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "after_commit", "rechecked"),
+    [
+        ("auto", True, False),  # our listener: the read after the event already saw the change
+        ("auto", False, True),  # a provider that may publish before commit
+        ("always", True, True),  # a Keycloak cluster: another node may answer from a stale cache
+        ("never", False, False),
+    ],
+)
+async def test_event_recheck_decides_which_update_hints_are_read_again(
+    settings: Settings, store: UserStore, mode: str, after_commit: bool, rechecked: bool
+) -> None:
+    user_id = str(uuid.uuid4())
+    fake = FakeKeycloak(scripted(httpx.Response(200, json=user_json(user_id))))
+    config = fast(override(settings, event_recheck_delay_s=0.05, event_recheck=mode))
+    update = dataclasses.replace(hint(user_id, HintReason.USER_UPDATED, "UPDATE"), after_commit=after_commit)
+    async with KeycloakAdminClient(config, transport=httpx.MockTransport(fake)) as keycloak:
+        queue = hint_queue(Applier(store, keycloak, config), config)
+        queue.start()
+        await queue.submit(user_id, update)
+        await queue.join()
+        # The re-check is scheduled as the apply finishes, so whether there is one is known now.
+        assert queue.pending_rechecks == (1 if rechecked else 0)
+
+        async def settled() -> tuple[int, int, int]:
+            return len(fake.admin_requests), queue.pending_rechecks, len(queue)
+
+        expected = (2 if rechecked else 1, 0, 0)
+        await eventually(settled, until=lambda state: state == expected, what="re-check done or none")
+        await queue.close()
+    assert len(fake.admin_requests) == expected[0]
 
 
 def abandoned() -> float:

@@ -1,6 +1,8 @@
 package local.keycloak.kafka;
 
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.List;
 import java.util.Properties;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.RejectedExecutionException;
@@ -11,6 +13,8 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.Producer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.internals.RecordHeader;
 import org.apache.kafka.common.serialization.StringSerializer;
 import org.jboss.logging.Logger;
 
@@ -22,6 +26,13 @@ import org.jboss.logging.Logger;
 final class KafkaPublisher {
 
     private static final Logger LOG = Logger.getLogger(KafkaPublisher.class);
+
+    /**
+     * Every record says it was published after its transaction committed (or outside any transaction): a
+     * consumer that reads the user right after the event sees the change, so it needs no follow-up re-check.
+     */
+    static final String PUBLISHED_HEADER = "x-published";
+    static final String AFTER_COMMIT = "after-commit";
 
     static final int QUEUE_CAPACITY = 10_000;
     static final int MAX_BLOCK_MS = 10_000;
@@ -63,7 +74,7 @@ final class KafkaPublisher {
             return;
         }
         try {
-            p.send(new ProducerRecord<>(topic, key, value), (metadata, error) -> {
+            p.send(record(topic, key, value), (metadata, error) -> {
                 if (error != null) {
                     LOG.errorf(error, "Failed to publish event to Kafka topic %s (key %s)", topic, key);
                 } else if (LOG.isTraceEnabled()) {
@@ -75,6 +86,12 @@ final class KafkaPublisher {
             // e.g. TimeoutException after max.block.ms when the brokers are unreachable
             LOG.errorf(e, "Failed to publish event to Kafka topic %s (key %s)", topic, key);
         }
+    }
+
+    static ProducerRecord<String, String> record(String topic, String key, String value) {
+        List<Header> headers =
+                List.of(new RecordHeader(PUBLISHED_HEADER, AFTER_COMMIT.getBytes(StandardCharsets.UTF_8)));
+        return new ProducerRecord<>(topic, null, key, value, headers);
     }
 
     private Producer<String, String> producer() {

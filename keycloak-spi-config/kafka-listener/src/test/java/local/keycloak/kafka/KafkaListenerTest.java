@@ -24,6 +24,14 @@ class KafkaListenerTest {
     }
 
     @Test
+    void everyRecordSaysItWasPublishedAfterCommit() {
+        var record = KafkaPublisher.record("keycloak.events", "abc", "{}");
+        var header = record.headers().lastHeader("x-published");
+        assertEquals("after-commit", new String(header.value(), java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals("abc", record.key());
+    }
+
+    @Test
     void defaultsApplyWithoutScopeOrEnv() {
         KafkaListenerSettings s = KafkaListenerSettings.from(scope(Map.of()), name -> null);
         assertEquals("127.0.0.1:9092", s.bootstrapServers);
