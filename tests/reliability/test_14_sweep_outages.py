@@ -1,4 +1,4 @@
-"""Scenario 10: the event-store sweep alone (nothing of the realm reaches Kafka: the listener is removed from
+"""Scenario 14: the event-store sweep alone (nothing of the realm reaches Kafka: the listener is removed from
 its event listeners) through a Keycloak outage and a store outage while 300 updates of 100 users flow.
 
 Each outage lasts 20 s; the sweep fails meanwhile and its watermark stays where the applied events end, so
@@ -37,7 +37,7 @@ async def test_the_sweep_alone_rides_out_keycloak_and_store_outages(env: Scenari
     }
     try:
         # (No change-stream watcher: the store outage would cut it; the documents say who wrote them.)
-        async with env.consumer("10-sweep-outages", **settings) as scenario:
+        async with env.consumer("14-sweep-outages", **settings) as scenario:
             reconciler = scenario.process
             stream = await scenario.stream_updates(users, UPDATES, rate_per_s=5)
             downtime: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""Scenario 9: the Kafka broker away for 60 s while 200 updates of 50 users are made, with the event-store
+"""Scenario 13: the Kafka broker away for 60 s while 200 updates of 50 users are made, with the event-store
 sweep on beside the consumer.
 
 The store must converge *during* the outage, from Keycloak's stored events alone, within the sweep interval
@@ -34,7 +34,7 @@ async def test_the_sweep_keeps_the_store_true_while_the_broker_is_away(env: Scen
         "sweep_overlap_s": 2.0,
         "sweep_lease_ttl_s": 20.0,
     }
-    async with env.consumer("9-sweep-broker-outage", watch_writes=True, **settings) as scenario:
+    async with env.consumer("13-sweep-broker-outage", watch_writes=True, **settings) as scenario:
         reconciler, audit = scenario.process, scenario.audit
         await env.stack.stop("kafka")
         stopped_at = time.monotonic()
