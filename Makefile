@@ -56,7 +56,7 @@ run: stack-up
 bench: stack-up
 	$(WITH_STACK_ENV) $(BIN)/python -m bench
 
-# Fault injection on a second stack of its own (.stack-reliability/, ports 19092/18080/27018), started and
+# Fault injection on a second stack of its own (.stack-reliability/, ports 19092/18080/27018/15432), started and
 # stopped by the suite itself: the main stack is never touched. See RELIABILITY.md.
 reliability: install
 	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)

@@ -15,10 +15,10 @@ from tests.support.stack import ROOT, STACK_ENV_FILE
 STACK = [sys.executable, str(ROOT / "scripts" / "stack" / "stack.py")]
 
 
-def stack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*STACK, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
-    )
+def stack(*args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """stack.py with the environment plus `env`; a variable set to None there is removed."""
+    merged = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([*STACK, *args], capture_output=True, text=True, timeout=300, env=merged)
 
 
 def test_a_port_taken_by_another_program_is_named_in_the_error(tmp_path: Path) -> None:
@@ -32,10 +32,29 @@ def test_a_port_taken_by_another_program_is_named_in_the_error(tmp_path: Path) -
     assert not (tmp_path / "state" / "secantusdb.pid").exists()
 
 
+def service_lines(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    return {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
+
+
 def test_status_of_a_stack_that_never_started_says_stopped(tmp_path: Path) -> None:
-    result = stack("status", env={"STACK_STATE_DIR": str(tmp_path / "state")})
+    result = stack("status", env={"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_DB": None})
     assert result.returncode == 1
-    assert [line.split()[1] for line in result.stdout.splitlines()] == ["stopped"] * 3
+    assert service_lines(result) == dict.fromkeys(["secantusdb", "postgres", "kafka", "keycloak"], "stopped")
+
+
+def test_keycloak_on_postgres_is_the_default_and_h2_has_no_postgres(tmp_path: Path) -> None:
+    state: dict[str, str | None] = {"STACK_STATE_DIR": str(tmp_path / "state")}
+    default = stack("status", env={**state, "STACK_KEYCLOAK_DB": None})
+    h2 = stack("status", env={**state, "STACK_KEYCLOAK_DB": "h2"})
+    assert "postgres" in service_lines(default)
+    assert list(service_lines(h2)) == ["secantusdb", "kafka", "keycloak"]
+
+
+def test_an_unknown_keycloak_database_is_refused_by_name(tmp_path: Path) -> None:
+    result = stack("up", env={"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_DB": "mysql"})
+    assert result.returncode == 1
+    assert "STACK_KEYCLOAK_DB must be h2 or postgres, not 'mysql'" in result.stderr
+    assert not (tmp_path / "state" / "secantusdb.pid").exists()
 
 
 @pytest.mark.stack
@@ -45,6 +64,20 @@ def test_a_second_up_while_the_stack_runs_changes_nothing(stack_env: dict[str, s
     before = {p.name: p.read_text() for p in STACK_ENV_FILE.parent.glob("*.pid")}
     result = stack("up")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("already running") == 3
+    assert result.stderr.count("already running") == len(before)
     assert {p.name: p.read_text() for p in STACK_ENV_FILE.parent.glob("*.pid")} == before
     assert stack("status").returncode == 0
+
+
+@pytest.mark.stack
+def test_postgres_listens_on_loopback_as_an_unprivileged_user(stack_env: dict[str, str]) -> None:
+    pid_file = STACK_ENV_FILE.parent / "postgres.pid"
+    if stack_env.get("STACK_KEYCLOAK_DB") != "postgres" or not pid_file.exists():
+        pytest.skip("the stack in use runs Keycloak on H2 (or was not started by stack.py)")
+    pid = pid_file.read_text().split()[0]
+    uid = next(
+        line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:")
+    )
+    assert uid.split()[1] != "0", "initdb and postgres must not run as root"
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"listen_addresses=127.0.0.1" in command

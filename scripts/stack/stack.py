@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""The local stack without Docker: Kafka (KRaft), Keycloak with the Kafka listener, and SecantusDB.
+"""The local stack without Docker: Kafka (KRaft), Keycloak with the Kafka listener on PostgreSQL, SecantusDB.
 
-Usage: stack.py up | down | status | start SERVICE | stop SERVICE   (SERVICE: secantusdb, kafka, keycloak)
+Usage: stack.py up | down | status | start SERVICE | stop SERVICE
+       (SERVICE: secantusdb, postgres, kafka, keycloak; `status` lists the services of the chosen shape)
+
+STACK_KEYCLOAK_DB=postgres (default) runs Keycloak on a PostgreSQL 16 from the pinned PyPI wheel `pgserver`;
+STACK_KEYCLOAK_DB=h2 on Keycloak's embedded H2 file database (no PostgreSQL: the fastest loop).
 
 `stop SERVICE` / `start SERVICE` stop or start one service of a running stack (fault-injection tests use them on
 a second stack, see STACK_STATE_DIR). STACK_MONGO_AUTH=true starts SecantusDB with --auth (SCRAM users must be
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +33,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +50,25 @@ KAFKA_CONTROLLER_PORT = int(os.environ.get("STACK_KAFKA_CONTROLLER_PORT", "9093"
 KEYCLOAK_PORT = int(os.environ.get("STACK_KEYCLOAK_PORT", "8080"))
 KEYCLOAK_MANAGEMENT_PORT = int(os.environ.get("STACK_KEYCLOAK_MANAGEMENT_PORT", "9000"))
 MONGO_PORT = int(os.environ.get("STACK_MONGO_PORT", "27017"))
+POSTGRES_PORT = int(os.environ.get("STACK_POSTGRES_PORT", "5432"))
+KEYCLOAK_DB = os.environ.get("STACK_KEYCLOAK_DB", "postgres")
+PGSERVER_VERSION = "0.1.4"  # ships PostgreSQL 16.2 binaries in pgserver/pginstall/bin
+POSTGRES_DATABASE = "keycloak"
+POSTGRES_USER = "keycloak"
+POSTGRES_PASSWORD = "keycloak"  # superuser of a loopback-only dev database
+# initdb and postgres refuse to run as root: as root they run as this unprivileged user.
+UNPRIVILEGED = ("nobody", "nogroup")
+# STACK_KEYCLOAK_NODES=2: a cluster behind a round-robin front on STACK_KEYCLOAK_PORT; node i (from 0) serves on
+# STACK_KEYCLOAK_NODE_PORT + i (management + i) and talks to the others on STACK_KEYCLOAK_CLUSTER_PORT + i.
+KEYCLOAK_NODES = int(os.environ.get("STACK_KEYCLOAK_NODES", "1"))
+NODE_PORT = int(os.environ.get("STACK_KEYCLOAK_NODE_PORT", str(KEYCLOAK_PORT + 1)))
+NODE_MANAGEMENT_PORT = int(
+    os.environ.get("STACK_KEYCLOAK_NODE_MANAGEMENT_PORT", str(KEYCLOAK_MANAGEMENT_PORT + 1))
+)
+CLUSTER_PORT = int(os.environ.get("STACK_KEYCLOAK_CLUSTER_PORT", str(KEYCLOAK_MANAGEMENT_PORT + 800)))
+# JGroups' failure detection listens on the cluster port + this (its default, 50000, overflows high ports).
+FD_PORT_OFFSET = 100
+FRONT_SCRIPT = Path(__file__).resolve().parent / "front.py"
 
 REALM = "app"
 REALM_FILE = ROOT / "keycloak-spi-config" / "realm" / "app-realm.json"
@@ -124,6 +149,7 @@ def process_start_time(pid: int) -> str | None:
 class Service:
     name: str
     ports: tuple[int, ...]
+    stop_signal: int = signal.SIGTERM
 
     @property
     def pid_file(self) -> Path:
@@ -182,7 +208,7 @@ class Service:
             return
         log(f"stopping {self.name} (pid {pid})")
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, self.stop_signal)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout_s
@@ -197,7 +223,162 @@ class Service:
 KAFKA = Service("kafka", (KAFKA_PORT, KAFKA_CONTROLLER_PORT))
 KEYCLOAK = Service("keycloak", (KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT))
 MONGO = Service("secantusdb", (MONGO_PORT,))
-SERVICES = (MONGO, KAFKA, KEYCLOAK)
+# SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for Keycloak's pooled connections to close).
+POSTGRES = Service("postgres", (POSTGRES_PORT,), stop_signal=signal.SIGINT)
+
+
+FRONT = Service("keycloak-front", (KEYCLOAK_PORT,))
+
+
+@dataclass(frozen=True)
+class KeycloakNode:
+    service: Service
+    http_port: int
+    management_port: int
+    cluster_port: int | None  # None: the single node, local caches
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
+
+
+def keycloak_nodes() -> tuple[KeycloakNode, ...]:
+    if KEYCLOAK_NODES == 1:
+        return (KeycloakNode(KEYCLOAK, KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT, None),)
+    nodes = []
+    for i in range(KEYCLOAK_NODES):
+        http, management, cluster = NODE_PORT + i, NODE_MANAGEMENT_PORT + i, CLUSTER_PORT + i
+        service = Service(f"keycloak-{i + 1}", (http, management, cluster, cluster + FD_PORT_OFFSET))
+        nodes.append(KeycloakNode(service, http, management, cluster))
+    return tuple(nodes)
+
+
+def check_shape() -> None:
+    if KEYCLOAK_DB not in ("h2", "postgres"):
+        raise StackError(f"STACK_KEYCLOAK_DB must be h2 or postgres, not {KEYCLOAK_DB!r}")
+    if KEYCLOAK_NODES < 1:
+        raise StackError(f"STACK_KEYCLOAK_NODES must be 1 or more, not {KEYCLOAK_NODES}")
+    if KEYCLOAK_NODES > 1 and KEYCLOAK_DB != "postgres":
+        raise StackError("a Keycloak cluster (STACK_KEYCLOAK_NODES > 1) needs STACK_KEYCLOAK_DB=postgres")
+
+
+def services() -> tuple[Service, ...]:
+    """The services of the chosen shape, in start order."""
+    check_shape()
+    database = (POSTGRES,) if KEYCLOAK_DB == "postgres" else ()
+    front = (FRONT,) if KEYCLOAK_NODES > 1 else ()
+    return (MONGO, *database, KAFKA, *(node.service for node in keycloak_nodes()), *front)
+
+
+# --- PostgreSQL (Keycloak's database) ----------------------------------------------------------------------
+def postgres_bin() -> Path:
+    """The PostgreSQL binaries of the pinned `pgserver` wheel, installed once with pip into the cache."""
+    target = CACHE / f"pgserver-{PGSERVER_VERSION}"
+    bin_dir = target / "pgserver" / "pginstall" / "bin"
+    if not (target / ".complete").exists():
+        log(f"installing PostgreSQL binaries (PyPI wheel pgserver {PGSERVER_VERSION}) with pip, once")
+        shutil.rmtree(target, ignore_errors=True)
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-compile",
+                "--disable-pip-version-check",
+                # The binaries do not depend on the Python that runs pip: always take the cp311 wheel.
+                "--only-binary=:all:",
+                "--python-version=3.11",
+                "--implementation=cp",
+                f"--target={target}",
+                f"pgserver=={PGSERVER_VERSION}",
+            ],
+            env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"},
+        )
+        (target / ".complete").touch()
+    return bin_dir
+
+
+def as_postgres_user(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse root: as root, run them as an unprivileged user (setpriv, util-linux)."""
+    if os.geteuid() != 0:
+        return cmd
+    user, group = UNPRIVILEGED
+    return ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", *cmd]
+
+
+def postgres_home() -> Path:
+    home = STATE / "postgres"
+    home.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        user, group = UNPRIVILEGED
+        shutil.chown(home, user, group)
+    return home
+
+
+def init_postgres(bin_dir: Path, data: Path) -> None:
+    """A fresh cluster with one password-protected superuser (SCRAM over TCP, like production)."""
+    log("initialising Keycloak's PostgreSQL database")
+    probe = subprocess.run(as_postgres_user([str(bin_dir / "postgres"), "--version"]), capture_output=True)
+    if probe.returncode != 0:
+        raise StackError(
+            f"the unprivileged user {UNPRIVILEGED[0]} cannot run {bin_dir / 'postgres'}: the checkout must be in "
+            "folders every user may enter (chmod o+x on its parents), or use STACK_KEYCLOAK_DB=h2"
+        )
+    shutil.rmtree(data, ignore_errors=True)
+    password_file = data.parent / "initdb-password"
+    password_file.write_text(POSTGRES_PASSWORD)
+    if os.geteuid() == 0:
+        shutil.chown(password_file, *UNPRIVILEGED)
+    try:
+        run(
+            as_postgres_user(
+                [
+                    str(bin_dir / "initdb"),
+                    f"--pgdata={data}",
+                    f"--username={POSTGRES_USER}",
+                    f"--pwfile={password_file}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                ]
+            )
+        )
+    finally:
+        password_file.unlink(missing_ok=True)
+
+
+def postgres_ready(bin_dir: Path) -> bool:
+    probe = [str(bin_dir / "pg_isready"), "-q", "-h", HOST, "-p", str(POSTGRES_PORT), "-U", POSTGRES_USER]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def psql(bin_dir: Path, sql: str) -> str:
+    cmd = [str(bin_dir / "psql"), "-h", HOST, "-p", str(POSTGRES_PORT), "-U", POSTGRES_USER, "-d", "postgres"]
+    return run([*cmd, "-tAc", sql], env={**os.environ, "PGPASSWORD": POSTGRES_PASSWORD}).stdout.strip()
+
+
+def start_postgres() -> None:
+    bin_dir = postgres_bin()
+    home = postgres_home()
+    data = home / "data"
+    if not (data / "PG_VERSION").exists():
+        init_postgres(bin_dir, data)
+    settings = {
+        "listen_addresses": HOST,
+        "port": str(POSTGRES_PORT),
+        "unix_socket_directories": "",  # TCP only: nothing in /tmp, no clash with another stack
+        "max_connections": "200",  # Keycloak's pool, per node
+        "shared_buffers": "64MB",
+    }
+    options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+    POSTGRES.spawn(as_postgres_user([str(bin_dir / "postgres"), "-D", str(data), *options]), cwd=home)
+    wait_for(f"PostgreSQL on {HOST}:{POSTGRES_PORT}", lambda: postgres_ready(bin_dir), 60, POSTGRES)
+    if psql(bin_dir, f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DATABASE}'") != "1":
+        psql(bin_dir, f"CREATE DATABASE {POSTGRES_DATABASE}")
+    log(f"PostgreSQL 16 ready on {HOST}:{POSTGRES_PORT} (database {POSTGRES_DATABASE})")
 
 
 # --- Kafka -------------------------------------------------------------------------------------------------
@@ -324,8 +505,9 @@ def start_kafka() -> None:
 
 
 # --- Keycloak ----------------------------------------------------------------------------------------------
-def keycloak_home() -> Path:
-    home = CACHE / f"keycloak-{KEYCLOAK_VERSION}"
+def keycloak_home(shape: str) -> Path:
+    """One unpacked install per build shape (database, cache), so switching shapes never re-builds one."""
+    home = CACHE / f"keycloak-{KEYCLOAK_VERSION}-{shape}"
     if (home / ".complete").exists():
         return home
     repo = Path(os.environ.get("MAVEN_REPO", Path.home() / ".m2" / "repository"))
@@ -347,8 +529,8 @@ def keycloak_home() -> Path:
                 "-Dtransitive=false",
             ]
         )
-    log(f"unpacking Keycloak {KEYCLOAK_VERSION}")
-    staging = CACHE / "keycloak-unpack"
+    log(f"unpacking Keycloak {KEYCLOAK_VERSION} for the {shape} shape")
+    staging = CACHE / f"keycloak-unpack-{shape}"
     shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(staging)
@@ -372,21 +554,39 @@ def listener_jar() -> Path:
     return LISTENER_JAR
 
 
-def start_keycloak() -> None:
-    home = keycloak_home()
-    jar = listener_jar()
-    providers = home / "providers"
-    target = providers / jar.name
-    if not target.exists() or target.read_bytes() != jar.read_bytes():
-        shutil.copy2(jar, target)
-    imports = home / "data" / "import"
-    imports.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REALM_FILE, imports / REALM_FILE.name)
-    db = STATE / "keycloak-db"
-    db.mkdir(parents=True, exist_ok=True)
+def keycloak_database_args(db: Path) -> list[str]:
+    if KEYCLOAK_DB == "h2":
+        return [f"--db-url=jdbc:h2:file:{db / 'keycloakdb'};NON_KEYWORDS=VALUE"]
+    return [
+        "--db=postgres",
+        f"--db-url=jdbc:postgresql://{HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}",
+        f"--db-username={POSTGRES_USER}",
+        f"--db-password={POSTGRES_PASSWORD}",
+    ]
+
+
+def keycloak_cluster_args(node: KeycloakNode) -> list[str]:
+    if node.cluster_port is None:
+        return []
+    return [
+        "--cache=ispn",  # members find each other through the shared database (jdbc-ping)
+        f"--cache-embedded-network-bind-address={HOST}",
+        f"--cache-embedded-network-bind-port={node.cluster_port}",
+        # One issuer for every node: a token from one node is then valid on the others.
+        f"--hostname=http://{HOST}:{KEYCLOAK_PORT}",
+    ]
+
+
+def keycloak_env(db: Path) -> dict[str, str]:
+    java_opts = [
+        # Keycloak's transaction log lives in the state folder, so two stacks share one install.
+        f"-Dquarkus.transaction-manager.object-store.directory={db / 'transaction-logs'}",
+        # Java 25 otherwise logs IllegalAccessError warnings for JBoss Threads' reflection.
+        "--add-opens=java.base/java.lang=ALL-UNNAMED",
+        f"-Djgroups.fd.port-offset={FD_PORT_OFFSET}",
+    ]
     env = {
-        # Keycloak's database and transaction log live in the state folder, so two stacks share one install.
-        "JAVA_OPTS_APPEND": f"-Dquarkus.transaction-manager.object-store.directory={db / 'transaction-logs'}",
+        "JAVA_OPTS_APPEND": " ".join(java_opts),
         "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USER,
         "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "JAVA_OPTS_KC_HEAP": "-Xms256m -Xmx1024m",
@@ -394,29 +594,91 @@ def start_keycloak() -> None:
     java_home = java_home_for_keycloak()
     if java_home:
         env["JAVA_HOME"] = java_home
-    KEYCLOAK.spawn(
+    return env
+
+
+def prepare_keycloak_home(shape: str) -> Path:
+    home = keycloak_home(shape)
+    jar = listener_jar()
+    target = home / "providers" / jar.name
+    if not target.exists() or target.read_bytes() != jar.read_bytes():
+        shutil.copy2(jar, target)
+    imports = home / "data" / "import"
+    imports.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REALM_FILE, imports / REALM_FILE.name)
+    return home
+
+
+def log_size(service: Service) -> int:
+    return service.log_file.stat().st_size if service.log_file.exists() else 0
+
+
+def cluster_members(node: KeycloakNode, offset: int) -> int:
+    """Members of the last Infinispan cluster view the node logged after `offset` (0 before the first)."""
+    try:
+        with node.service.log_file.open("rb") as log_file:
+            log_file.seek(offset)
+            text = log_file.read().decode(errors="replace")
+    except OSError:
+        return 0
+    views = re.findall(r"ISPN000094: Received new cluster view for channel \S+: \[[^\]]*\] \((\d+)\)", text)
+    return int(views[-1]) if views else 0
+
+
+def start_keycloak(node: KeycloakNode) -> None:
+    shape = KEYCLOAK_DB + ("-ispn" if node.cluster_port is not None else "")
+    home = prepare_keycloak_home(shape)
+    db = STATE / ("keycloak-db" if node.service is KEYCLOAK else f"{node.service.name}-db")
+    db.mkdir(parents=True, exist_ok=True)
+    log_offset = log_size(node.service)
+    node.service.spawn(
         [
             str(home / "bin" / "kc.sh"),
             "start-dev",
             f"--http-host={HOST}",
-            f"--http-port={KEYCLOAK_PORT}",
-            f"--http-management-port={KEYCLOAK_MANAGEMENT_PORT}",
+            f"--http-port={node.http_port}",
+            f"--http-management-port={node.management_port}",
             "--health-enabled=true",
-            f"--db-url=jdbc:h2:file:{db / 'keycloakdb'};NON_KEYWORDS=VALUE",
+            *keycloak_database_args(db),
+            *keycloak_cluster_args(node),
             "--metrics-enabled=false",
             "--import-realm",
             f"--spi-events-listener--kafka--bootstrap-servers={HOST}:{KAFKA_PORT}",
             "--spi-events-listener--kafka--events-topic=keycloak.events",
             "--spi-events-listener--kafka--admin-events-topic=keycloak.admin-events",
         ],
-        env=env,
+        env=keycloak_env(db),
         cwd=home,
     )
-    ready = f"http://{HOST}:{KEYCLOAK_MANAGEMENT_PORT}/health/ready"
-    wait_for(f"Keycloak health at {ready}", lambda: http_ok(ready), 240, KEYCLOAK)
+    ready = f"http://{HOST}:{node.management_port}/health/ready"
+    wait_for(f"Keycloak health at {ready}", lambda: http_ok(ready), 240, node.service)
+    realm = f"{node.url}/realms/{REALM}/.well-known/openid-configuration"
+    wait_for(f"realm {REALM}", lambda: http_ok(realm), 60, node.service)
+    log(f"Keycloak {KEYCLOAK_VERSION} ready on {node.url} (realm {REALM}, {shape})")
+    if node.cluster_port is not None:
+        wait_for_cluster_view(node, log_offset)
+
+
+def wait_for_cluster_view(node: KeycloakNode, log_offset: int) -> None:
+    """A node that joined running ones must see them all, or caches would not be invalidated across nodes."""
+    members = 1 + sum(
+        1 for n in keycloak_nodes() if n.service.name != node.service.name and n.service.alive()
+    )
+    if members == 1:
+        return
+    joined = lambda: cluster_members(node, log_offset) >= members  # noqa: E731
+    wait_for(f"{node.service.name} in a cluster view of {members} members", joined, 90, node.service)
+    log(f"{node.service.name} joined the Keycloak cluster: a view of {members} members")
+
+
+def start_front() -> None:
+    nodes = keycloak_nodes()
+    FRONT.spawn(
+        [sys.executable, str(FRONT_SCRIPT), str(KEYCLOAK_PORT), *(node.url for node in nodes)], cwd=STATE
+    )
     realm = f"http://{HOST}:{KEYCLOAK_PORT}/realms/{REALM}/.well-known/openid-configuration"
-    wait_for(f"realm {REALM}", lambda: http_ok(realm), 60, KEYCLOAK)
-    log(f"Keycloak {KEYCLOAK_VERSION} ready on http://{HOST}:{KEYCLOAK_PORT} (realm {REALM})")
+    wait_for(f"the Keycloak front on {HOST}:{KEYCLOAK_PORT}", lambda: http_ok(realm), 30, FRONT)
+    log(f"Keycloak front ready on http://{HOST}:{KEYCLOAK_PORT} (round robin over {len(nodes)} nodes)")
 
 
 # --- SecantusDB --------------------------------------------------------------------------------------------
@@ -446,7 +708,32 @@ def start_mongo() -> None:
 
 
 # --- Commands ----------------------------------------------------------------------------------------------
-STARTERS = {MONGO.name: start_mongo, KAFKA.name: start_kafka, KEYCLOAK.name: start_keycloak}
+def starters() -> dict[str, Callable[[], None]]:
+    keycloak = {node.service.name: partial(start_keycloak, node) for node in keycloak_nodes()}
+    return {
+        MONGO.name: start_mongo,
+        POSTGRES.name: start_postgres,
+        KAFKA.name: start_kafka,
+        **keycloak,
+        FRONT.name: start_front,
+    }
+
+
+STOP_ORDER = ("keycloak-front", "keycloak", "kafka", "postgres", "secantusdb")
+
+
+def stop_rank(service: Service) -> int:
+    return next((i for i, prefix in enumerate(STOP_ORDER) if service.name.startswith(prefix)), 0)
+
+
+def all_services() -> tuple[Service, ...]:
+    """The chosen shape's services, then any other this state folder has a pid file of (another shape's)."""
+    shape = {service.name: service for service in services()}
+    known = {service.name: service for service in (MONGO, POSTGRES, KAFKA, KEYCLOAK, FRONT)}
+    others = [
+        known.get(p.stem, Service(p.stem, ())) for p in sorted(STATE.glob("*.pid")) if p.stem not in shape
+    ]
+    return (*shape.values(), *others)
 
 
 def write_env() -> Path:
@@ -461,7 +748,9 @@ def write_env() -> Path:
         "KAFKA_ADMIN_EVENTS_TOPIC": "keycloak.admin-events",
         "KAFKA_DEAD_LETTER_TOPIC": "keycloak.events.dlq",
         "KEYCLOAK_URL": f"http://{HOST}:{KEYCLOAK_PORT}",
-        "KEYCLOAK_MANAGEMENT_URL": f"http://{HOST}:{KEYCLOAK_MANAGEMENT_PORT}",
+        "KEYCLOAK_MANAGEMENT_URL": f"http://{HOST}:{keycloak_nodes()[0].management_port}",
+        # Each node's own URL, comma-separated, for tests that pin reads to one node (the front's in order).
+        "KEYCLOAK_NODE_URLS": ",".join(node.url for node in keycloak_nodes()),
         "KEYCLOAK_REALM": REALM,
         "KEYCLOAK_CLIENT_ID": "user-reconciler",
         "KEYCLOAK_CLIENT_SECRET": secret,
@@ -473,6 +762,8 @@ def write_env() -> Path:
         "HTTP_HOST": HOST,
         "STACK_HOME": str(ROOT),
         "STACK_STATE_DIR": str(STATE),
+        "STACK_KEYCLOAK_DB": KEYCLOAK_DB,
+        "STACK_KEYCLOAK_NODES": str(KEYCLOAK_NODES),
     }
     path = STATE / "env"
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
@@ -483,56 +774,58 @@ def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(exist_ok=True)
     started = time.monotonic()
-    for service in SERVICES:
+    for service in services():
         if service.alive():
             log(f"{service.name} already running (pid {service.pid()})")
             continue
         service.pid_file.unlink(missing_ok=True)
         service.check_ports_free()
-        STARTERS[service.name]()
+        starters()[service.name]()
     env = write_env()
     log(f"stack ready in {time.monotonic() - started:.0f}s; settings in {env.relative_to(ROOT)}")
 
 
 def down() -> None:
-    for service in reversed(SERVICES):
+    for service in sorted(all_services(), key=stop_rank):
         service.stop()
     (STATE / "env").unlink(missing_ok=True)
     log("stack stopped")
 
 
-def service_named(name: str) -> Service:
-    for service in SERVICES:
+def service_named(name: str, choices: tuple[Service, ...]) -> Service:
+    for service in choices:
         if service.name == name:
             return service
-    raise StackError(f"no service {name!r}; choose one of {', '.join(s.name for s in SERVICES)}")
+    raise StackError(f"no service {name!r}; choose one of {', '.join(s.name for s in choices)}")
 
 
 def start_one(name: str) -> None:
     """Start one service (if it is not running) and wait until it is healthy."""
-    service = service_named(name)
+    service = service_named(name, services())
     if service.alive():
         log(f"{service.name} already running (pid {service.pid()})")
         return
     service.pid_file.unlink(missing_ok=True)
     service.check_ports_free()
-    STARTERS[service.name]()
+    starters()[service.name]()
 
 
 def stop_one(name: str) -> None:
     """Stop one service that `up` or `start` started (its pid file); the others keep running."""
-    service_named(name).stop()
+    service_named(name, all_services()).stop()
     log(f"{name} stopped")
 
 
 def status() -> int:
     all_up = True
-    for service in SERVICES:
+    shape = services()
+    # A service of another shape that still runs is listed too (`down` stops it).
+    for service in [s for s in all_services() if s in shape or s.alive()]:
         running = service.alive()
         all_up &= running
         ports = ", ".join(f"{p}:{'open' if port_open(p) else 'closed'}" for p in service.ports)
         print(
-            f"{service.name:<11} {'running' if running else 'stopped':<8} pid={service.pid() or '-':<8} {ports}"
+            f"{service.name:<14} {'running' if running else 'stopped':<8} pid={service.pid() or '-':<8} {ports}"
         )
     return 0 if all_up else 1
 

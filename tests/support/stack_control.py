@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.support.stack import ROOT, read_env_file
 
 STACK_SCRIPT = ROOT / "scripts" / "stack" / "stack.py"
-SERVICES = ("secantusdb", "kafka", "keycloak")
+SERVICES = ("secantusdb", "postgres", "kafka", "keycloak")
 
 
 class StackCommandError(AssertionError):
