@@ -37,13 +37,18 @@ def service_lines(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 
 def test_status_of_a_stack_that_never_started_says_stopped(tmp_path: Path) -> None:
-    result = stack("status", env={"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_DB": None})
+    env = {
+        "STACK_STATE_DIR": str(tmp_path / "state"),
+        "STACK_KEYCLOAK_DB": None,
+        "STACK_KEYCLOAK_NODES": None,
+    }
+    result = stack("status", env=env)
     assert result.returncode == 1
     assert service_lines(result) == dict.fromkeys(["secantusdb", "postgres", "kafka", "keycloak"], "stopped")
 
 
 def test_keycloak_on_postgres_is_the_default_and_h2_has_no_postgres(tmp_path: Path) -> None:
-    state: dict[str, str | None] = {"STACK_STATE_DIR": str(tmp_path / "state")}
+    state: dict[str, str | None] = {"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_NODES": None}
     default = stack("status", env={**state, "STACK_KEYCLOAK_DB": None})
     h2 = stack("status", env={**state, "STACK_KEYCLOAK_DB": "h2"})
     assert "postgres" in service_lines(default)
@@ -55,6 +60,27 @@ def test_an_unknown_keycloak_database_is_refused_by_name(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "STACK_KEYCLOAK_DB must be h2 or postgres, not 'mysql'" in result.stderr
     assert not (tmp_path / "state" / "secantusdb.pid").exists()
+
+
+def test_the_cluster_shape_has_two_nodes_behind_a_front_on_the_keycloak_port(tmp_path: Path) -> None:
+    env: dict[str, str | None] = {
+        "STACK_STATE_DIR": str(tmp_path / "state"),
+        "STACK_KEYCLOAK_DB": None,
+        "STACK_KEYCLOAK_NODES": "2",
+        "STACK_KEYCLOAK_PORT": "48080",
+        "STACK_KEYCLOAK_MANAGEMENT_PORT": "49000",
+    }
+    ports = {line.split()[0]: line.split()[3:] for line in stack("status", env=env).stdout.splitlines()}
+    assert list(ports)[-3:] == ["keycloak-1", "keycloak-2", "keycloak-front"]
+    assert ports["keycloak-front"] == ["48080:closed"]
+    assert [p.split(":")[0] for p in ports["keycloak-2"]] == ["48082", "49002", "49801", "49901"]
+
+
+def test_a_cluster_on_h2_is_refused(tmp_path: Path) -> None:
+    env = {"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_DB": "h2", "STACK_KEYCLOAK_NODES": "2"}
+    result = stack("up", env=env)
+    assert result.returncode == 1
+    assert "needs STACK_KEYCLOAK_DB=postgres" in result.stderr
 
 
 @pytest.mark.stack
