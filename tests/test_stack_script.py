@@ -13,6 +13,10 @@ import pytest
 from tests.support.stack import ROOT, STACK_ENV_FILE
 
 STACK = [sys.executable, str(ROOT / "scripts" / "stack" / "stack.py")]
+# The default shape, whatever shape the stack under test was started with (`make test` exports its .stack/env).
+DEFAULT_SHAPE: dict[str, str | None] = dict.fromkeys(
+    ("STACK_KEYCLOAK_DB", "STACK_KEYCLOAK_NODES", "STACK_KAFKA_BROKERS"), None
+)
 
 
 def stack(*args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,19 +41,14 @@ def service_lines(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 
 def test_status_of_a_stack_that_never_started_says_stopped(tmp_path: Path) -> None:
-    env = {
-        "STACK_STATE_DIR": str(tmp_path / "state"),
-        "STACK_KEYCLOAK_DB": None,
-        "STACK_KEYCLOAK_NODES": None,
-    }
-    result = stack("status", env=env)
+    result = stack("status", env={**DEFAULT_SHAPE, "STACK_STATE_DIR": str(tmp_path / "state")})
     assert result.returncode == 1
     assert service_lines(result) == dict.fromkeys(["secantusdb", "postgres", "kafka", "keycloak"], "stopped")
 
 
 def test_keycloak_on_postgres_is_the_default_and_h2_has_no_postgres(tmp_path: Path) -> None:
-    state: dict[str, str | None] = {"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_NODES": None}
-    default = stack("status", env={**state, "STACK_KEYCLOAK_DB": None})
+    state = {**DEFAULT_SHAPE, "STACK_STATE_DIR": str(tmp_path / "state")}
+    default = stack("status", env=state)
     h2 = stack("status", env={**state, "STACK_KEYCLOAK_DB": "h2"})
     assert "postgres" in service_lines(default)
     assert list(service_lines(h2)) == ["secantusdb", "kafka", "keycloak"]
@@ -63,9 +62,9 @@ def test_an_unknown_keycloak_database_is_refused_by_name(tmp_path: Path) -> None
 
 
 def test_the_cluster_shape_has_two_nodes_behind_a_front_on_the_keycloak_port(tmp_path: Path) -> None:
-    env: dict[str, str | None] = {
+    env = {
+        **DEFAULT_SHAPE,
         "STACK_STATE_DIR": str(tmp_path / "state"),
-        "STACK_KEYCLOAK_DB": None,
         "STACK_KEYCLOAK_NODES": "2",
         "STACK_KEYCLOAK_PORT": "48080",
         "STACK_KEYCLOAK_MANAGEMENT_PORT": "49000",
@@ -76,8 +75,36 @@ def test_the_cluster_shape_has_two_nodes_behind_a_front_on_the_keycloak_port(tmp
     assert [p.split(":")[0] for p in ports["keycloak-2"]] == ["48082", "49002", "49801", "49901"]
 
 
+def test_three_brokers_take_consecutive_port_pairs(tmp_path: Path) -> None:
+    env = {
+        **DEFAULT_SHAPE,
+        "STACK_STATE_DIR": str(tmp_path / "state"),
+        "STACK_KAFKA_BROKERS": "3",
+        "STACK_KAFKA_PORT": "49092",
+        "STACK_KAFKA_CONTROLLER_PORT": "49093",
+    }
+    ports = {line.split()[0]: line.split()[3:] for line in stack("status", env=env).stdout.splitlines()}
+    kafka = {
+        name: [p.split(":")[0] for p in value] for name, value in ports.items() if name.startswith("kafka")
+    }
+    assert kafka == {
+        "kafka-1": ["49092", "49093"],
+        "kafka-2": ["49094", "49095"],
+        "kafka-3": ["49096", "49097"],
+    }
+
+
+def test_two_brokers_are_refused(tmp_path: Path) -> None:
+    result = stack(
+        "up", env={**DEFAULT_SHAPE, "STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KAFKA_BROKERS": "2"}
+    )
+    assert result.returncode == 1
+    assert "STACK_KAFKA_BROKERS must be 1 or 3, not 2" in result.stderr
+
+
 def test_a_cluster_on_h2_is_refused(tmp_path: Path) -> None:
-    env = {"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_DB": "h2", "STACK_KEYCLOAK_NODES": "2"}
+    env = {**DEFAULT_SHAPE, "STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_DB": "h2"}
+    env["STACK_KEYCLOAK_NODES"] = "2"
     result = stack("up", env=env)
     assert result.returncode == 1
     assert "needs STACK_KEYCLOAK_DB=postgres" in result.stderr

@@ -66,6 +66,8 @@ NODE_MANAGEMENT_PORT = int(
     os.environ.get("STACK_KEYCLOAK_NODE_MANAGEMENT_PORT", str(KEYCLOAK_MANAGEMENT_PORT + 1))
 )
 CLUSTER_PORT = int(os.environ.get("STACK_KEYCLOAK_CLUSTER_PORT", str(KEYCLOAK_MANAGEMENT_PORT + 800)))
+# STACK_KAFKA_BROKERS=3: a KRaft cluster, broker i (from 0) on STACK_KAFKA_PORT + 2i (controller + 2i).
+KAFKA_BROKERS = int(os.environ.get("STACK_KAFKA_BROKERS", "1"))
 # JGroups' failure detection listens on the cluster port + this (its default, 50000, overflows high ports).
 FD_PORT_OFFSET = 100
 FRONT_SCRIPT = Path(__file__).resolve().parent / "front.py"
@@ -258,6 +260,8 @@ def check_shape() -> None:
         raise StackError(f"STACK_KEYCLOAK_DB must be h2 or postgres, not {KEYCLOAK_DB!r}")
     if KEYCLOAK_NODES < 1:
         raise StackError(f"STACK_KEYCLOAK_NODES must be 1 or more, not {KEYCLOAK_NODES}")
+    if KAFKA_BROKERS not in (1, 3):
+        raise StackError(f"STACK_KAFKA_BROKERS must be 1 or 3, not {KAFKA_BROKERS}")
     if KEYCLOAK_NODES > 1 and KEYCLOAK_DB != "postgres":
         raise StackError("a Keycloak cluster (STACK_KEYCLOAK_NODES > 1) needs STACK_KEYCLOAK_DB=postgres")
 
@@ -267,7 +271,8 @@ def services() -> tuple[Service, ...]:
     check_shape()
     database = (POSTGRES,) if KEYCLOAK_DB == "postgres" else ()
     front = (FRONT,) if KEYCLOAK_NODES > 1 else ()
-    return (MONGO, *database, KAFKA, *(node.service for node in keycloak_nodes()), *front)
+    kafka = (broker.service for broker in kafka_brokers())
+    return (MONGO, *database, *kafka, *(node.service for node in keycloak_nodes()), *front)
 
 
 # --- PostgreSQL (Keycloak's database) ----------------------------------------------------------------------
@@ -404,93 +409,117 @@ def kafka_libs() -> Path:
     return libs
 
 
-def start_kafka() -> None:
+@dataclass(frozen=True)
+class Broker:
+    service: Service
+    node_id: int
+    port: int
+    controller_port: int
+
+    @property
+    def home(self) -> Path:
+        return STATE / self.service.name
+
+
+def kafka_brokers() -> tuple[Broker, ...]:
+    if KAFKA_BROKERS == 1:
+        return (Broker(KAFKA, 1, KAFKA_PORT, KAFKA_CONTROLLER_PORT),)
+    brokers = []
+    for i in range(KAFKA_BROKERS):
+        port, controller = KAFKA_PORT + 2 * i, KAFKA_CONTROLLER_PORT + 2 * i
+        brokers.append(Broker(Service(f"kafka-{i + 1}", (port, controller)), i + 1, port, controller))
+    return tuple(brokers)
+
+
+def bootstrap_servers() -> str:
+    return ",".join(f"{HOST}:{broker.port}" for broker in kafka_brokers())
+
+
+def kafka_config(broker: Broker) -> str:
+    replicas = len(kafka_brokers())
+    min_isr = min(2, replicas)  # with 3 brokers an acks=all write survives one broker down
+    if replicas == 1:
+        quorum = f"controller.quorum.bootstrap.servers={HOST}:{broker.controller_port}"
+    else:  # a static quorum: every broker is also a controller voter
+        quorum = "controller.quorum.voters=" + ",".join(
+            f"{b.node_id}@{HOST}:{b.controller_port}" for b in kafka_brokers()
+        )
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            f"node.id={broker.node_id}",
+            quorum,
+            f"listeners=PLAINTEXT://{HOST}:{broker.port},CONTROLLER://{HOST}:{broker.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{broker.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={broker.home / 'data'}",
+            "num.partitions=3",
+            f"default.replication.factor={replicas}",  # min.insync.replicas is set per topic (create_topics)
+            f"offsets.topic.replication.factor={replicas}",
+            "offsets.topic.num.partitions=10",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]
+    )
+
+
+KAFKA_LOG4J = """status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.kafkaserver.name = kafka.server.KafkaServer
+logger.kafkaserver.level = info
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+"""
+
+
+def kafka_java(broker: Broker, heap: str) -> list[str]:
     libs = kafka_libs()
-    home = STATE / "kafka"
-    home.mkdir(parents=True, exist_ok=True)
-    data = home / "data"
-    config = home / "server.properties"
-    config.write_text(
-        "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={HOST}:{KAFKA_CONTROLLER_PORT}",
-                f"listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}",
-                f"advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=3",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                "",
-            ]
-        )
-    )
-    (home / "log4j2.properties").write_text(
-        "\n".join(
-            [
-                "status = warn",
-                "appender.out.type = Console",
-                "appender.out.name = out",
-                "appender.out.layout.type = PatternLayout",
-                "appender.out.layout.pattern = [%d] %p %m (%c)%n",
-                "rootLogger.level = info",
-                "rootLogger.appenderRef.out.ref = out",
-                "logger.kafka.name = kafka",
-                "logger.kafka.level = warn",
-                "logger.kafkaserver.name = kafka.server.KafkaServer",
-                "logger.kafkaserver.level = info",
-                "logger.apache.name = org.apache.kafka",
-                "logger.apache.level = warn",
-                "",
-            ]
-        )
-    )
-    classpath = f"{libs}/*"
-    java_opts = ["-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}"]
-    if not (data / "meta.properties").exists():
-        shutil.rmtree(data, ignore_errors=True)
-        cluster_id = (
-            run(["java", "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"])
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        run(
-            [
-                "java",
-                *java_opts,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(config),
-                "--standalone",
-            ]
-        )
-    KAFKA.spawn(["java", *java_opts, "-cp", classpath, "kafka.Kafka", str(config)], cwd=home)
-    wait_for(f"Kafka on {HOST}:{KAFKA_PORT}", lambda: port_open(KAFKA_PORT), 90, KAFKA)
+    log4j = broker.home / "log4j2.properties"
+    return ["java", "-Xms256m", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+
+
+def kafka_cluster_id(broker: Broker) -> str:
+    """One id for all brokers of this stack, made once."""
+    path = STATE / "kafka-cluster-id"
+    if not path.exists():
+        result = run([*kafka_java(broker, "256m"), "kafka.tools.StorageTool", "random-uuid"])
+        path.write_text(result.stdout.strip().splitlines()[-1])
+    return path.read_text().strip()
+
+
+def format_kafka_storage(broker: Broker, config: Path) -> None:
+    data = broker.home / "data"
+    if (data / "meta.properties").exists():
+        return
+    shutil.rmtree(data, ignore_errors=True)
+    standalone = ["--standalone"] if KAFKA_BROKERS == 1 else []
+    cluster_id = kafka_cluster_id(broker)
+    format_command = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *standalone]
+    run([*kafka_java(broker, "256m"), *format_command])
+
+
+def create_topics(broker: Broker) -> None:
+    replicas = len(kafka_brokers())
     for topic, partitions in TOPICS.items():
         run(
             [
-                "java",
-                "-Xmx256m",
-                f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
-                "-cp",
-                classpath,
+                *kafka_java(broker, "256m"),
                 "org.apache.kafka.tools.TopicCommand",
                 "--bootstrap-server",
-                f"{HOST}:{KAFKA_PORT}",
+                bootstrap_servers(),
                 "--create",
                 "--if-not-exists",
                 "--topic",
@@ -498,10 +527,32 @@ def start_kafka() -> None:
                 "--partitions",
                 str(partitions),
                 "--replication-factor",
-                "1",
+                str(replicas),
+                "--config",
+                f"min.insync.replicas={min(2, replicas)}",
             ]
         )
-    log(f"Kafka {KAFKA_VERSION} ready on {HOST}:{KAFKA_PORT}, topics {', '.join(TOPICS)}")
+
+
+def start_kafka(broker: Broker) -> None:
+    broker.home.mkdir(parents=True, exist_ok=True)
+    config = broker.home / "server.properties"
+    config.write_text(kafka_config(broker))
+    (broker.home / "log4j2.properties").write_text(KAFKA_LOG4J)
+    format_kafka_storage(broker, config)
+    heap = "768m" if KAFKA_BROKERS == 1 else "512m"
+    broker.service.spawn([*kafka_java(broker, heap), "kafka.Kafka", str(config)], cwd=broker.home)
+    brokers = kafka_brokers()
+    running = [b for b in brokers if b.service.alive()]
+    if len(running) < len(brokers):
+        # A broker answers only once a quorum of controllers runs, and topics need every broker: the last
+        # broker's start waits for all of them.
+        log(f"{broker.service.name} started ({len(running)} of {len(brokers)} brokers running)")
+        return
+    for b in brokers:
+        wait_for(f"Kafka on {HOST}:{b.port}", lambda b=b: port_open(b.port), 120, b.service)
+    create_topics(broker)
+    log(f"Kafka {KAFKA_VERSION} ready on {bootstrap_servers()}, topics {', '.join(TOPICS)}")
 
 
 # --- Keycloak ----------------------------------------------------------------------------------------------
@@ -643,7 +694,7 @@ def start_keycloak(node: KeycloakNode) -> None:
             *keycloak_cluster_args(node),
             "--metrics-enabled=false",
             "--import-realm",
-            f"--spi-events-listener--kafka--bootstrap-servers={HOST}:{KAFKA_PORT}",
+            f"--spi-events-listener--kafka--bootstrap-servers={bootstrap_servers()}",
             "--spi-events-listener--kafka--events-topic=keycloak.events",
             "--spi-events-listener--kafka--admin-events-topic=keycloak.admin-events",
         ],
@@ -709,11 +760,12 @@ def start_mongo() -> None:
 
 # --- Commands ----------------------------------------------------------------------------------------------
 def starters() -> dict[str, Callable[[], None]]:
+    kafka = {broker.service.name: partial(start_kafka, broker) for broker in kafka_brokers()}
     keycloak = {node.service.name: partial(start_keycloak, node) for node in keycloak_nodes()}
     return {
         MONGO.name: start_mongo,
         POSTGRES.name: start_postgres,
-        KAFKA.name: start_kafka,
+        **kafka,
         **keycloak,
         FRONT.name: start_front,
     }
@@ -743,7 +795,7 @@ def write_env() -> Path:
         if c["clientId"] == "user-reconciler"
     )
     values = {
-        "KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers(),
         "KAFKA_USER_EVENTS_TOPIC": "keycloak.events",
         "KAFKA_ADMIN_EVENTS_TOPIC": "keycloak.admin-events",
         "KAFKA_DEAD_LETTER_TOPIC": "keycloak.events.dlq",
@@ -764,6 +816,7 @@ def write_env() -> Path:
         "STACK_STATE_DIR": str(STATE),
         "STACK_KEYCLOAK_DB": KEYCLOAK_DB,
         "STACK_KEYCLOAK_NODES": str(KEYCLOAK_NODES),
+        "STACK_KAFKA_BROKERS": str(KAFKA_BROKERS),
     }
     path = STATE / "env"
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
