@@ -102,6 +102,16 @@ def test_two_brokers_are_refused(tmp_path: Path) -> None:
     assert "STACK_KAFKA_BROKERS must be 1 or 3, not 2" in result.stderr
 
 
+def test_on_a_cluster_shape_kafka_and_keycloak_name_all_members(tmp_path: Path) -> None:
+    env = {**DEFAULT_SHAPE, "STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KAFKA_BROKERS": "3"}
+    env["STACK_KEYCLOAK_NODES"] = "2"
+    assert stack("stop", "kafka", env=env).returncode == 0
+    assert stack("stop", "keycloak-2", env=env).returncode == 0
+    unknown = stack("stop", "kafka-4", env=env)
+    assert unknown.returncode == 1
+    assert "choose one of secantusdb, postgres, kafka-1, kafka-2, kafka-3, keycloak-1" in unknown.stderr
+
+
 def test_a_cluster_on_h2_is_refused(tmp_path: Path) -> None:
     env = {**DEFAULT_SHAPE, "STACK_STATE_DIR": str(tmp_path / "state"), "STACK_KEYCLOAK_DB": "h2"}
     env["STACK_KEYCLOAK_NODES"] = "2"

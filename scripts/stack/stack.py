@@ -2,10 +2,13 @@
 """The local stack without Docker: Kafka (KRaft), Keycloak with the Kafka listener on PostgreSQL, SecantusDB.
 
 Usage: stack.py up | down | status | start SERVICE | stop SERVICE
-       (SERVICE: secantusdb, postgres, kafka, keycloak; `status` lists the services of the chosen shape)
+       (SERVICE: secantusdb, postgres, kafka, keycloak; on a cluster shape also kafka-N, keycloak-N and
+       keycloak-front, and `kafka` / `keycloak` then mean all brokers / nodes; `status` lists the shape's)
 
 STACK_KEYCLOAK_DB=postgres (default) runs Keycloak on a PostgreSQL 16 from the pinned PyPI wheel `pgserver`;
 STACK_KEYCLOAK_DB=h2 on Keycloak's embedded H2 file database (no PostgreSQL: the fastest loop).
+STACK_KEYCLOAK_NODES=2: two Keycloak nodes in one cluster behind a round-robin front (front.py) on the Keycloak
+port; STACK_KAFKA_BROKERS=3: three KRaft brokers, the topics replicated three times (min.insync.replicas 2).
 
 `stop SERVICE` / `start SERVICE` stop or start one service of a running stack (fault-injection tests use them on
 a second stack, see STACK_STATE_DIR). STACK_MONGO_AUTH=true starts SecantusDB with --auth (SCRAM users must be
@@ -203,23 +206,39 @@ class Service:
             )
         self.pid_file.write_text(f"{proc.pid} {process_start_time(proc.pid)}")
 
-    def stop(self, timeout_s: float = 60) -> None:
+    def signal_stop(self) -> bool:
+        """Ask the process to stop; False when it was not running."""
         pid = self.pid()
         if pid is None or not self.alive():
             self.pid_file.unlink(missing_ok=True)
-            return
+            return False
         log(f"stopping {self.name} (pid {pid})")
         try:
             os.killpg(pid, self.stop_signal)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + timeout_s
+        return True
+
+    def wait_stopped(self, deadline: float) -> None:
+        pid = self.pid()
         while time.monotonic() < deadline and self.alive():
             time.sleep(0.3)
-        if self.alive():
-            log(f"{self.name} did not stop in {timeout_s:.0f}s; killing it")
+        if pid is not None and self.alive():
+            log(f"{self.name} did not stop in time; killing it")
             os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+    def stop(self, timeout_s: float = 60) -> None:
+        stop_together([self], timeout_s)
+
+
+def stop_together(services: list[Service], timeout_s: float = 60) -> None:
+    """Signal all, then wait for all: a Kafka broker shuts down cleanly only while a quorum of the others
+    still runs, so brokers stopped one after another would leave the last waiting for its timeout."""
+    stopping = [service for service in services if service.signal_stop()]
+    deadline = time.monotonic() + timeout_s
+    for service in stopping:
+        service.wait_stopped(deadline)
 
 
 KAFKA = Service("kafka", (KAFKA_PORT, KAFKA_CONTROLLER_PORT))
@@ -839,33 +858,38 @@ def up() -> None:
 
 
 def down() -> None:
-    for service in sorted(all_services(), key=stop_rank):
-        service.stop()
+    ordered = sorted(all_services(), key=stop_rank)
+    for rank in sorted({stop_rank(service) for service in ordered}):
+        stop_together([service for service in ordered if stop_rank(service) == rank])
     (STATE / "env").unlink(missing_ok=True)
     log("stack stopped")
 
 
-def service_named(name: str, choices: tuple[Service, ...]) -> Service:
-    for service in choices:
-        if service.name == name:
-            return service
-    raise StackError(f"no service {name!r}; choose one of {', '.join(s.name for s in choices)}")
+def services_named(name: str, choices: tuple[Service, ...]) -> list[Service]:
+    """The service called `name`; on a cluster shape `keycloak` and `kafka` name all its nodes or brokers (so a
+    fault-injection test written for one node takes the whole of Keycloak or Kafka down)."""
+    members = [s for s in choices if s.name == name]
+    if not members and name in ("keycloak", "kafka"):
+        members = [s for s in choices if re.fullmatch(rf"{name}-\d+", s.name)]
+    if not members:
+        raise StackError(f"no service {name!r}; choose one of {', '.join(s.name for s in choices)}")
+    return members
 
 
 def start_one(name: str) -> None:
-    """Start one service (if it is not running) and wait until it is healthy."""
-    service = service_named(name, services())
-    if service.alive():
-        log(f"{service.name} already running (pid {service.pid()})")
-        return
-    service.pid_file.unlink(missing_ok=True)
-    service.check_ports_free()
-    starters()[service.name]()
+    """Start one service (or a cluster's members) if not running, and wait until it is healthy."""
+    for service in services_named(name, services()):
+        if service.alive():
+            log(f"{service.name} already running (pid {service.pid()})")
+            continue
+        service.pid_file.unlink(missing_ok=True)
+        service.check_ports_free()
+        starters()[service.name]()
 
 
 def stop_one(name: str) -> None:
     """Stop one service that `up` or `start` started (its pid file); the others keep running."""
-    service_named(name, all_services()).stop()
+    stop_together(services_named(name, all_services()))
     log(f"{name} stopped")
 
 

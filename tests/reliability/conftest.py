@@ -47,6 +47,17 @@ _PORTS = {
     "STACK_POSTGRES_PORT": ("RELIABILITY_POSTGRES_PORT", 15432),
 }
 FIGURES: dict[str, dict[str, Any]] = {}
+# The stack's shape: RELIABILITY_KEYCLOAK_NODES=2 and RELIABILITY_KAFKA_BROKERS=3 make it production-shaped
+# (scenarios 9 and up need that; the others run on either shape).
+_SHAPE = {
+    "STACK_KEYCLOAK_NODES": "RELIABILITY_KEYCLOAK_NODES",
+    "STACK_KAFKA_BROKERS": "RELIABILITY_KAFKA_BROKERS",
+    "STACK_KEYCLOAK_DB": "RELIABILITY_KEYCLOAK_DB",
+}
+
+
+def _shape() -> dict[str, str]:
+    return {name: os.environ[var] for name, var in _SHAPE.items() if os.environ.get(var)}
 
 
 class ReliabilityStack:
@@ -105,7 +116,7 @@ def reliability_stack() -> Iterator[ReliabilityStack]:
     ports = {name: int(os.environ.get(var, default)) for name, (var, default) in _PORTS.items()}
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / ".gitignore").write_text("*\n")  # runtime state only, never committed
-    control = StackControl(state_dir, ports, extra_env={"STACK_MONGO_AUTH": "true"})
+    control = StackControl(state_dir, ports, extra_env={"STACK_MONGO_AUTH": "true", **_shape()})
     running_before = control.running()
     started_at = time.monotonic()
     control.run("up")
