@@ -29,8 +29,14 @@ class Front:
     def __init__(self, backends: list[tuple[str, int]]) -> None:
         self.backends = backends
         self.turn = itertools.cycle(range(len(backends)))
+        # asyncio holds a client's task only weakly (Python 3.11): a task waiting on a dead node's socket was
+        # garbage-collected mid-request ("Task was destroyed but it is pending"), leaving its client hanging.
+        self.clients: set[asyncio.Task[None]] = set()
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.clients.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             body = await read_body(reader, head)
@@ -39,6 +45,8 @@ class Front:
             pass  # the client went away or sent something that is not HTTP/1.1: drop it
         finally:
             writer.close()
+            if task is not None:
+                self.clients.discard(task)
 
     async def forward(self, head: bytes, body: bytes, client: asyncio.StreamWriter) -> None:
         first = next(self.turn)
