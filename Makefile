@@ -7,7 +7,7 @@ STACK := $(PYTHON) scripts/stack/stack.py
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
-.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-stack-down docs clean
+.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-production reliability-stack-down docs clean
 
 help:
 	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
@@ -65,10 +65,15 @@ run: stack-up
 bench: stack-up
 	$(WITH_STACK_ENV) $(BIN)/python -m bench
 
-# Fault injection on a second stack of its own (.stack-reliability/, ports 19092/18080/27018), started and
+# Fault injection on a second stack of its own (.stack-reliability/, ports 19092/18080/27018/15432), started and
 # stopped by the suite itself: the main stack is never touched. See RELIABILITY.md.
 reliability: install
 	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
+# The same suite on the production shape (two Keycloak nodes behind the front, three Kafka brokers): scenarios
+# 9-11 run only there, the others run on either shape.
+reliability-production: install
+	RELIABILITY_KEYCLOAK_NODES=2 RELIABILITY_KAFKA_BROKERS=3 $(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 # The suite stops its stack itself; this is for a run that was interrupted (or kept with RELIABILITY_KEEP_STACK).
 reliability-stack-down:

@@ -41,6 +41,13 @@ def _database_name(request: pytest.FixtureRequest) -> str:
     return f"t_{module}_{uuid.uuid4().hex[:8]}"[:60]
 
 
+def _realm_name(request: pytest.FixtureRequest) -> str:
+    """At most 36 characters: Keycloak makes the name the realm's id, a VARCHAR(36) on PostgreSQL (H2 let
+    longer ones through, so a long module name broke only on PostgreSQL)."""
+    name = _database_name(request).replace("_", "-")
+    return name if len(name) <= 36 else f"{name[:27]}{name[-9:]}"
+
+
 @pytest.fixture(scope="module")
 def database_name(request: pytest.FixtureRequest) -> str:
     """A private database per test module, so modules never see each other's users."""
@@ -53,7 +60,7 @@ async def realm(stack_env: dict[str, str], request: pytest.FixtureRequest) -> As
 
     Modules never see each other's users or events, and a full reconcile lists only the module's users.
     """
-    name = _database_name(request).replace("_", "-")
+    name = _realm_name(request)
     admin = KeycloakTestAdmin.from_env(stack_env, name)
     await admin.create_realm(json.loads(REALM_FILE.read_text()), name)
     yield name

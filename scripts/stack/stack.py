@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
-"""The local stack without Docker: Kafka (KRaft), Keycloak with the Kafka listener, and SecantusDB.
+"""The local stack without Docker: Kafka (KRaft), Keycloak with the Kafka listener on PostgreSQL, SecantusDB.
 
-Usage: stack.py up | down | status | start SERVICE | stop SERVICE   (SERVICE: secantusdb, kafka, keycloak)
+Usage: stack.py up | down | status | start SERVICE | stop SERVICE
+       (SERVICE: secantusdb, postgres, kafka, keycloak; on a cluster shape also kafka-N, keycloak-N and
+       keycloak-front, and `kafka` / `keycloak` then mean all brokers / nodes; `status` lists the shape's)
+
+STACK_KEYCLOAK_DB=postgres (default) runs Keycloak on a PostgreSQL 16 from the pinned PyPI wheel `pgserver`;
+STACK_KEYCLOAK_DB=h2 on Keycloak's embedded H2 file database (no PostgreSQL: the fastest loop).
+STACK_KEYCLOAK_NODES=2: two Keycloak nodes in one cluster behind a round-robin front (front.py) on the Keycloak
+port; STACK_KAFKA_BROKERS=3: three KRaft brokers, the topics replicated three times (min.insync.replicas 2).
 
 `stop SERVICE` / `start SERVICE` stop or start one service of a running stack (fault-injection tests use them on
 a second stack, see STACK_STATE_DIR). STACK_MONGO_AUTH=true starts SecantusDB with --auth (SCRAM users must be
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +36,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +53,27 @@ KAFKA_CONTROLLER_PORT = int(os.environ.get("STACK_KAFKA_CONTROLLER_PORT", "9093"
 KEYCLOAK_PORT = int(os.environ.get("STACK_KEYCLOAK_PORT", "8080"))
 KEYCLOAK_MANAGEMENT_PORT = int(os.environ.get("STACK_KEYCLOAK_MANAGEMENT_PORT", "9000"))
 MONGO_PORT = int(os.environ.get("STACK_MONGO_PORT", "27017"))
+POSTGRES_PORT = int(os.environ.get("STACK_POSTGRES_PORT", "5432"))
+KEYCLOAK_DB = os.environ.get("STACK_KEYCLOAK_DB", "postgres")
+PGSERVER_VERSION = "0.1.4"  # ships PostgreSQL 16.2 binaries in pgserver/pginstall/bin
+POSTGRES_DATABASE = "keycloak"
+POSTGRES_USER = "keycloak"
+POSTGRES_PASSWORD = "keycloak"  # superuser of a loopback-only dev database
+# initdb and postgres refuse to run as root: as root they run as this unprivileged user.
+UNPRIVILEGED = ("nobody", "nogroup")
+# STACK_KEYCLOAK_NODES=2: a cluster behind a round-robin front on STACK_KEYCLOAK_PORT; node i (from 0) serves on
+# STACK_KEYCLOAK_NODE_PORT + i (management + i) and talks to the others on STACK_KEYCLOAK_CLUSTER_PORT + i.
+KEYCLOAK_NODES = int(os.environ.get("STACK_KEYCLOAK_NODES", "1"))
+NODE_PORT = int(os.environ.get("STACK_KEYCLOAK_NODE_PORT", str(KEYCLOAK_PORT + 1)))
+NODE_MANAGEMENT_PORT = int(
+    os.environ.get("STACK_KEYCLOAK_NODE_MANAGEMENT_PORT", str(KEYCLOAK_MANAGEMENT_PORT + 1))
+)
+CLUSTER_PORT = int(os.environ.get("STACK_KEYCLOAK_CLUSTER_PORT", str(KEYCLOAK_MANAGEMENT_PORT + 800)))
+# STACK_KAFKA_BROKERS=3: a KRaft cluster, broker i (from 0) on STACK_KAFKA_PORT + 2i (controller + 2i).
+KAFKA_BROKERS = int(os.environ.get("STACK_KAFKA_BROKERS", "1"))
+# JGroups' failure detection listens on the cluster port + this (its default, 50000, overflows high ports).
+FD_PORT_OFFSET = 100
+FRONT_SCRIPT = Path(__file__).resolve().parent / "front.py"
 
 REALM = "app"
 REALM_FILE = ROOT / "keycloak-spi-config" / "realm" / "app-realm.json"
@@ -124,6 +154,7 @@ def process_start_time(pid: int) -> str | None:
 class Service:
     name: str
     ports: tuple[int, ...]
+    stop_signal: int = signal.SIGTERM
 
     @property
     def pid_file(self) -> Path:
@@ -175,29 +206,203 @@ class Service:
             )
         self.pid_file.write_text(f"{proc.pid} {process_start_time(proc.pid)}")
 
-    def stop(self, timeout_s: float = 60) -> None:
+    def signal_stop(self) -> bool:
+        """Ask the process to stop; False when it was not running."""
         pid = self.pid()
         if pid is None or not self.alive():
             self.pid_file.unlink(missing_ok=True)
-            return
+            return False
         log(f"stopping {self.name} (pid {pid})")
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, self.stop_signal)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + timeout_s
+        return True
+
+    def wait_stopped(self, deadline: float) -> None:
+        pid = self.pid()
         while time.monotonic() < deadline and self.alive():
             time.sleep(0.3)
-        if self.alive():
-            log(f"{self.name} did not stop in {timeout_s:.0f}s; killing it")
+        if pid is not None and self.alive():
+            log(f"{self.name} did not stop in time; killing it")
             os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+    def stop(self, timeout_s: float = 60) -> None:
+        stop_together([self], timeout_s)
+
+
+def stop_together(services: list[Service], timeout_s: float = 60) -> None:
+    """Signal all, then wait for all: a Kafka broker shuts down cleanly only while a quorum of the others
+    still runs, so brokers stopped one after another would leave the last waiting for its timeout."""
+    stopping = [service for service in services if service.signal_stop()]
+    deadline = time.monotonic() + timeout_s
+    for service in stopping:
+        service.wait_stopped(deadline)
 
 
 KAFKA = Service("kafka", (KAFKA_PORT, KAFKA_CONTROLLER_PORT))
 KEYCLOAK = Service("keycloak", (KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT))
 MONGO = Service("secantusdb", (MONGO_PORT,))
-SERVICES = (MONGO, KAFKA, KEYCLOAK)
+# SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for Keycloak's pooled connections to close).
+POSTGRES = Service("postgres", (POSTGRES_PORT,), stop_signal=signal.SIGINT)
+
+
+FRONT = Service("keycloak-front", (KEYCLOAK_PORT,))
+
+
+@dataclass(frozen=True)
+class KeycloakNode:
+    service: Service
+    http_port: int
+    management_port: int
+    cluster_port: int | None  # None: the single node, local caches
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
+
+
+def keycloak_nodes() -> tuple[KeycloakNode, ...]:
+    if KEYCLOAK_NODES == 1:
+        return (KeycloakNode(KEYCLOAK, KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT, None),)
+    nodes = []
+    for i in range(KEYCLOAK_NODES):
+        http, management, cluster = NODE_PORT + i, NODE_MANAGEMENT_PORT + i, CLUSTER_PORT + i
+        service = Service(f"keycloak-{i + 1}", (http, management, cluster, cluster + FD_PORT_OFFSET))
+        nodes.append(KeycloakNode(service, http, management, cluster))
+    return tuple(nodes)
+
+
+def check_shape() -> None:
+    if KEYCLOAK_DB not in ("h2", "postgres"):
+        raise StackError(f"STACK_KEYCLOAK_DB must be h2 or postgres, not {KEYCLOAK_DB!r}")
+    if KEYCLOAK_NODES < 1:
+        raise StackError(f"STACK_KEYCLOAK_NODES must be 1 or more, not {KEYCLOAK_NODES}")
+    if KAFKA_BROKERS not in (1, 3):
+        raise StackError(f"STACK_KAFKA_BROKERS must be 1 or 3, not {KAFKA_BROKERS}")
+    if KEYCLOAK_NODES > 1 and KEYCLOAK_DB != "postgres":
+        raise StackError("a Keycloak cluster (STACK_KEYCLOAK_NODES > 1) needs STACK_KEYCLOAK_DB=postgres")
+
+
+def services() -> tuple[Service, ...]:
+    """The services of the chosen shape, in start order."""
+    check_shape()
+    database = (POSTGRES,) if KEYCLOAK_DB == "postgres" else ()
+    front = (FRONT,) if KEYCLOAK_NODES > 1 else ()
+    kafka = (broker.service for broker in kafka_brokers())
+    return (MONGO, *database, *kafka, *(node.service for node in keycloak_nodes()), *front)
+
+
+# --- PostgreSQL (Keycloak's database) ----------------------------------------------------------------------
+def postgres_bin() -> Path:
+    """The PostgreSQL binaries of the pinned `pgserver` wheel, installed once with pip into the cache."""
+    target = CACHE / f"pgserver-{PGSERVER_VERSION}"
+    bin_dir = target / "pgserver" / "pginstall" / "bin"
+    if not (target / ".complete").exists():
+        log(f"installing PostgreSQL binaries (PyPI wheel pgserver {PGSERVER_VERSION}) with pip, once")
+        shutil.rmtree(target, ignore_errors=True)
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-compile",
+                "--disable-pip-version-check",
+                # The binaries do not depend on the Python that runs pip: always take the cp311 wheel.
+                "--only-binary=:all:",
+                "--python-version=3.11",
+                "--implementation=cp",
+                f"--target={target}",
+                f"pgserver=={PGSERVER_VERSION}",
+            ],
+            env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"},
+        )
+        (target / ".complete").touch()
+    return bin_dir
+
+
+def as_postgres_user(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse root: as root, run them as an unprivileged user (setpriv, util-linux)."""
+    if os.geteuid() != 0:
+        return cmd
+    user, group = UNPRIVILEGED
+    return ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", *cmd]
+
+
+def postgres_home() -> Path:
+    home = STATE / "postgres"
+    home.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        user, group = UNPRIVILEGED
+        shutil.chown(home, user, group)
+    return home
+
+
+def init_postgres(bin_dir: Path, data: Path) -> None:
+    """A fresh cluster with one password-protected superuser (SCRAM over TCP, like production)."""
+    log("initialising Keycloak's PostgreSQL database")
+    probe = subprocess.run(as_postgres_user([str(bin_dir / "postgres"), "--version"]), capture_output=True)
+    if probe.returncode != 0:
+        raise StackError(
+            f"the unprivileged user {UNPRIVILEGED[0]} cannot run {bin_dir / 'postgres'}: the checkout must be in "
+            "folders every user may enter (chmod o+x on its parents), or use STACK_KEYCLOAK_DB=h2"
+        )
+    shutil.rmtree(data, ignore_errors=True)
+    password_file = data.parent / "initdb-password"
+    password_file.write_text(POSTGRES_PASSWORD)
+    if os.geteuid() == 0:
+        shutil.chown(password_file, *UNPRIVILEGED)
+    try:
+        run(
+            as_postgres_user(
+                [
+                    str(bin_dir / "initdb"),
+                    f"--pgdata={data}",
+                    f"--username={POSTGRES_USER}",
+                    f"--pwfile={password_file}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                ]
+            )
+        )
+    finally:
+        password_file.unlink(missing_ok=True)
+
+
+def postgres_ready(bin_dir: Path) -> bool:
+    probe = [str(bin_dir / "pg_isready"), "-q", "-h", HOST, "-p", str(POSTGRES_PORT), "-U", POSTGRES_USER]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def psql(bin_dir: Path, sql: str) -> str:
+    cmd = [str(bin_dir / "psql"), "-h", HOST, "-p", str(POSTGRES_PORT), "-U", POSTGRES_USER, "-d", "postgres"]
+    return run([*cmd, "-tAc", sql], env={**os.environ, "PGPASSWORD": POSTGRES_PASSWORD}).stdout.strip()
+
+
+def start_postgres() -> None:
+    bin_dir = postgres_bin()
+    home = postgres_home()
+    data = home / "data"
+    if not (data / "PG_VERSION").exists():
+        init_postgres(bin_dir, data)
+    settings = {
+        "listen_addresses": HOST,
+        "port": str(POSTGRES_PORT),
+        "unix_socket_directories": "",  # TCP only: nothing in /tmp, no clash with another stack
+        "max_connections": "200",  # Keycloak's pool, per node
+        "shared_buffers": "64MB",
+    }
+    options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+    POSTGRES.spawn(as_postgres_user([str(bin_dir / "postgres"), "-D", str(data), *options]), cwd=home)
+    wait_for(f"PostgreSQL on {HOST}:{POSTGRES_PORT}", lambda: postgres_ready(bin_dir), 60, POSTGRES)
+    if psql(bin_dir, f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DATABASE}'") != "1":
+        psql(bin_dir, f"CREATE DATABASE {POSTGRES_DATABASE}")
+    log(f"PostgreSQL 16 ready on {HOST}:{POSTGRES_PORT} (database {POSTGRES_DATABASE})")
 
 
 # --- Kafka -------------------------------------------------------------------------------------------------
@@ -223,93 +428,117 @@ def kafka_libs() -> Path:
     return libs
 
 
-def start_kafka() -> None:
+@dataclass(frozen=True)
+class Broker:
+    service: Service
+    node_id: int
+    port: int
+    controller_port: int
+
+    @property
+    def home(self) -> Path:
+        return STATE / self.service.name
+
+
+def kafka_brokers() -> tuple[Broker, ...]:
+    if KAFKA_BROKERS == 1:
+        return (Broker(KAFKA, 1, KAFKA_PORT, KAFKA_CONTROLLER_PORT),)
+    brokers = []
+    for i in range(KAFKA_BROKERS):
+        port, controller = KAFKA_PORT + 2 * i, KAFKA_CONTROLLER_PORT + 2 * i
+        brokers.append(Broker(Service(f"kafka-{i + 1}", (port, controller)), i + 1, port, controller))
+    return tuple(brokers)
+
+
+def bootstrap_servers() -> str:
+    return ",".join(f"{HOST}:{broker.port}" for broker in kafka_brokers())
+
+
+def kafka_config(broker: Broker) -> str:
+    replicas = len(kafka_brokers())
+    min_isr = min(2, replicas)  # with 3 brokers an acks=all write survives one broker down
+    if replicas == 1:
+        quorum = f"controller.quorum.bootstrap.servers={HOST}:{broker.controller_port}"
+    else:  # a static quorum: every broker is also a controller voter
+        quorum = "controller.quorum.voters=" + ",".join(
+            f"{b.node_id}@{HOST}:{b.controller_port}" for b in kafka_brokers()
+        )
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            f"node.id={broker.node_id}",
+            quorum,
+            f"listeners=PLAINTEXT://{HOST}:{broker.port},CONTROLLER://{HOST}:{broker.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{broker.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={broker.home / 'data'}",
+            "num.partitions=3",
+            f"default.replication.factor={replicas}",  # min.insync.replicas is set per topic (create_topics)
+            f"offsets.topic.replication.factor={replicas}",
+            "offsets.topic.num.partitions=10",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]
+    )
+
+
+KAFKA_LOG4J = """status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.kafkaserver.name = kafka.server.KafkaServer
+logger.kafkaserver.level = info
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+"""
+
+
+def kafka_java(broker: Broker, heap: str) -> list[str]:
     libs = kafka_libs()
-    home = STATE / "kafka"
-    home.mkdir(parents=True, exist_ok=True)
-    data = home / "data"
-    config = home / "server.properties"
-    config.write_text(
-        "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={HOST}:{KAFKA_CONTROLLER_PORT}",
-                f"listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}",
-                f"advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=3",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                "",
-            ]
-        )
-    )
-    (home / "log4j2.properties").write_text(
-        "\n".join(
-            [
-                "status = warn",
-                "appender.out.type = Console",
-                "appender.out.name = out",
-                "appender.out.layout.type = PatternLayout",
-                "appender.out.layout.pattern = [%d] %p %m (%c)%n",
-                "rootLogger.level = info",
-                "rootLogger.appenderRef.out.ref = out",
-                "logger.kafka.name = kafka",
-                "logger.kafka.level = warn",
-                "logger.kafkaserver.name = kafka.server.KafkaServer",
-                "logger.kafkaserver.level = info",
-                "logger.apache.name = org.apache.kafka",
-                "logger.apache.level = warn",
-                "",
-            ]
-        )
-    )
-    classpath = f"{libs}/*"
-    java_opts = ["-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}"]
-    if not (data / "meta.properties").exists():
-        shutil.rmtree(data, ignore_errors=True)
-        cluster_id = (
-            run(["java", "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"])
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        run(
-            [
-                "java",
-                *java_opts,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(config),
-                "--standalone",
-            ]
-        )
-    KAFKA.spawn(["java", *java_opts, "-cp", classpath, "kafka.Kafka", str(config)], cwd=home)
-    wait_for(f"Kafka on {HOST}:{KAFKA_PORT}", lambda: port_open(KAFKA_PORT), 90, KAFKA)
+    log4j = broker.home / "log4j2.properties"
+    return ["java", "-Xms256m", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+
+
+def kafka_cluster_id(broker: Broker) -> str:
+    """One id for all brokers of this stack, made once."""
+    path = STATE / "kafka-cluster-id"
+    if not path.exists():
+        result = run([*kafka_java(broker, "256m"), "kafka.tools.StorageTool", "random-uuid"])
+        path.write_text(result.stdout.strip().splitlines()[-1])
+    return path.read_text().strip()
+
+
+def format_kafka_storage(broker: Broker, config: Path) -> None:
+    data = broker.home / "data"
+    if (data / "meta.properties").exists():
+        return
+    shutil.rmtree(data, ignore_errors=True)
+    standalone = ["--standalone"] if KAFKA_BROKERS == 1 else []
+    cluster_id = kafka_cluster_id(broker)
+    format_command = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *standalone]
+    run([*kafka_java(broker, "256m"), *format_command])
+
+
+def create_topics(broker: Broker) -> None:
+    replicas = len(kafka_brokers())
     for topic, partitions in TOPICS.items():
         run(
             [
-                "java",
-                "-Xmx256m",
-                f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
-                "-cp",
-                classpath,
+                *kafka_java(broker, "256m"),
                 "org.apache.kafka.tools.TopicCommand",
                 "--bootstrap-server",
-                f"{HOST}:{KAFKA_PORT}",
+                bootstrap_servers(),
                 "--create",
                 "--if-not-exists",
                 "--topic",
@@ -317,15 +546,38 @@ def start_kafka() -> None:
                 "--partitions",
                 str(partitions),
                 "--replication-factor",
-                "1",
+                str(replicas),
+                "--config",
+                f"min.insync.replicas={min(2, replicas)}",
             ]
         )
-    log(f"Kafka {KAFKA_VERSION} ready on {HOST}:{KAFKA_PORT}, topics {', '.join(TOPICS)}")
+
+
+def start_kafka(broker: Broker) -> None:
+    broker.home.mkdir(parents=True, exist_ok=True)
+    config = broker.home / "server.properties"
+    config.write_text(kafka_config(broker))
+    (broker.home / "log4j2.properties").write_text(KAFKA_LOG4J)
+    format_kafka_storage(broker, config)
+    heap = "768m" if KAFKA_BROKERS == 1 else "512m"
+    broker.service.spawn([*kafka_java(broker, heap), "kafka.Kafka", str(config)], cwd=broker.home)
+    brokers = kafka_brokers()
+    running = [b for b in brokers if b.service.alive()]
+    if len(running) < len(brokers):
+        # A broker answers only once a quorum of controllers runs, and topics need every broker: the last
+        # broker's start waits for all of them.
+        log(f"{broker.service.name} started ({len(running)} of {len(brokers)} brokers running)")
+        return
+    for b in brokers:
+        wait_for(f"Kafka on {HOST}:{b.port}", lambda b=b: port_open(b.port), 120, b.service)
+    create_topics(broker)
+    log(f"Kafka {KAFKA_VERSION} ready on {bootstrap_servers()}, topics {', '.join(TOPICS)}")
 
 
 # --- Keycloak ----------------------------------------------------------------------------------------------
-def keycloak_home() -> Path:
-    home = CACHE / f"keycloak-{KEYCLOAK_VERSION}"
+def keycloak_home(shape: str) -> Path:
+    """One unpacked install per build shape (database, cache), so switching shapes never re-builds one."""
+    home = CACHE / f"keycloak-{KEYCLOAK_VERSION}-{shape}"
     if (home / ".complete").exists():
         return home
     repo = Path(os.environ.get("MAVEN_REPO", Path.home() / ".m2" / "repository"))
@@ -347,8 +599,8 @@ def keycloak_home() -> Path:
                 "-Dtransitive=false",
             ]
         )
-    log(f"unpacking Keycloak {KEYCLOAK_VERSION}")
-    staging = CACHE / "keycloak-unpack"
+    log(f"unpacking Keycloak {KEYCLOAK_VERSION} for the {shape} shape")
+    staging = CACHE / f"keycloak-unpack-{shape}"
     shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(staging)
@@ -372,21 +624,39 @@ def listener_jar() -> Path:
     return LISTENER_JAR
 
 
-def start_keycloak() -> None:
-    home = keycloak_home()
-    jar = listener_jar()
-    providers = home / "providers"
-    target = providers / jar.name
-    if not target.exists() or target.read_bytes() != jar.read_bytes():
-        shutil.copy2(jar, target)
-    imports = home / "data" / "import"
-    imports.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REALM_FILE, imports / REALM_FILE.name)
-    db = STATE / "keycloak-db"
-    db.mkdir(parents=True, exist_ok=True)
+def keycloak_database_args(db: Path) -> list[str]:
+    if KEYCLOAK_DB == "h2":
+        return [f"--db-url=jdbc:h2:file:{db / 'keycloakdb'};NON_KEYWORDS=VALUE"]
+    return [
+        "--db=postgres",
+        f"--db-url=jdbc:postgresql://{HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}",
+        f"--db-username={POSTGRES_USER}",
+        f"--db-password={POSTGRES_PASSWORD}",
+    ]
+
+
+def keycloak_cluster_args(node: KeycloakNode) -> list[str]:
+    if node.cluster_port is None:
+        return []
+    return [
+        "--cache=ispn",  # members find each other through the shared database (jdbc-ping)
+        f"--cache-embedded-network-bind-address={HOST}",
+        f"--cache-embedded-network-bind-port={node.cluster_port}",
+        # One issuer for every node: a token from one node is then valid on the others.
+        f"--hostname=http://{HOST}:{KEYCLOAK_PORT}",
+    ]
+
+
+def keycloak_env(db: Path) -> dict[str, str]:
+    java_opts = [
+        # Keycloak's transaction log lives in the state folder, so two stacks share one install.
+        f"-Dquarkus.transaction-manager.object-store.directory={db / 'transaction-logs'}",
+        # Java 25 otherwise logs IllegalAccessError warnings for JBoss Threads' reflection.
+        "--add-opens=java.base/java.lang=ALL-UNNAMED",
+        f"-Djgroups.fd.port-offset={FD_PORT_OFFSET}",
+    ]
     env = {
-        # Keycloak's database and transaction log live in the state folder, so two stacks share one install.
-        "JAVA_OPTS_APPEND": f"-Dquarkus.transaction-manager.object-store.directory={db / 'transaction-logs'}",
+        "JAVA_OPTS_APPEND": " ".join(java_opts),
         "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USER,
         "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "JAVA_OPTS_KC_HEAP": "-Xms256m -Xmx1024m",
@@ -394,29 +664,91 @@ def start_keycloak() -> None:
     java_home = java_home_for_keycloak()
     if java_home:
         env["JAVA_HOME"] = java_home
-    KEYCLOAK.spawn(
+    return env
+
+
+def prepare_keycloak_home(shape: str) -> Path:
+    home = keycloak_home(shape)
+    jar = listener_jar()
+    target = home / "providers" / jar.name
+    if not target.exists() or target.read_bytes() != jar.read_bytes():
+        shutil.copy2(jar, target)
+    imports = home / "data" / "import"
+    imports.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REALM_FILE, imports / REALM_FILE.name)
+    return home
+
+
+def log_size(service: Service) -> int:
+    return service.log_file.stat().st_size if service.log_file.exists() else 0
+
+
+def cluster_members(node: KeycloakNode, offset: int) -> int:
+    """Members of the last Infinispan cluster view the node logged after `offset` (0 before the first)."""
+    try:
+        with node.service.log_file.open("rb") as log_file:
+            log_file.seek(offset)
+            text = log_file.read().decode(errors="replace")
+    except OSError:
+        return 0
+    views = re.findall(r"ISPN000094: Received new cluster view for channel \S+: \[[^\]]*\] \((\d+)\)", text)
+    return int(views[-1]) if views else 0
+
+
+def start_keycloak(node: KeycloakNode) -> None:
+    shape = KEYCLOAK_DB + ("-ispn" if node.cluster_port is not None else "")
+    home = prepare_keycloak_home(shape)
+    db = STATE / ("keycloak-db" if node.service is KEYCLOAK else f"{node.service.name}-db")
+    db.mkdir(parents=True, exist_ok=True)
+    log_offset = log_size(node.service)
+    node.service.spawn(
         [
             str(home / "bin" / "kc.sh"),
             "start-dev",
             f"--http-host={HOST}",
-            f"--http-port={KEYCLOAK_PORT}",
-            f"--http-management-port={KEYCLOAK_MANAGEMENT_PORT}",
+            f"--http-port={node.http_port}",
+            f"--http-management-port={node.management_port}",
             "--health-enabled=true",
-            f"--db-url=jdbc:h2:file:{db / 'keycloakdb'};NON_KEYWORDS=VALUE",
+            *keycloak_database_args(db),
+            *keycloak_cluster_args(node),
             "--metrics-enabled=false",
             "--import-realm",
-            f"--spi-events-listener--kafka--bootstrap-servers={HOST}:{KAFKA_PORT}",
+            f"--spi-events-listener--kafka--bootstrap-servers={bootstrap_servers()}",
             "--spi-events-listener--kafka--events-topic=keycloak.events",
             "--spi-events-listener--kafka--admin-events-topic=keycloak.admin-events",
         ],
-        env=env,
+        env=keycloak_env(db),
         cwd=home,
     )
-    ready = f"http://{HOST}:{KEYCLOAK_MANAGEMENT_PORT}/health/ready"
-    wait_for(f"Keycloak health at {ready}", lambda: http_ok(ready), 240, KEYCLOAK)
+    ready = f"http://{HOST}:{node.management_port}/health/ready"
+    wait_for(f"Keycloak health at {ready}", lambda: http_ok(ready), 240, node.service)
+    realm = f"{node.url}/realms/{REALM}/.well-known/openid-configuration"
+    wait_for(f"realm {REALM}", lambda: http_ok(realm), 60, node.service)
+    log(f"Keycloak {KEYCLOAK_VERSION} ready on {node.url} (realm {REALM}, {shape})")
+    if node.cluster_port is not None:
+        wait_for_cluster_view(node, log_offset)
+
+
+def wait_for_cluster_view(node: KeycloakNode, log_offset: int) -> None:
+    """A node that joined running ones must see them all, or caches would not be invalidated across nodes."""
+    members = 1 + sum(
+        1 for n in keycloak_nodes() if n.service.name != node.service.name and n.service.alive()
+    )
+    if members == 1:
+        return
+    joined = lambda: cluster_members(node, log_offset) >= members  # noqa: E731
+    wait_for(f"{node.service.name} in a cluster view of {members} members", joined, 90, node.service)
+    log(f"{node.service.name} joined the Keycloak cluster: a view of {members} members")
+
+
+def start_front() -> None:
+    nodes = keycloak_nodes()
+    FRONT.spawn(
+        [sys.executable, str(FRONT_SCRIPT), str(KEYCLOAK_PORT), *(node.url for node in nodes)], cwd=STATE
+    )
     realm = f"http://{HOST}:{KEYCLOAK_PORT}/realms/{REALM}/.well-known/openid-configuration"
-    wait_for(f"realm {REALM}", lambda: http_ok(realm), 60, KEYCLOAK)
-    log(f"Keycloak {KEYCLOAK_VERSION} ready on http://{HOST}:{KEYCLOAK_PORT} (realm {REALM})")
+    wait_for(f"the Keycloak front on {HOST}:{KEYCLOAK_PORT}", lambda: http_ok(realm), 30, FRONT)
+    log(f"Keycloak front ready on http://{HOST}:{KEYCLOAK_PORT} (round robin over {len(nodes)} nodes)")
 
 
 # --- SecantusDB --------------------------------------------------------------------------------------------
@@ -446,7 +778,33 @@ def start_mongo() -> None:
 
 
 # --- Commands ----------------------------------------------------------------------------------------------
-STARTERS = {MONGO.name: start_mongo, KAFKA.name: start_kafka, KEYCLOAK.name: start_keycloak}
+def starters() -> dict[str, Callable[[], None]]:
+    kafka = {broker.service.name: partial(start_kafka, broker) for broker in kafka_brokers()}
+    keycloak = {node.service.name: partial(start_keycloak, node) for node in keycloak_nodes()}
+    return {
+        MONGO.name: start_mongo,
+        POSTGRES.name: start_postgres,
+        **kafka,
+        **keycloak,
+        FRONT.name: start_front,
+    }
+
+
+STOP_ORDER = ("keycloak-front", "keycloak", "kafka", "postgres", "secantusdb")
+
+
+def stop_rank(service: Service) -> int:
+    return next((i for i, prefix in enumerate(STOP_ORDER) if service.name.startswith(prefix)), 0)
+
+
+def all_services() -> tuple[Service, ...]:
+    """The chosen shape's services, then any other this state folder has a pid file of (another shape's)."""
+    shape = {service.name: service for service in services()}
+    known = {service.name: service for service in (MONGO, POSTGRES, KAFKA, KEYCLOAK, FRONT)}
+    others = [
+        known.get(p.stem, Service(p.stem, ())) for p in sorted(STATE.glob("*.pid")) if p.stem not in shape
+    ]
+    return (*shape.values(), *others)
 
 
 def write_env() -> Path:
@@ -456,12 +814,14 @@ def write_env() -> Path:
         if c["clientId"] == "user-reconciler"
     )
     values = {
-        "KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{KAFKA_PORT}",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers(),
         "KAFKA_USER_EVENTS_TOPIC": "keycloak.events",
         "KAFKA_ADMIN_EVENTS_TOPIC": "keycloak.admin-events",
         "KAFKA_DEAD_LETTER_TOPIC": "keycloak.events.dlq",
         "KEYCLOAK_URL": f"http://{HOST}:{KEYCLOAK_PORT}",
-        "KEYCLOAK_MANAGEMENT_URL": f"http://{HOST}:{KEYCLOAK_MANAGEMENT_PORT}",
+        "KEYCLOAK_MANAGEMENT_URL": f"http://{HOST}:{keycloak_nodes()[0].management_port}",
+        # Each node's own URL, comma-separated, for tests that pin reads to one node (the front's in order).
+        "KEYCLOAK_NODE_URLS": ",".join(node.url for node in keycloak_nodes()),
         "KEYCLOAK_REALM": REALM,
         "KEYCLOAK_CLIENT_ID": "user-reconciler",
         "KEYCLOAK_CLIENT_SECRET": secret,
@@ -473,6 +833,9 @@ def write_env() -> Path:
         "HTTP_HOST": HOST,
         "STACK_HOME": str(ROOT),
         "STACK_STATE_DIR": str(STATE),
+        "STACK_KEYCLOAK_DB": KEYCLOAK_DB,
+        "STACK_KEYCLOAK_NODES": str(KEYCLOAK_NODES),
+        "STACK_KAFKA_BROKERS": str(KAFKA_BROKERS),
     }
     path = STATE / "env"
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
@@ -483,13 +846,13 @@ def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(exist_ok=True)
     started = time.monotonic()
-    for service in SERVICES:
+    for service in services():
         if service.alive():
             log(f"{service.name} already running (pid {service.pid()})")
             continue
         service.pid_file.unlink(missing_ok=True)
         service.check_ports_free()
-        STARTERS[service.name]()
+        starters()[service.name]()
     env = write_env()
     # (A state folder outside the checkout is shown as it is: relative_to would raise after a good start.)
     shown = env.relative_to(ROOT) if env.is_relative_to(ROOT) else env
@@ -497,44 +860,51 @@ def up() -> None:
 
 
 def down() -> None:
-    for service in reversed(SERVICES):
-        service.stop()
+    ordered = sorted(all_services(), key=stop_rank)
+    for rank in sorted({stop_rank(service) for service in ordered}):
+        stop_together([service for service in ordered if stop_rank(service) == rank])
     (STATE / "env").unlink(missing_ok=True)
     log("stack stopped")
 
 
-def service_named(name: str) -> Service:
-    for service in SERVICES:
-        if service.name == name:
-            return service
-    raise StackError(f"no service {name!r}; choose one of {', '.join(s.name for s in SERVICES)}")
+def services_named(name: str, choices: tuple[Service, ...]) -> list[Service]:
+    """The service called `name`; on a cluster shape `keycloak` and `kafka` name all its nodes or brokers (so a
+    fault-injection test written for one node takes the whole of Keycloak or Kafka down)."""
+    members = [s for s in choices if s.name == name]
+    if not members and name in ("keycloak", "kafka"):
+        members = [s for s in choices if re.fullmatch(rf"{name}-\d+", s.name)]
+    if not members:
+        raise StackError(f"no service {name!r}; choose one of {', '.join(s.name for s in choices)}")
+    return members
 
 
 def start_one(name: str) -> None:
-    """Start one service (if it is not running) and wait until it is healthy."""
-    service = service_named(name)
-    if service.alive():
-        log(f"{service.name} already running (pid {service.pid()})")
-        return
-    service.pid_file.unlink(missing_ok=True)
-    service.check_ports_free()
-    STARTERS[service.name]()
+    """Start one service (or a cluster's members) if not running, and wait until it is healthy."""
+    for service in services_named(name, services()):
+        if service.alive():
+            log(f"{service.name} already running (pid {service.pid()})")
+            continue
+        service.pid_file.unlink(missing_ok=True)
+        service.check_ports_free()
+        starters()[service.name]()
 
 
 def stop_one(name: str) -> None:
     """Stop one service that `up` or `start` started (its pid file); the others keep running."""
-    service_named(name).stop()
+    stop_together(services_named(name, all_services()))
     log(f"{name} stopped")
 
 
 def status() -> int:
     all_up = True
-    for service in SERVICES:
+    shape = services()
+    # A service of another shape that still runs is listed too (`down` stops it).
+    for service in [s for s in all_services() if s in shape or s.alive()]:
         running = service.alive()
         all_up &= running
         ports = ", ".join(f"{p}:{'open' if port_open(p) else 'closed'}" for p in service.ports)
         print(
-            f"{service.name:<11} {'running' if running else 'stopped':<8} pid={service.pid() or '-':<8} {ports}"
+            f"{service.name:<14} {'running' if running else 'stopped':<8} pid={service.pid() or '-':<8} {ports}"
         )
     return 0 if all_up else 1
 

@@ -2,9 +2,10 @@
 
 The scenarios stop and restart Keycloak, the store and Kafka, so they never run against the main stack
 (`.stack/`, ports 9092/8080/27017, used by other test runs): a session fixture starts a second stack with
-scripts/stack/stack.py (state in `.stack-reliability/`, ports 19092/19093, 18080/19000, 27018; override with
-RELIABILITY_STATE_DIR and RELIABILITY_KAFKA_PORT, RELIABILITY_KAFKA_CONTROLLER_PORT,
-RELIABILITY_KEYCLOAK_PORT, RELIABILITY_KEYCLOAK_MANAGEMENT_PORT, RELIABILITY_MONGO_PORT), its store with
+scripts/stack/stack.py (state in `.stack-reliability/`, ports 19092/19093, 18080/19000, 27018, 15432; override
+with RELIABILITY_STATE_DIR and RELIABILITY_KAFKA_PORT, RELIABILITY_KAFKA_CONTROLLER_PORT,
+RELIABILITY_KEYCLOAK_PORT, RELIABILITY_KEYCLOAK_MANAGEMENT_PORT, RELIABILITY_MONGO_PORT,
+RELIABILITY_POSTGRES_PORT), its store with
 SCRAM authentication (a random password, so the secrets scenario has a store password to look for), and
 stops at the end only the services it started (RELIABILITY_KEEP_STACK=1 leaves them running).
 
@@ -43,8 +44,20 @@ _PORTS = {
     "STACK_KEYCLOAK_PORT": ("RELIABILITY_KEYCLOAK_PORT", 18080),
     "STACK_KEYCLOAK_MANAGEMENT_PORT": ("RELIABILITY_KEYCLOAK_MANAGEMENT_PORT", 19000),
     "STACK_MONGO_PORT": ("RELIABILITY_MONGO_PORT", 27018),
+    "STACK_POSTGRES_PORT": ("RELIABILITY_POSTGRES_PORT", 15432),
 }
 FIGURES: dict[str, dict[str, Any]] = {}
+# The stack's shape: RELIABILITY_KEYCLOAK_NODES=2 and RELIABILITY_KAFKA_BROKERS=3 make it production-shaped
+# (scenarios 9 and up need that; the others run on either shape).
+_SHAPE = {
+    "STACK_KEYCLOAK_NODES": "RELIABILITY_KEYCLOAK_NODES",
+    "STACK_KAFKA_BROKERS": "RELIABILITY_KAFKA_BROKERS",
+    "STACK_KEYCLOAK_DB": "RELIABILITY_KEYCLOAK_DB",
+}
+
+
+def _shape() -> dict[str, str]:
+    return {name: os.environ[var] for name, var in _SHAPE.items() if os.environ.get(var)}
 
 
 class ReliabilityStack:
@@ -103,7 +116,7 @@ def reliability_stack() -> Iterator[ReliabilityStack]:
     ports = {name: int(os.environ.get(var, default)) for name, (var, default) in _PORTS.items()}
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / ".gitignore").write_text("*\n")  # runtime state only, never committed
-    control = StackControl(state_dir, ports, extra_env={"STACK_MONGO_AUTH": "true"})
+    control = StackControl(state_dir, ports, extra_env={"STACK_MONGO_AUTH": "true", **_shape()})
     running_before = control.running()
     started_at = time.monotonic()
     control.run("up")

@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.support.stack import ROOT, read_env_file
 
 STACK_SCRIPT = ROOT / "scripts" / "stack" / "stack.py"
-SERVICES = ("secantusdb", "kafka", "keycloak")
+SERVICES = ("secantusdb", "postgres", "kafka", "keycloak")
 
 
 class StackCommandError(AssertionError):
@@ -80,7 +80,8 @@ class StackControl:
         return self._finish(args, process.returncode, out.decode(errors="replace"), started)
 
     def running(self) -> set[str]:
-        """Services of this stack whose pid file names a live process (stack.py status)."""
+        """Services of this stack whose pid file names a live process (stack.py status); a cluster member
+        (`kafka-2`, `keycloak-front`) counts as its service (`kafka`, `keycloak`)."""
         result = subprocess.run(
             [sys.executable, str(STACK_SCRIPT), "status"],
             env=self.env(),
@@ -89,7 +90,7 @@ class StackControl:
             check=False,
         )
         return {
-            line.split()[0]
+            line.split()[0].split("-")[0]
             for line in result.stdout.splitlines()
             if len(line.split()) > 1 and line.split()[1] == "running"
         }
@@ -98,9 +99,10 @@ class StackControl:
         return read_env_file(self.state_dir / "env")
 
     async def stop(self, service: str) -> None:
-        assert service in SERVICES, service
+        """`service` is one of SERVICES (on a cluster shape: all its members) or one member (`kafka-2`)."""
+        assert service.split("-")[0] in SERVICES, service
         await self.arun("stop", service)
 
     async def start(self, service: str) -> None:
-        assert service in SERVICES, service
+        assert service.split("-")[0] in SERVICES, service
         await self.arun("start", service)

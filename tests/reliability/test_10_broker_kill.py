@@ -1,0 +1,102 @@
+"""Scenario 10 (production shape only): one of three Kafka brokers SIGKILLed mid-stream, then restarted.
+
+`reconciler run` (consumer only) applies a stream of real updates while one broker, chosen by the seed, is
+killed without warning: its partitions' leadership moves to the other two (replication factor 3,
+min.insync.replicas 2, so the listener's acks=all writes keep succeeding), and the consumer rides out the
+NOT_LEADER_OR_FOLLOWER errors and a possible coordinator move without a restart. The broker then comes back
+and catches up. Nothing is lost, the offset audit holds, and `verify` exits 0. Skipped unless the reliability
+stack has three brokers: `RELIABILITY_KAFKA_BROKERS=3 make reliability` (see RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from aiokafka.errors import KafkaError
+
+from tests.reliability.faults import sigkill
+from tests.reliability.harness import run_cli, store_versions, wait_applied, wait_converged
+from tests.reliability.scenario import ScenarioEnv, expected_versions
+from tests.support.polling import eventually
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
+
+USERS = 300
+UPDATES = 1200
+BROKERS = 3
+
+
+@pytest.fixture
+def brokers(stack_env: dict[str, str]) -> int:
+    count = len(stack_env["KAFKA_BOOTSTRAP_SERVERS"].split(","))
+    if count < BROKERS:
+        pytest.skip("the reliability stack has one Kafka broker (RELIABILITY_KAFKA_BROKERS=3 makes three)")
+    return count
+
+
+async def test_a_killed_broker_the_consumer_keeps_going_and_nothing_is_lost(
+    env: ScenarioEnv, brokers: int
+) -> None:
+    users = await env.import_seed_users(USERS, "brokerkill")
+    victim = f"kafka-{env.rng.randint(1, brokers)}"
+    async with env.consumer("10-broker-kill") as scenario:
+        reconciler, audit = scenario.process, scenario.audit
+        stream = await scenario.stream_updates(users, UPDATES, rate_per_s=25, flowing_after=300)
+        committed_at_kill = await audit.committed_total()
+        killed_at = time.monotonic()
+        done_at_kill = stream.done
+        sigkill(env.stack, victim)
+
+        async def committed() -> int | None:
+            """The audit's own admin client may still ask the dead broker first: that is not the consumer's
+            failure, so it only delays this probe."""
+            try:
+                return await audit.committed_total()
+            except KafkaError:
+                return None
+
+        await eventually(
+            committed,
+            until=lambda n: n is not None and n > committed_at_kill,
+            timeout_s=180,
+            interval_s=0.5,
+            what=f"commits with {victim} dead",
+        )
+        commits_resumed_s = time.monotonic() - killed_at
+        await env.stack.start(victim)
+        broker_down_s = time.monotonic() - killed_at
+        updates_while_down = stream.done - done_at_kill
+        await scenario.finish_load()
+        expected = await expected_versions(env.kc_admin, stream)
+        in_kafka = await audit.topic_versions()
+        await wait_applied(env.users, in_kafka, 180, "every event in Kafka applied")
+        await audit.wait_caught_up(180)
+        assert reconciler.alive and reconciler.starts == 1, "the reconciler had to be restarted"
+        exit_code = await scenario.stop()
+        final = await audit.check()
+        events = await audit.count_updates()
+    assert exit_code == 0, reconciler.tail()
+    assert not final.violations, final.violations[:10]
+    stored = await store_versions(env.users, expected)
+    missed_by_listener = sorted(u for u, v in expected.items() if in_kafka.get(u, 0) < v)
+    assert all(stored.get(u) == v for u, v in expected.items() if u not in missed_by_listener)
+    if missed_by_listener:  # what never reached Kafka is the full reconcile's job
+        run = await run_cli(env.settings_for(), "reconcile", "--once", "--json", registry=env.secrets)
+        assert run.code == 0, run.stderr[-2000:]
+    await wait_converged(env.users, expected, 30, "store equals Keycloak")
+    checks = await scenario.closing_checks()
+    env.figures.update(
+        users=USERS,
+        updates=UPDATES,
+        update_events_in_topic=events,
+        killed=victim,
+        broker_down_s=round(broker_down_s, 1),
+        updates_while_down=updates_while_down,
+        first_commit_after_kill_s=round(commits_resumed_s, 1),
+        users_left_to_the_full_reconcile=len(missed_by_listener),
+        reconciler_restarts=reconciler.starts - 1,
+        lost=0,
+        duration_s=scenario.elapsed_s(),
+        **checks,
+    )

@@ -1,0 +1,119 @@
+"""Scenario 11 (production shape only): one of two Keycloak nodes SIGKILLed while updates flow through the
+front and a full reconcile pages through the users.
+
+`reconciler run` follows real updates made through the front while `reconcile --once` lists 600 users 20 at a
+time (each listing answer held back a little, so the run is still paging when the node dies). A node chosen
+by the seed is killed without warning: the front's connections to it drop (the reconciler retries, the next
+attempt lands on the live node), the surviving node carries on alone, and the killed node is started again
+and rejoins the cluster. The full reconcile completes, nobody is deactivated, nothing is lost, and `verify`
+exits 0. Skipped unless the reliability stack is a cluster: `RELIABILITY_KEYCLOAK_NODES=2 make reliability`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.reliability.faults import sigkill
+from tests.reliability.harness import run_cli, wait_converged
+from tests.reliability.scenario import ScenarioEnv, expected_versions
+from tests.support.polling import eventually
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
+
+USERS = 600
+UPDATED_USERS = 200
+UPDATES = 600
+PAGE_SIZE = 20
+LISTING_DELAY_S = 0.3
+
+
+@pytest.fixture
+def nodes(stack_env: dict[str, str]) -> int:
+    count = len([url for url in stack_env.get("KEYCLOAK_NODE_URLS", "").split(",") if url])
+    if count < 2:
+        pytest.skip(
+            "the reliability stack has one Keycloak node (RELIABILITY_KEYCLOAK_NODES=2 makes a cluster)"
+        )
+    return count
+
+
+async def test_a_killed_keycloak_node_loses_nothing_and_deactivates_no_one(
+    env: ScenarioEnv, nodes: int
+) -> None:
+    users = await env.import_seed_users(USERS, "nodekill")
+    victim = f"keycloak-{env.rng.randint(1, nodes)}"
+    replica = env.settings_for(keycloak_page_size=PAGE_SIZE)
+    async with env.consumer("11-keycloak-node-kill", watch_writes=True) as scenario:
+        stream = await scenario.stream_updates(
+            users[:UPDATED_USERS], UPDATES, rate_per_s=20, flowing_after=100
+        )
+        mark = env.proxy.mark()
+        env.proxy.response_delay = _hold_listings
+        try:
+            run_task = asyncio.create_task(
+                run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
+            )
+            await eventually(
+                lambda: _listings(env, mark),
+                until=lambda pages: pages >= 5,
+                timeout_s=120,
+                interval_s=0.2,
+                what="the full reconcile paging",
+            )
+            pages_at_kill = await _listings(env, mark)
+            killed_at = time.monotonic()
+            sigkill(env.stack, victim)
+            run = await run_task
+        finally:
+            env.proxy.response_delay = None
+        run_done_s = time.monotonic() - killed_at
+        await env.stack.start(victim)
+        node_back_s = time.monotonic() - killed_at
+        await scenario.finish_load()
+        expected = await expected_versions(env.kc_admin, stream)
+        await wait_converged(env.users, expected, 180, "store equals Keycloak")
+        await scenario.audit.wait_caught_up(180)
+        assert scenario.watcher is not None
+        await scenario.watcher.drain()
+        exit_code = await scenario.stop()
+        final = await scenario.audit.check()
+    assert exit_code == 0, scenario.process.tail()
+    assert not final.violations, final.violations[:10]
+    assert run.code == 0, run.stderr[-3000:]
+    summary = run.json()
+    deactivated = scenario.watcher.deactivations()
+    assert not deactivated, f"users deactivated though Keycloak has them all: {sorted(deactivated)[:10]}"
+    assert await env.users.count_documents({"is_active": False}) == 0
+    dropped = sum(1 for r in env.proxy.since(mark) if r.status is None)
+    checks = await scenario.closing_checks()
+    env.figures.update(
+        users=USERS,
+        updates=UPDATES,
+        killed=victim,
+        pages_listed_before_kill=pages_at_kill,
+        reconcile={k: summary[k] for k in ("created", "updated", "unchanged", "deactivated", "duration_s")},
+        reconcile_done_after_kill_s=round(run_done_s, 1),
+        node_back_after_s=round(node_back_s, 1),
+        update_failures_retried=stream.failures,
+        keycloak_requests_dropped=dropped,
+        false_deactivations=0,
+        lost=0,
+        duration_s=scenario.elapsed_s(),
+        **checks,
+    )
+
+
+async def _listings(env: ScenarioEnv, mark: int) -> int:
+    return sum(1 for r in env.proxy.since(mark) if r.method == "GET" and _is_listing(r.raw_path))
+
+
+def _is_listing(raw_path: str) -> bool:
+    return raw_path.split("?", 1)[0].endswith("/users")
+
+
+def _hold_listings(method: str, raw_path: str) -> float:
+    """The run's user listings come back a little late, so it is still paging when the node dies."""
+    return LISTING_DELAY_S if method == "GET" and _is_listing(raw_path) else 0.0

@@ -1,0 +1,102 @@
+"""Scenario 12: Keycloak's PostgreSQL restarted under it in the middle of a full reconcile.
+
+600 users (partial import) are listed 20 at a time by `reconcile --once` (each listing answer held back a
+little, so the run is still paging); PostgreSQL is stopped (fast shutdown: every Keycloak connection is cut)
+and started again while the run pages. Keycloak answers errors or stale pooled connections meanwhile. The run
+must either complete or fail cleanly (recorded `failed`), and never deactivate anyone; a second run then
+succeeds and `verify` exits 0. Runs on any PostgreSQL-backed stack (the default); skipped on H2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.reliability.harness import run_cli, run_records
+from tests.reliability.scenario import ScenarioEnv
+from tests.support.polling import eventually
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
+
+USERS = 600
+PAGE_SIZE = 20
+LISTING_DELAY_S = 0.3
+
+
+@pytest.fixture
+def on_postgres(stack_env: dict[str, str]) -> None:
+    if stack_env.get("STACK_KEYCLOAK_DB", "postgres") != "postgres":
+        pytest.skip("the reliability stack's Keycloak runs on H2")
+
+
+@pytest.mark.usefixtures("on_postgres")
+async def test_postgres_restart_mid_reconcile_fails_cleanly_or_completes_and_deactivates_no_one(
+    env: ScenarioEnv,
+) -> None:
+    await env.import_seed_users(USERS, "pgrestart")
+    replica = env.settings_for(keycloak_page_size=PAGE_SIZE)
+    async with env.consumer("12-postgres-restart", watch_writes=True) as scenario:
+        mark = env.proxy.mark()
+        env.proxy.response_delay = _hold_listings
+        try:
+            run_task = asyncio.create_task(
+                run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
+            )
+            await eventually(
+                lambda: _listings(env, mark),
+                until=lambda pages: pages >= 5,
+                timeout_s=120,
+                interval_s=0.2,
+                what="the full reconcile paging",
+            )
+            pages_at_stop = await _listings(env, mark)
+            stopped_at = time.monotonic()
+            await env.stack.stop("postgres")
+            await env.stack.start("postgres")
+            postgres_down_s = time.monotonic() - stopped_at
+            first = await run_task
+        finally:
+            env.proxy.response_delay = None
+        errors_seen = sum(1 for r in env.proxy.since(mark) if r.status is None or r.status >= 500)
+        second = await run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
+        assert scenario.watcher is not None
+        await scenario.watcher.drain()
+        exit_code = await scenario.stop()
+    assert exit_code == 0, scenario.process.tail()
+    records = await run_records(env.users)
+    outcomes = [r["outcome"] for r in records]
+    if first.code == 0:
+        assert outcomes == ["success", "success"], records
+    else:  # a clean failure: recorded, nothing half-decided
+        assert outcomes == ["failed", "success"], records
+    assert second.code == 0, second.stderr[-3000:]
+    deactivated = scenario.watcher.deactivations()
+    assert not deactivated, f"users deactivated though Keycloak has them all: {sorted(deactivated)[:10]}"
+    assert await env.users.count_documents({"is_active": True}) == USERS
+    checks = await scenario.closing_checks(run_errors=True)
+    env.figures.update(
+        users=USERS,
+        pages_listed_before_stop=pages_at_stop,
+        postgres_restart_s=round(postgres_down_s, 1),
+        first_run_exit=first.code,
+        run_outcomes=outcomes,
+        keycloak_errors_or_drops=errors_seen,
+        false_deactivations=0,
+        duration_s=scenario.elapsed_s(),
+        **checks,
+    )
+
+
+async def _listings(env: ScenarioEnv, mark: int) -> int:
+    return sum(1 for r in env.proxy.since(mark) if r.method == "GET" and _is_listing(r.raw_path))
+
+
+def _is_listing(raw_path: str) -> bool:
+    return raw_path.split("?", 1)[0].endswith("/users")
+
+
+def _hold_listings(method: str, raw_path: str) -> float:
+    """The run's user listings come back a little late, so it is still paging when PostgreSQL goes."""
+    return LISTING_DELAY_S if method == "GET" and _is_listing(raw_path) else 0.0
