@@ -49,7 +49,9 @@ class EventConsumer:
         self._paused = False
         self.pauses = 0  # times fetching was paused because too much was pending
         self._last_commit = 0.0
-        self.joined = False  # readiness: the group has assigned us (possibly zero) partitions
+        # readiness: the group has assigned us (possibly zero) partitions and their positions are known
+        self.joined = False
+        self._unpositioned: set[TopicPartition] | None = None
         self.last_progress = time.monotonic()  # liveness: the poll loop is turning
 
     def assignment(self) -> set[TopicPartition]:
@@ -69,6 +71,7 @@ class EventConsumer:
                 "consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id
             )
             while not stop.is_set():
+                await self._resolve_positions()
                 self._apply_backpressure()
                 batches = await self._consumer.getmany(
                     timeout_ms=200, max_records=self._settings.consumer_max_poll_records
@@ -104,6 +107,16 @@ class EventConsumer:
         offsets.track(record.offset, parts=len(result.hints))
         for hint in result.hints:
             await self._queue.submit(hint.user_id, hint, _done(offsets, record.offset))
+
+    async def _resolve_positions(self) -> None:
+        """Fix where newly assigned partitions start (committed offset, or CONSUMER_START_OFFSET for a new
+        group) before saying ready: with `latest`, an event made after readiness is never skipped."""
+        if self._unpositioned is None:
+            return
+        for tp in self._unpositioned & self._consumer.assignment():
+            await self._consumer.position(tp)
+        self._unpositioned = None
+        self.joined = True
 
     def _apply_backpressure(self) -> None:
         """Pause fetching while too much is pending, so memory stays bounded and polling never starves."""
@@ -171,7 +184,7 @@ class EventConsumer:
             log.info("partitions revoked", partitions=sorted(f"{t}/{p}" for t, p in keys))
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.joined = True
+        self._unpositioned = set(assigned)
         self._paused = False  # a new assignment starts unpaused
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 

@@ -68,6 +68,8 @@ async def live(
         http_port=free_port(),
         reconcile_interval_s=3600,
         event_recheck_delay_s=0.0,
+        # Only this fixture's events: the shared admin topic holds every earlier test's history.
+        consumer_start_offset="latest",
     )
     topics = {config.kafka_user_events_topic: 1, config.kafka_dead_letter_topic: 1}
     await create_topics(config.kafka_bootstrap_servers, topics)
@@ -79,11 +81,21 @@ async def live(
             lambda: _status(f"{base}/readyz"), until=lambda s: s == 200, timeout_s=60, what="/readyz"
         )
         user_id = await kc_admin.create_user(first_name="Monitored")
+        # The event path applied it (the start-up full reconcile may have written the document first).
         await eventually(
-            lambda: users_collection.find_one({"external_id": user_id, "synced_by": "event"}),
+            lambda: users_collection.find_one({"external_id": user_id}),
             until=lambda doc: doc is not None,
             timeout_s=30,
-            what="the event path applied the user",
+            what="the user stored",
+        )
+        await eventually(
+            lambda: _get(f"{base}/metrics"),
+            until=lambda r: (
+                "reconciler_event_apply_latency_seconds_count " in r.text
+                and "reconciler_event_apply_latency_seconds_count 0.0" not in r.text
+            ),
+            timeout_s=30,
+            what="the event path applied the user's event",
         )
         await publish(config.kafka_bootstrap_servers, config.kafka_user_events_topic, [b"{not json"])
         await eventually(
