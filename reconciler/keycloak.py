@@ -311,29 +311,29 @@ class KeycloakAdminClient:
         self, date_from_ms: int, first: int, max_results: int, resource_types: Sequence[str]
     ) -> list[dict[str, Any]]:
         """Stored admin events from `date_from_ms` (inclusive), oldest first."""
-        params = {
-            "dateFrom": str(date_from_ms),
-            "direction": "asc",
-            "first": first,
-            "max": max_results,
-            "resourceTypes": list(resource_types),
-        }
-        return self._objects(
-            await self._get_json("admin_events", "/admin-events", params, role="view-events")
+        window = self._event_window(date_from_ms, first, max_results)
+        data = await self._get_json(
+            "admin_events",
+            "/admin-events",
+            {**window, "resourceTypes": list(resource_types)},
+            role="view-events",
         )
+        return self._objects(data)
 
     async def user_events(
         self, date_from_ms: int, first: int, max_results: int, types: Sequence[str]
     ) -> list[dict[str, Any]]:
         """Stored user events of these types from `date_from_ms` (inclusive), oldest first."""
-        params = {
-            "dateFrom": str(date_from_ms),
-            "direction": "asc",
-            "first": first,
-            "max": max_results,
-            "type": list(types),
-        }
-        return self._objects(await self._get_json("user_events", "/events", params, role="view-events"))
+        window = self._event_window(date_from_ms, first, max_results)
+        data = await self._get_json(
+            "user_events", "/events", {**window, "type": list(types)}, role="view-events"
+        )
+        return self._objects(data)
+
+    @staticmethod
+    def _event_window(date_from_ms: int, first: int, max_results: int) -> dict[str, Any]:
+        """`dateFrom` is epoch milliseconds on Keycloak 26.5 (inclusive); oldest first, paged."""
+        return {"dateFrom": str(date_from_ms), "direction": "asc", "first": first, "max": max_results}
 
     @staticmethod
     def _objects(data: Any) -> list[dict[str, Any]]:
