@@ -41,8 +41,8 @@ async def test_churn_during_a_full_reconcile_deactivates_no_existing_user(env: S
     assert first.code == 0, first.stderr[-2000:]
     assert first.json()["created"] == USERS
     deleted = {u["id"] for u in env.rng.sample(users, DELETED)}
-    # 10 requests/s: the listing of 500 pages outlasts the 1,000 churn operations even on a loaded machine.
-    slow_run = env.settings_for(keycloak_page_size=10, keycloak_max_requests_per_s=10)
+    # 6 requests/s: the listing of 500 pages (~85 s) outlasts the 1,000 churn operations on a loaded machine.
+    slow_run = env.settings_for(keycloak_page_size=10, keycloak_max_requests_per_s=6)
     created: list[str] = []
     async with env.consumer("5-churn", watch_writes=True) as scenario:
         paging = asyncio.create_task(run_cli(slow_run, "reconcile", "--once", "--json", registry=env.secrets))
