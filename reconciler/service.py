@@ -161,6 +161,9 @@ class Service:
         self.monitor.add_probe(Component.STORE, store.ping)
         self.health.add_readiness("keycloak", lambda: self.monitor.readiness(Component.KEYCLOAK))
         self.health.add_readiness("store", lambda: self._store_ready(store))
+        if self.settings.consumer_enabled:
+            # Registered before the server starts: not ready until the consumer has joined (and exists).
+            self.health.add_readiness("consumer", self._consumer_ready)
 
     async def _prepare_store(self, store: UserStore) -> None:
         """Create the indexes, retrying through an outage; a refusal (credentials) ends the process."""
@@ -184,7 +187,6 @@ class Service:
             self.settings, queue, accepted_realms(self.settings.keycloak_realm)
         )
         self.health.add_heartbeat("consumer", lambda: consumer.last_progress, CONSUMER_MAX_SILENCE_S)
-        self.health.add_readiness("consumer", self._consumer_ready)
         return asyncio.create_task(consumer.run(self.stop), name="consumer")
 
     async def _supervise(self, parts: dict[str, asyncio.Task[None]]) -> int:
