@@ -196,8 +196,16 @@ async def test_run_rides_out_an_outage_and_sigterm_during_it_loses_nothing(
         config = behind(settings, proxy, outage_of)
         with running(config, log_file) as process:
             # Unreachable at start: up, not ready, saying which and why.
-            answer = await until_ready(config, ready=False)
-            assert answer.json()["checks"][outage_of] != "ok", answer.text
+            answer = await eventually(
+                lambda: readiness(config),
+                until=lambda r: (
+                    r is not None and r.status_code == 503 and r.json()["checks"].get(outage_of, "ok") != "ok"
+                ),
+                timeout_s=30,
+                interval_s=0.5,
+                what=f"not ready because of {outage_of}",
+            )
+            assert answer is not None
             await proxy.up()
             await until_ready(config, ready=True)
             await kc_admin.update_user(user_id, lastName="1")
