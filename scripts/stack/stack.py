@@ -847,16 +847,21 @@ def up() -> None:
     CACHE.mkdir(exist_ok=True)
     started = time.monotonic()
     for service in services():
-        if service.alive():
-            log(f"{service.name} already running (pid {service.pid()})")
-            continue
-        service.pid_file.unlink(missing_ok=True)
-        service.check_ports_free()
-        starters()[service.name]()
+        start_if_stopped(service)
     env = write_env()
     # (A state folder outside the checkout is shown as it is: relative_to would raise after a good start.)
     shown = env.relative_to(ROOT) if env.is_relative_to(ROOT) else env
     log(f"stack ready in {time.monotonic() - started:.0f}s; settings in {shown}")
+
+
+def start_if_stopped(service: Service) -> None:
+    """Start `service` and wait until it is healthy, unless it already runs (a second `up` does nothing)."""
+    if service.alive():
+        log(f"{service.name} already running (pid {service.pid()})")
+        return
+    service.pid_file.unlink(missing_ok=True)
+    service.check_ports_free()
+    starters()[service.name]()
 
 
 def down() -> None:
@@ -881,12 +886,7 @@ def services_named(name: str, choices: tuple[Service, ...]) -> list[Service]:
 def start_one(name: str) -> None:
     """Start one service (or a cluster's members) if not running, and wait until it is healthy."""
     for service in services_named(name, services()):
-        if service.alive():
-            log(f"{service.name} already running (pid {service.pid()})")
-            continue
-        service.pid_file.unlink(missing_ok=True)
-        service.check_ports_free()
-        starters()[service.name]()
+        start_if_stopped(service)
 
 
 def stop_one(name: str) -> None:
