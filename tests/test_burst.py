@@ -244,3 +244,26 @@ async def test_a_burst_whose_listing_another_replica_holds_is_read_one_by_one(
     assert sample("reconciler_burst_listings_total", outcome="not_run") == not_run + 1
     assert set(gets.calls) == set(active)  # the road closed: every user read by its own GET
     await assert_mirror(kc_admin, store)
+
+
+async def test_a_new_group_starting_at_the_earliest_offset_reads_its_history_by_a_listing(
+    settings: Settings,
+    store: UserStore,
+    kc_admin: KeycloakTestAdmin,
+    mirrored: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A new group with CONSUMER_START_OFFSET=earliest replays the topics' whole history: here every event
+    # of this module's realm so far (the creates and updates above), one GET per user without the road.
+    config = override(burst_settings(settings), consumer_start_offset="earliest")
+    await store.users.update_many({}, {"$set": {"last_name": "drifted"}})  # every document needs a write
+    ends = await end_offsets(config.kafka_bootstrap_servers, config.event_topics)
+    gets = GetCounter(monkeypatch)
+    listings = sample("reconciler_burst_listings_total", outcome="success")
+
+    async with running_service(config):
+        await until_committed(config, ends)
+
+    assert sample("reconciler_burst_listings_total", outcome="success") == listings + 1
+    assert gets.total < len(mirrored) // 4, f"{gets.total} GETs for a history of {len(mirrored)} users"
+    await assert_mirror(kc_admin, store)
