@@ -337,7 +337,7 @@ class FullReconcile:
         finally:
             await pages.close()  # a failure mid-run: no orphaned request
         if sizer.adaptive:
-            log.info("full reconcile page sizes", sizes=sizer.sizes)
+            log.info("full reconcile page sizes", last=sizer.size, recent=sizer.sizes[-20:])
         return seen
 
     def _check_listing(self, position: int, total: int) -> None:
