@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     keycloak_retry_after_max_s: float = Field(
         default=30.0, ge=0, description="Longest wait a 429's Retry-After may ask for"
     )
+    keycloak_page_size_max: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="0 keeps every page of the full reconcile at KEYCLOAK_PAGE_SIZE users; above it, the "
+        "listing adapts its page size between the two toward the fewest measured seconds per listed user "
+        "(Keycloak's cost per user depends on the page size both ways, see BENCHMARKS.md)",
+    )
 
     # --- Store ----------------------------------------------------------------------------------------
     mongodb_uri: SecretStr = Field(
@@ -234,6 +242,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _page_size_bounds(self) -> Settings:
+        if self.keycloak_page_size_max and self.keycloak_page_size_max < self.keycloak_page_size:
+            raise ValueError("KEYCLOAK_PAGE_SIZE_MAX must be 0 or at least KEYCLOAK_PAGE_SIZE")
+        return self
+
+    @property
+    def keycloak_page_size_bounds(self) -> tuple[int, int]:
+        """Smallest and largest page of the full reconcile's listing (equal: a fixed page size)."""
+        return self.keycloak_page_size, max(self.keycloak_page_size, self.keycloak_page_size_max)
 
     @model_validator(mode="after")
     def _topics_distinct(self) -> Settings:

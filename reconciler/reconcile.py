@@ -3,7 +3,8 @@
 One run:
 
 1. counts Keycloak's users (for progress and to know where the listing should end), then pages through
-   them (`keycloak_page_size`, offset paging) with `keycloak_list_concurrency` pages requested at once,
+   them (offset paging, `listing.OffsetPages`: pages of `keycloak_page_size` users, or a size adapted
+   between it and `keycloak_page_size_max`) with `keycloak_list_concurrency` pages requested at once,
    each page stamped with `observed_at` just before its own request and applied through the `Applier` (one
    store read and at most one bulk write per `apply_batch_size` users) in the order the pages arrive, while
    the next ones are being listed; a first page that is empty while Keycloak counts users is a permission problem
@@ -30,11 +31,10 @@ the summary keeps the error (`failure`) so that the command line maps it to its 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -47,6 +47,7 @@ from reconciler.apply import Applier, ApplyResult, batched
 from reconciler.config import Settings
 from reconciler.errors import KeycloakProtocolError
 from reconciler.keycloak import KeycloakAdminClient, UnreadableUser, UserPage
+from reconciler.listing import OffsetPages, PageSizer
 from reconciler.logs import get_logger, redact
 from reconciler.models import Observation
 from reconciler.outcomes import Outcome
@@ -167,80 +168,6 @@ def _canonical_uuid_bytes(value: str) -> bytes | None:
     except (ValueError, AttributeError, TypeError):
         return None
     return parsed.bytes if str(parsed) == value else None
-
-
-PageFetch = Callable[[int], Coroutine[Any, Any, tuple[datetime, UserPage]]]
-
-
-class _PageWindow:
-    """The listing's offset pages, several in flight, handed out in the order they arrive.
-
-    Page k starts at `k * size`. At most `depth` pages are outstanding (requested, or fetched and not yet
-    handed out), so a run holds at most `depth + 1` pages. The listing is complete once the first short page
-    is known and every page before it has been handed out; pages after it are cancelled or dropped (they hold
-    nothing the confirmation of candidates would not find). Past the page Keycloak's count says is the last,
-    pages are requested one at a time: only a realm that grew during the run needs them.
-    """
-
-    def __init__(self, fetch: PageFetch, size: int, depth: int, total: int) -> None:
-        self._fetch = fetch
-        self._size = size
-        self._depth = depth
-        self._expected_last = total // size  # the first short page if the realm does not change
-        self._tasks: dict[asyncio.Task[tuple[datetime, UserPage]], int] = {}
-        self._next = 0
-        self._last: int | None = None  # index of the first short page, once one arrived
-        self._dropped: list[asyncio.Task[tuple[datetime, UserPage]]] = []  # cancelled; awaited in close
-        self.applied = 0  # pages handed out
-
-    @property
-    def complete(self) -> bool:
-        """Every page up to the first short one has been handed out."""
-        return self._last is not None and not self._tasks
-
-    async def next_page(self) -> tuple[int, datetime, UserPage] | None:
-        """The next fetched page (index, stamp, page), or None once the listing is complete. Raises the
-        first failed request's error."""
-        if self.complete:
-            return None
-        self._fill()
-        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-        task = min(done, key=self._tasks.__getitem__)
-        index = self._tasks.pop(task)
-        observed_at, page = task.result()
-        if page.size < self._size:
-            self._end_at(index)  # pages after it are not needed
-        self._fill()  # keep requests going while the caller applies this page
-        self.applied += 1
-        return index, observed_at, page
-
-    def _fill(self) -> None:
-        while self._last is None and len(self._tasks) < self._room():
-            self._tasks[asyncio.create_task(self._fetch(self._next * self._size))] = self._next
-            self._next += 1
-
-    def _room(self) -> int:
-        return self._depth if self._next <= self._expected_last else 1
-
-    def _end_at(self, index: int) -> None:
-        self._last = index if self._last is None else min(self._last, index)
-        for task, other in list(self._tasks.items()):
-            if other > self._last:
-                del self._tasks[task]
-                if task.done():
-                    _ = task.cancelled() or task.exception()  # dropped, its error retrieved
-                else:
-                    task.cancel()
-                    self._dropped.append(task)
-
-    async def close(self) -> None:
-        """Cancel whatever is still requested and wait for it (its error is not ours to raise)."""
-        tasks = [*self._tasks, *self._dropped]
-        self._tasks.clear()
-        self._dropped.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class FullReconcile:
@@ -391,31 +318,34 @@ class FullReconcile:
         seen: set[bytes] = set()
         self._last_log = 0.0
 
-        async def fetch(first: int) -> tuple[datetime, UserPage]:
+        async def fetch(first: int, size: int) -> tuple[datetime, UserPage]:
             observed_at = self._applier.clock()  # stamped just before this page's own request
-            return observed_at, await self._keycloak.list_user_page(first, page_size, brief=False)
+            return observed_at, await self._keycloak.list_user_page(first, size, brief=False)
 
-        page_size = self._settings.keycloak_page_size
-        pages = _PageWindow(fetch, page_size, self._settings.keycloak_list_concurrency, total)
+        depth = self._settings.keycloak_list_concurrency
+        sizer = PageSizer(*self._settings.keycloak_page_size_bounds, depth)
+        pages = OffsetPages(fetch, sizer, depth, total)
         # Pages are requested while earlier ones are compared and written: a run costs about the larger of
         # Keycloak's and the store's time instead of their sum.
         try:
             while (item := await pages.next_page()) is not None:
-                index, observed_at, page = item
-                self._check_listing(index * page_size + page.size, total, page.size)
+                first, observed_at, page = item
+                self._check_listing(first + page.size, total)
                 await self._apply_page(summary, seen, observed_at, page)
                 self._log_listing(summary, pages.applied, total, pages.complete)
                 await self._report(progress, summary, "listing", total, 0, 0)
         finally:
             await pages.close()  # a failure mid-run: no orphaned request
+        if sizer.adaptive:
+            log.info("full reconcile page sizes", last=sizer.size, recent=sizer.sizes[-20:])
         return seen
 
-    def _check_listing(self, position: int, total: int, page_size: int) -> None:
+    def _check_listing(self, position: int, total: int) -> None:
         if position == 0 and total > 0:
             # Keycloak counts users it does not list to us: a permission problem, not an empty realm.
             # (Only the first page can end at 0: every other one starts past it.)
             raise self._keycloak.empty_listing_error(total)
-        if position > 2 * total + 10 * self._settings.keycloak_page_size:
+        if position > 2 * total + 10 * self._settings.keycloak_page_size_bounds[1]:
             # Far more users than Keycloak counted: it ignores `first`, or the realm churns wildly.
             # (Counted readable or not: a page of unreadable users repeated forever must stop too.)
             raise KeycloakProtocolError(
