@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from tests.reliability.harness.records import value
 from tests.support.polling import eventually
@@ -30,20 +30,19 @@ class StoreWrite:
 _MARKER_PREFIX = "watcher-marker-"
 
 
-class StoreWatcher:
-    """Records every write to the users collection through a change stream."""
+class _ChangeRecorder:
+    """A change stream on `collection` read in the background: each change goes to `_record`, in commit
+    order; a failure of the stream is kept in `error` (the subclasses surface it)."""
 
-    def __init__(self, users: Any) -> None:
-        self._users = users
-        self._ids: dict[Any, str] = {}
-        self.writes: list[StoreWrite] = []
+    def __init__(self, collection: Any, **watch_options: Any) -> None:
+        self._collection = collection
+        self._watch_options = watch_options
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._markers: set[str] = set()
         self.error: BaseException | None = None
 
-    async def __aenter__(self) -> StoreWatcher:
-        self._task = asyncio.create_task(self._run(), name="store-watcher")
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=type(self).__name__)
         await asyncio.wait_for(self._ready.wait(), 30)
         return self
 
@@ -52,6 +51,32 @@ class StoreWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def _run(self) -> None:
+        try:
+            async with await self._collection.watch(**self._watch_options) as stream:
+                self._ready.set()
+                async for change in stream:
+                    self._record(change)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # surfaced by the subclass (drain, check)
+            self.error = error
+            self._ready.set()
+
+    def _record(self, change: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class StoreWatcher(_ChangeRecorder):
+    """Records every write to the users collection through a change stream."""
+
+    def __init__(self, users: Any) -> None:
+        super().__init__(users, full_document="updateLookup")
+        self._users = users
+        self._ids: dict[Any, str] = {}
+        self.writes: list[StoreWrite] = []
+        self._markers: set[str] = set()
 
     async def drain(self, timeout_s: float = 60) -> None:
         """Until the stream has delivered every write made before this call: a marker document is written
@@ -68,18 +93,6 @@ class StoreWatcher:
             await self._users.delete_one({"_id": marker})
         if self.error is not None:
             raise AssertionError(f"change stream failed: {self.error!r}")
-
-    async def _run(self) -> None:
-        try:
-            async with await self._users.watch(full_document="updateLookup") as stream:
-                self._ready.set()
-                async for change in stream:
-                    self._record(change)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as error:  # surfaced by drain()
-            self.error = error
-            self._ready.set()
 
     def _record(self, change: Mapping[str, Any]) -> None:
         operation = change.get("operationType", "")
@@ -143,41 +156,15 @@ class LeaseWrite:
     renewed_at: datetime | None  # the writer's clock when it took or renewed the lease
 
 
-class LeaseWatcher:
+class LeaseWatcher(_ChangeRecorder):
     """Records every write to one lease document (`leases`, `_id` = `name`) through a change stream, in
     commit order: who held it and until when, so a scenario can check that no holder took a lease another
     holder still had."""
 
     def __init__(self, leases: Any, name: str) -> None:
-        self._leases = leases
+        super().__init__(leases)
         self._name = name
         self.writes: list[LeaseWrite] = []
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self.error: BaseException | None = None
-
-    async def __aenter__(self) -> LeaseWatcher:
-        self._task = asyncio.create_task(self._run(), name="lease-watcher")
-        await asyncio.wait_for(self._ready.wait(), 30)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        try:
-            async with await self._leases.watch() as stream:
-                self._ready.set()
-                async for change in stream:
-                    self._record(change)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as error:  # surfaced by check()
-            self.error = error
-            self._ready.set()
 
     def _record(self, change: Mapping[str, Any]) -> None:
         if (change.get("documentKey") or {}).get("_id") != self._name:
