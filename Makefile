@@ -7,7 +7,7 @@ STACK := $(PYTHON) scripts/stack/stack.py
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
-.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-production reliability-stack-down docs clean
+.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-production reliability-production-all reliability-stack-down docs clean
 
 help:
 	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
@@ -15,6 +15,7 @@ help:
 	@echo "make stack-up     start Kafka, Keycloak and SecantusDB on 127.0.0.1 (stack-down / stack-status)"
 	@echo "make bench        benchmarks (not part of make test)"
 	@echo "make reliability  fault-injection suite on a second stack of its own (CI runs it after make test)"
+	@echo "make reliability-production  scenarios 9-12 on two Keycloak nodes and three brokers (CI runs it last)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,8 +52,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy reconciler
 
-# The fault-injection suite (tests/reliability, its own second stack, ~8 min) runs with `make reliability`
-# (CI runs it after `make test`, see .ci/run).
+# The fault-injection suite (tests/reliability, its own second stack) runs with `make reliability` and
+# `make reliability-production` (CI runs both after `make test`, see .ci/run).
 pytest: install
 	$(WITH_STACK_ENV) $(BIN)/pytest -m "not reliability" $(PYTEST_ARGS)
 
@@ -70,14 +71,27 @@ bench: stack-up
 reliability: install
 	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
-# The same suite on the production shape (two Keycloak nodes behind the front, three Kafka brokers): scenarios
-# 9-11 run only there, the others run on either shape.
+# The production shape (two Keycloak nodes behind the front, three Kafka brokers): `reliability-production`
+# runs the scenarios that need it (9-11) or differ on it (12: PostgreSQL under both nodes); CI runs it after
+# `make reliability`. `reliability-production-all` runs the whole suite on that shape.
+PRODUCTION_SHAPE := RELIABILITY_KEYCLOAK_NODES=2 RELIABILITY_KAFKA_BROKERS=3
+PRODUCTION_SCENARIOS := $(addprefix tests/reliability/,test_9_cluster_stale_reads.py test_10_broker_kill.py \
+	test_11_keycloak_node_kill.py test_12_postgres_restart.py)
+
+# Its stack has a state folder of its own (.stack-reliability-production/), so switching shapes never reuses
+# the other shape's Kafka and Keycloak state.
+PRODUCTION_STATE := RELIABILITY_STATE_DIR=$${RELIABILITY_STATE_DIR:-.stack-reliability-production}
+
 reliability-production: install
-	RELIABILITY_KEYCLOAK_NODES=2 RELIABILITY_KAFKA_BROKERS=3 $(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
+	$(PRODUCTION_STATE) $(PRODUCTION_SHAPE) $(BIN)/pytest -m reliability $(PRODUCTION_SCENARIOS) $(PYTEST_ARGS)
+
+reliability-production-all: install
+	$(PRODUCTION_STATE) $(PRODUCTION_SHAPE) $(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 # The suite stops its stack itself; this is for a run that was interrupted (or kept with RELIABILITY_KEEP_STACK).
 reliability-stack-down:
 	STACK_STATE_DIR=$${RELIABILITY_STATE_DIR:-.stack-reliability} $(STACK) down
+	STACK_STATE_DIR=$${RELIABILITY_STATE_DIR:-.stack-reliability-production} $(STACK) down
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py

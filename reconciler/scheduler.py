@@ -153,7 +153,10 @@ class ReconcileScheduler:
                     "full reconcile skipped: another replica holds the lease",
                     lease_holder=holder and holder[0],
                 )
-                return min(interval, self._settings.reconcile_lease_ttl_s) + self._jitter()
+                return (  # retry when the holder's lease runs out, not up to a whole TTL after
+                    min(interval, max(0.0, (holder[1] - utc_now()).total_seconds()) if holder else 0.0)
+                    + self._jitter()
+                )
         except Exception as error:
             self._monitor.failed(error)
             return self._after_failure(f"store: {type(error).__name__}")

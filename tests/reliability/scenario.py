@@ -1,20 +1,23 @@
 """The frame every reliability scenario shares: its random seed, its `reconciler run` consumer under audit
 (with the load stopped and the process terminated however the scenario ends), the expected final versions,
-and the closing checks (verify, requests seen by Keycloak, secrets in logs)."""
+the end of a stream through a Kafka fault, a full reconcile paging slowly enough to be hit mid-run, and the
+closing checks (verify, requests seen by Keycloak, secrets in logs)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.config import Settings
 from tests.reliability.harness import (
+    CliResult,
     OffsetAudit,
     ReconcilerProcess,
     SecretsRegistry,
@@ -24,10 +27,14 @@ from tests.reliability.harness import (
     collect_run_errors,
     import_users,
     keycloak_versions,
+    run_cli,
     scenario_settings,
     seed_users,
+    store_versions,
     value,
     verify_in_sync,
+    wait_applied,
+    wait_converged,
 )
 from tests.support.http_proxy import RecordingProxy
 from tests.support.keycloak_admin import KeycloakTestAdmin
@@ -70,6 +77,46 @@ class ScenarioEnv:
         """The scenario's `reconciler run` (static member `reliability-<label>-0`, log `<label>.log`)."""
         config = self.settings_for(kafka_group_instance_id=f"reliability-{label}-0", **overrides)
         return ConsumerUnderAudit(self, config, self.secrets.log_file(label), watch_writes=watch_writes)
+
+    @contextlib.asynccontextmanager
+    async def listings_held(self, delay_s: float) -> AsyncIterator[None]:
+        """While inside, the proxy holds every user-listing answer back `delay_s` (a slow Keycloak), so a
+        full reconcile is still paging when a fault hits it; single-user reads are not delayed."""
+
+        def hold(method: str, raw_path: str) -> float:
+            return delay_s if method == "GET" and is_listing(raw_path) else 0.0
+
+        self.proxy.response_delay = hold
+        try:
+            yield
+        finally:
+            self.proxy.response_delay = None
+
+    def listings(self, mark: int) -> int:
+        """User-listing requests the proxy saw since `mark` (the pages of full reconciles)."""
+        return sum(1 for r in self.proxy.since(mark) if r.method == "GET" and is_listing(r.raw_path))
+
+    async def start_paging_reconcile(
+        self, settings: Settings, *, pages: int
+    ) -> tuple[asyncio.Task[CliResult], int, int]:
+        """Starts `reconcile --once` with `settings` and waits until it has listed `pages` pages (call it
+        inside `listings_held`): (the run's task, the proxy mark before it, the pages listed by then)."""
+        mark = self.proxy.mark()
+        run = asyncio.create_task(run_cli(settings, "reconcile", "--once", "--json", registry=self.secrets))
+        listed = await eventually(
+            lambda: value(self.listings(mark)),
+            until=lambda n: n >= pages or run.done(),
+            timeout_s=120,
+            interval_s=0.2,
+            what="the full reconcile paging",
+        )
+        assert not run.done() or listed >= pages, f"the run ended after {listed} pages: {run.result()}"
+        return run, mark, listed
+
+
+def is_listing(raw_path: str) -> bool:
+    """A user listing (`GET .../users?first=...`), not a single user's read."""
+    return raw_path.split("?", 1)[0].endswith("/users")
 
 
 def scenario_rng(figures: dict[str, Any]) -> random.Random:
@@ -163,6 +210,33 @@ class ConsumerUnderAudit:
                 await self.watcher.__aexit__(None, None, None)
             await self.audit.__aexit__(None, None, None)
 
+    async def finish_through_kafka_fault(self, stream: UpdateStream) -> KafkaFaultEnd:
+        """The end of a stream that lived through a broker fault (stop, SIGKILL): the load finishes, every
+        event that reached Kafka is applied, the group catches up, the same process was never restarted and
+        drains cleanly, the offset audit holds; then the users whose last change never reached Kafka
+        (Keycloak's listener gives up after 10 s without metadata) are left to one full reconcile, and the
+        store must equal Keycloak."""
+        env, reconciler = self.env, self.process
+        await self.finish_load()
+        expected = await expected_versions(env.kc_admin, stream)
+        in_kafka = await self.audit.topic_versions()
+        await wait_applied(env.users, in_kafka, 180, "every event in Kafka applied")
+        await self.audit.wait_caught_up(180)
+        assert reconciler.alive and reconciler.starts == 1, "the reconciler had to be restarted"
+        exit_code = await self.stop()
+        final = await self.audit.check()
+        events = await self.audit.count_updates()
+        assert exit_code == 0, reconciler.tail()
+        assert not final.violations, final.violations[:10]
+        stored = await store_versions(env.users, expected)
+        missed_by_listener = sorted(u for u, v in expected.items() if in_kafka.get(u, 0) < v)
+        assert all(stored.get(u) == v for u, v in expected.items() if u not in missed_by_listener)
+        if missed_by_listener:  # the safety net catches what never reached Kafka
+            run = await run_cli(env.settings_for(), "reconcile", "--once", "--json", registry=env.secrets)
+            assert run.code == 0, run.stderr[-2000:]
+        await wait_converged(env.users, expected, 30, "store equals Keycloak")
+        return KafkaFaultEnd(events, len(missed_by_listener))
+
     def elapsed_s(self) -> float:
         return round(time.monotonic() - self.started, 1)
 
@@ -178,6 +252,23 @@ class ConsumerUnderAudit:
             await collect_run_errors(env.users, env.secrets, self.process.log_file.stem)
         lines = env.secrets.assert_clean([self.process.log_file])
         return {"verify": report["in_sync"], "keycloak_requests": requests, "log_lines_scanned": lines}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaFaultEnd:
+    """What `finish_through_kafka_fault` found: update events in the topic, users left to the reconcile."""
+
+    update_events_in_topic: int
+    users_left_to_the_full_reconcile: int
+
+    def figures(self) -> dict[str, int]:
+        """The figures every such scenario reports (the process was never restarted, nothing was lost)."""
+        return {
+            "update_events_in_topic": self.update_events_in_topic,
+            "users_left_to_the_full_reconcile": self.users_left_to_the_full_reconcile,
+            "reconciler_restarts": 0,
+            "lost": 0,
+        }
 
 
 async def expected_versions(kc_admin: KeycloakTestAdmin, stream: UpdateStream) -> dict[str, int]:

@@ -11,15 +11,13 @@ exits 0. Skipped unless the reliability stack is a cluster: `RELIABILITY_KEYCLOA
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from tests.reliability.faults import sigkill
-from tests.reliability.harness import run_cli, wait_converged
+from tests.reliability.harness import wait_converged
 from tests.reliability.scenario import ScenarioEnv, expected_versions
-from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -50,25 +48,11 @@ async def test_a_killed_keycloak_node_loses_nothing_and_deactivates_no_one(
         stream = await scenario.stream_updates(
             users[:UPDATED_USERS], UPDATES, rate_per_s=20, flowing_after=100
         )
-        mark = env.proxy.mark()
-        env.proxy.response_delay = _hold_listings
-        try:
-            run_task = asyncio.create_task(
-                run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
-            )
-            await eventually(
-                lambda: _listings(env, mark),
-                until=lambda pages: pages >= 5,
-                timeout_s=120,
-                interval_s=0.2,
-                what="the full reconcile paging",
-            )
-            pages_at_kill = await _listings(env, mark)
+        async with env.listings_held(LISTING_DELAY_S):
+            run_task, mark, pages_at_kill = await env.start_paging_reconcile(replica, pages=5)
             killed_at = time.monotonic()
             sigkill(env.stack, victim)
             run = await run_task
-        finally:
-            env.proxy.response_delay = None
         run_done_s = time.monotonic() - killed_at
         await env.stack.start(victim)
         node_back_s = time.monotonic() - killed_at
@@ -104,16 +88,3 @@ async def test_a_killed_keycloak_node_loses_nothing_and_deactivates_no_one(
         duration_s=scenario.elapsed_s(),
         **checks,
     )
-
-
-async def _listings(env: ScenarioEnv, mark: int) -> int:
-    return sum(1 for r in env.proxy.since(mark) if r.method == "GET" and _is_listing(r.raw_path))
-
-
-def _is_listing(raw_path: str) -> bool:
-    return raw_path.split("?", 1)[0].endswith("/users")
-
-
-def _hold_listings(method: str, raw_path: str) -> float:
-    """The run's user listings come back a little late, so it is still paging when the node dies."""
-    return LISTING_DELAY_S if method == "GET" and _is_listing(raw_path) else 0.0

@@ -9,14 +9,12 @@ succeeds and `verify` exits 0. Runs on any PostgreSQL-backed stack (the default)
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from tests.reliability.harness import run_cli, run_records
 from tests.reliability.scenario import ScenarioEnv
-from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -38,27 +36,13 @@ async def test_postgres_restart_mid_reconcile_fails_cleanly_or_completes_and_dea
     await env.import_seed_users(USERS, "pgrestart")
     replica = env.settings_for(keycloak_page_size=PAGE_SIZE)
     async with env.consumer("12-postgres-restart", watch_writes=True) as scenario:
-        mark = env.proxy.mark()
-        env.proxy.response_delay = _hold_listings
-        try:
-            run_task = asyncio.create_task(
-                run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
-            )
-            await eventually(
-                lambda: _listings(env, mark),
-                until=lambda pages: pages >= 5,
-                timeout_s=120,
-                interval_s=0.2,
-                what="the full reconcile paging",
-            )
-            pages_at_stop = await _listings(env, mark)
+        async with env.listings_held(LISTING_DELAY_S):
+            run_task, mark, pages_at_stop = await env.start_paging_reconcile(replica, pages=5)
             stopped_at = time.monotonic()
             await env.stack.stop("postgres")
             await env.stack.start("postgres")
             postgres_down_s = time.monotonic() - stopped_at
             first = await run_task
-        finally:
-            env.proxy.response_delay = None
         errors_seen = sum(1 for r in env.proxy.since(mark) if r.status is None or r.status >= 500)
         second = await run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
         assert scenario.watcher is not None
@@ -87,16 +71,3 @@ async def test_postgres_restart_mid_reconcile_fails_cleanly_or_completes_and_dea
         duration_s=scenario.elapsed_s(),
         **checks,
     )
-
-
-async def _listings(env: ScenarioEnv, mark: int) -> int:
-    return sum(1 for r in env.proxy.since(mark) if r.method == "GET" and _is_listing(r.raw_path))
-
-
-def _is_listing(raw_path: str) -> bool:
-    return raw_path.split("?", 1)[0].endswith("/users")
-
-
-def _hold_listings(method: str, raw_path: str) -> float:
-    """The run's user listings come back a little late, so it is still paging when PostgreSQL goes."""
-    return LISTING_DELAY_S if method == "GET" and _is_listing(raw_path) else 0.0

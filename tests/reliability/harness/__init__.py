@@ -1,6 +1,6 @@
 """Building blocks of the reliability scenarios, one module per concern: `children` (reconciler child
 processes), `load` (real Keycloak changes), `audit` (committed offsets vs the store), `watch` (the store's
-change stream), `secrets` (the secrets scan), `requests` (what reached Keycloak), `records` (run records)."""
+change streams: users, a lease), `secrets` (the secrets scan), `requests` (what reached Keycloak), `records` (run records)."""
 
 from tests.reliability.harness.audit import (
     CommitCheck as CommitCheck,
@@ -67,6 +67,12 @@ from tests.reliability.harness.requests import (
 )
 from tests.reliability.harness.secrets import (
     SecretsRegistry as SecretsRegistry,
+)
+from tests.reliability.harness.watch import (
+    LeaseWatcher as LeaseWatcher,
+)
+from tests.reliability.harness.watch import (
+    LeaseWrite as LeaseWrite,
 )
 from tests.reliability.harness.watch import (
     StoreWatcher as StoreWatcher,
