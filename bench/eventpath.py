@@ -25,10 +25,12 @@ from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests
 from reconciler import metrics
 from reconciler.config import Settings
+from reconciler.events import AFTER_COMMIT, PUBLISHED_HEADER
 from reconciler.keycloak import KeycloakAdminClient
+from reconciler.reconcile import FullReconcile
 from reconciler.replay import replay
 from reconciler.service import Service
-from reconciler.store import UserStore
+from reconciler.store import F, UserStore
 from tests.support import kafka_offsets
 
 Spec = dict[str, Any]
@@ -87,23 +89,45 @@ def _producer(bootstrap: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 
 
-async def publish_burst(bootstrap: str, topic: str, realm: str, user_ids: list[str]) -> float:
+def record_headers(after_commit: bool) -> list[tuple[str, bytes]] | None:
+    """The headers of a record: our listener (`keycloak-spi-config/kafka-listener/`) marks every record it
+    publishes after Keycloak's commit with `x-published: after-commit`; the other providers set none."""
+    return [(PUBLISHED_HEADER, AFTER_COMMIT)] if after_commit else None
+
+
+def record_key(user_id: str, after_commit: bool) -> bytes | None:
+    """Our listener keys a record by the user id; the providers that publish before commit send no key."""
+    return user_id.encode() if after_commit else None
+
+
+async def publish_burst(
+    bootstrap: str, topic: str, realm: str, user_ids: list[str], *, after_commit: bool = True
+) -> float:
     """One event per entry of `user_ids`, as fast as the producer goes; returns the seconds it took."""
     producer = _producer(bootstrap)
     await producer.start()
+    headers = record_headers(after_commit)
     watch = Stopwatch()
     try:
-        pending = [await producer.send(topic, admin_event(realm, uid, now_ms())) for uid in user_ids]
+        pending = [
+            await producer.send(
+                topic, admin_event(realm, uid, now_ms()), key=record_key(uid, after_commit), headers=headers
+            )
+            for uid in user_ids
+        ]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
     return watch.seconds()
 
 
-async def publish_steady(bootstrap: str, topic: str, realm: str, user_ids: list[str], rate: float) -> float:
+async def publish_steady(
+    bootstrap: str, topic: str, realm: str, user_ids: list[str], rate: float, *, after_commit: bool = True
+) -> float:
     """One event per entry of `user_ids`, `rate` per second on a fixed schedule, each stamped when sent."""
     producer = _producer(bootstrap)
     await producer.start()
+    headers = record_headers(after_commit)
     watch = Stopwatch()
     try:
         pending = []
@@ -111,7 +135,9 @@ async def publish_steady(bootstrap: str, topic: str, realm: str, user_ids: list[
             delay = n / rate - watch.seconds()
             if delay > 0:
                 await asyncio.sleep(delay)
-            pending.append(await producer.send(topic, admin_event(realm, uid, now_ms())))
+            event = admin_event(realm, uid, now_ms())
+            key = record_key(uid, after_commit)
+            pending.append(await producer.send(topic, event, key=key, headers=headers))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -168,8 +194,9 @@ def _signal_ready(path: str) -> None:
     Path(path).write_text("ready")
 
 
-async def _job_settings(spec: Spec, **overrides: Any) -> Settings:
-    """A job's settings: its realm, its topic and dead-letter topic only, and a database emptied first."""
+async def _job_settings(spec: Spec, *, fresh: bool = True, **overrides: Any) -> Settings:
+    """A job's settings: its realm, its topic and dead-letter topic only, and (`fresh`) a database emptied
+    first."""
     settings = make_settings(
         stack_env(),
         spec["realm"],
@@ -179,14 +206,49 @@ async def _job_settings(spec: Spec, **overrides: Any) -> Settings:
         kafka_dead_letter_topic=spec["dlq"],
         **overrides,
     )
-    await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    if fresh:
+        await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
     return settings
+
+
+DRIFTED_FIRST_NAME = "Drifted"
+
+
+async def drifted_store(settings: Settings, size: int) -> dict[str, Any]:
+    """Make the store hold every user of the realm, each document drifted from Keycloak (its first name), so
+    that every hint's apply needs a write (an update, not a create).
+
+    The store is filled once by an untimed full reconcile and kept between runs (a count tells whether it is
+    complete); each run then drifts every document again with one `update_many` (no `$in` of ids: on
+    SecantusDB a `$in` of 5,000 ids alone costs ~26 s).
+    """
+    watch = Stopwatch()
+    async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
+        await store.ensure_indexes()
+        filled = False
+        if await store.users.count_documents({F.IS_ACTIVE: True}) != size:
+            await store.users.drop()
+            await store.ensure_indexes()
+            summary = await FullReconcile(settings, store, keycloak).run()
+            if not summary.ok:
+                raise RuntimeError(f"filling the event store failed: {summary.error}")
+            filled = True
+        fill_s = watch.seconds()
+        result = await store.users.update_many({}, {"$set": {F.FIRST_NAME: DRIFTED_FIRST_NAME}})
+    return {
+        "store_filled_now": filled,
+        "store_fill_seconds": fill_s,
+        "store_drift_seconds": watch.seconds() - fill_s,
+        "store_drifted_documents": result.modified_count,
+    }
 
 
 async def events_job(spec: Spec) -> dict[str, Any]:
     """Run the consumer until `expected` hints were applied (or `timeout_s`), then stop it."""
+    drifted = "drifted_size" in spec
     settings = await _job_settings(
         spec,
+        fresh=not drifted,
         kafka_group_id=f"bench-{uuid.uuid4().hex[:8]}",
         reconcile_enabled=False,
         http_enabled=False,
@@ -194,6 +256,7 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         # Only the shutdown after the measurement: the re-checks still queued then are not waited for.
         consumer_drain_timeout_s=3.0,
     )
+    prepared = await drifted_store(settings, int(spec["drifted_size"])) if drifted else {}
     counter = install_store_counter(settings.mongodb_users_collection)
     expected = int(spec["expected"])
     recorder = LatencyRecorder(metrics.APPLY_LATENCY, expected)
@@ -206,13 +269,18 @@ async def events_job(spec: Spec) -> dict[str, Any]:
             raise RuntimeError("the consumer did not join its group")
         await asyncio.sleep(0.05)
     counter.enabled = True
+    lookups_before, requests_before = _lookups(), keycloak_requests()
     _signal_ready(spec["ready_file"])
     waiter = asyncio.create_task(recorder.all_applied.wait())
     await asyncio.wait([waiter, task], timeout=float(spec["timeout_s"]), return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     applied = len(recorder.values)
-    lookups = _lookups()
-    requests = keycloak_requests()
+    lookups = _lookups() - lookups_before
+    requests = {
+        op: n - requests_before.get(op, 0)
+        for op, n in keycloak_requests().items()
+        if n - requests_before.get(op, 0)
+    }
     store = counter.to_dict()
     service.stop.set()
     await task
@@ -224,6 +292,8 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         "events": expected,
         "seconds": window,
         "events_per_s": expected / window,
+        "distinct_users": int(spec.get("distinct_users", 0)),
+        "users_per_s": int(spec.get("distinct_users", 0)) / window,
         "lookups": lookups,
         "lookups_per_s": lookups / window,
         "keycloak_requests": sum(requests.values()),
@@ -232,6 +302,8 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         "latency_p95_ms": percentile(recorder.values, 95) * 1000,
         "latency_p99_ms": percentile(recorder.values, 99) * 1000,
         "latency_max_ms": max(recorder.values) * 1000,
+        "store": "drifted" if drifted else "empty",
+        **prepared,
         **store,
     }
 
