@@ -22,6 +22,8 @@ from bench.env import LOGS_DIR, RESULTS_DIR, realm_name, stack_env
 from bench.stats import summarize
 from bench.suites import CASES, IMPLS
 
+FLOOR_KINDS = {"listing_floors": "listing", "get_rate": "get_rate", "bulk_write_floor": "bulk_write"}
+
 
 def _size(realm: str) -> int:
     label = realm.removeprefix("bench-")
@@ -30,7 +32,7 @@ def _size(realm: str) -> int:
 
 def reconcile_from_logs(logs: Path = LOGS_DIR) -> dict[str, Any]:
     runs: dict[int, dict[str, dict[str, list[dict[str, Any]]]]] = {}
-    floors: dict[int, list[dict[str, Any]]] = {}
+    floors: dict[int, dict[str, list[dict[str, Any]]]] = {}
     outs = sorted(logs.glob("*.out.json"), key=lambda p: p.stat().st_mtime)
     for out in outs:
         spec_path = out.with_name(out.name.removesuffix(".out.json") + ".spec.json")
@@ -40,9 +42,12 @@ def reconcile_from_logs(logs: Path = LOGS_DIR) -> dict[str, Any]:
         result = json.loads(out.read_text())
         result["finished_at"] = datetime.fromtimestamp(out.stat().st_mtime, UTC).isoformat(timespec="seconds")
         size = _size(spec["realm"])
-        if spec["kind"] == "floor":
-            floors.setdefault(size, []).append(result)
+        if spec["kind"] in FLOOR_KINDS:
+            by_kind = floors.setdefault(size, {name: [] for name in FLOOR_KINDS.values()})
+            by_kind[FLOOR_KINDS[spec["kind"]]].append(result)
         elif spec["kind"] == "reconcile":
+            if result.get("skipped") or "-settle-" in out.name:
+                continue
             case = "cold" if spec.get("drop") else ("churn" if "-churn-" in out.name else "warm")
             result["profiled"] = "profile" in spec
             runs.setdefault(size, {c: {i: [] for i in IMPLS} for c in CASES})[case][spec["impl"]].append(
@@ -55,7 +60,10 @@ def reconcile_from_logs(logs: Path = LOGS_DIR) -> dict[str, Any]:
             "size": size,
             "realm": realm_name(size),
             "repeats": max(len(v) for c in cases.values() for v in c.values()),
-            "floor": {"summary": summarize(floors.get(size, [])), "runs": floors.get(size, [])},
+            "floors": {
+                name: {"summary": summarize(rs), "runs": rs}
+                for name, rs in floors.get(size, {n: [] for n in FLOOR_KINDS.values()}).items()
+            },
             "cases": {
                 case: {
                     impl: {"summary": summarize(cases[case][impl]), "runs": cases[case][impl]}
@@ -80,6 +88,7 @@ def main() -> int:
     }
     sizes = [int(s) for s in results["reconcile"]]
     plan: dict[str, Any] = {"sizes": sizes, "repeats": 0, "large_repeats": 0, "event_repeats": 0}
+    results["curve"] = {}
     total = 0.0
     for name in sys.argv[1:]:
         extra = json.loads(Path(name).read_text())
@@ -96,7 +105,7 @@ def main() -> int:
         for case in suite["cases"].values():
             for impl in case.values():
                 total += sum(float(r["seconds"]) for r in impl["runs"])
-        total += sum(float(r["seconds"]) for r in suite["floor"]["runs"])
+        total += sum(float(r["seconds"]) for f in suite["floors"].values() for r in f["runs"])
     results["environment"]["machine"]["load_average_at_end"] = os.getloadavg()
     results["total_seconds"] = total  # measured job time only (process starts and seeding not included)
     results["targets"] = report.targets(results)
