@@ -5,11 +5,12 @@ Environment (all optional):
                             the smallest (>= 5,000) also serves the event and replay suites
   BENCH_CURVE_SIZES=2000,5000  more points of the plot: warm runs of ours and the reference, listing floors
   BENCH_LARGE_SIZES=        ours only (warm, over a store filled once), for the peak RSS at scale, e.g. 50000
-  BENCH_REPEATS=3           reconcile rounds per size up to 10,000 users
+  BENCH_REPEATS=2           reconcile rounds per size up to 10,000 users
   BENCH_LARGE_REPEATS=1     reconcile rounds per size above 10,000 users
-  BENCH_EVENT_REPEATS=3     rounds of the distinct and duplicate bursts and of replay (others run once)
+  BENCH_EVENT_REPEATS=2     rounds of the distinct and duplicate bursts and of replay (others run once)
   BENCH_PARTS=reconcile,events,replay
   BENCH_REF_COLD=1          time the reference's cold run even when its kept store is already filled
+  BENCH_REF_CHURN=1         also time the reference's churn runs (no target needs them; minutes each here)
   BENCH_PROFILE=1           cProfile the last round of our reconciles (bench/results/profiles/)
   BENCH_QUICK=1             a quick look: 1 round of everything, no curve points (not for the numbers)
 """
@@ -41,7 +42,7 @@ def _plan() -> Plan:
     unknown = parts - {"reconcile", "events", "replay"}
     if unknown or not sizes:
         raise SystemExit(f"bad BENCH_PARTS {sorted(unknown)} or empty BENCH_SIZES")
-    rounds = "1" if quick else "3"
+    rounds = "1" if quick else "2"
     return Plan(
         sizes=sizes,
         repeats=int(os.environ.get("BENCH_REPEATS", rounds)),
@@ -52,6 +53,7 @@ def _plan() -> Plan:
         curve_sizes=_sizes("BENCH_CURVE_SIZES", "" if quick else "2000,5000"),
         large_sizes=_sizes("BENCH_LARGE_SIZES", ""),
         ref_cold=os.environ.get("BENCH_REF_COLD", "") not in ("", "0"),
+        ref_churn=os.environ.get("BENCH_REF_CHURN", "") not in ("", "0"),
     )
 
 

@@ -33,7 +33,7 @@ from reconciler.store import F, UserStore
 
 Spec = dict[str, Any]
 # (page size, pages in flight) tried for the best listing floor; the sequential floor is (page size, 1).
-LISTING_COMBOS: tuple[tuple[int, int], ...] = ((100, 1), (100, 4), (500, 2), (500, 4), (1000, 1), (1000, 4))
+LISTING_COMBOS: tuple[tuple[int, int], ...] = ((100, 1), (100, 4), (500, 4), (1000, 4))
 
 
 async def listing_floors_job(spec: Spec) -> dict[str, Any]:

@@ -103,8 +103,8 @@ def events_plot(results: dict[str, Any], path: Path) -> bool:
 
 
 def draw(results: dict[str, Any]) -> list[str]:
-    """Draw this run's plots; returns their paths relative to the repository (the `*-latest.png` copies are
-    the ones BENCHMARKS.md shows)."""
+    """Draw this run's plots (fixed names: each run replaces them; BENCHMARKS.md shows them); returns their
+    paths relative to the repository."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw_one in (("reconcile-vs-size", reconcile_plot), ("events-vs-distinct-share", events_plot)):

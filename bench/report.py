@@ -394,7 +394,12 @@ def _reconcile_section(results: dict[str, Any], size: str, suite: dict[str, Any]
             s = suite["cases"][case][impl]["summary"]
             secs = median(s, "seconds")
             if secs is None:
-                note = " (its store is kept between runs: BENCH_REF_COLD=1)" if impl == "ref" else ""
+                knob = (
+                    "BENCH_REF_COLD=1: its store is kept between runs"
+                    if case == "cold"
+                    else "BENCH_REF_CHURN=1"
+                )
+                note = f" ({knob})" if impl == "ref" else ""
                 lines.append(
                     f"| {case} | {'ours' if impl == 'ours' else 'seed algorithm'} | not run{note} |"
                     + " |" * 8
