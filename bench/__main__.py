@@ -11,7 +11,8 @@ Environment (all optional):
   BENCH_PARTS=reconcile,events,replay
   BENCH_REF_COLD=1          time the reference's cold run even when its kept store is already filled
   BENCH_REF_CHURN=1         also time the reference's churn runs (no target needs them; minutes each here)
-  BENCH_PROFILE=1           cProfile the last round of our reconciles (bench/results/profiles/)
+  BENCH_PROFILE=1           cProfile the last round of our reconciles and of the distinct burst
+                            (bench/results/profiles/)
   BENCH_QUICK=1             a quick look: 1 round of everything, no curve points (not for the numbers)
 """
 

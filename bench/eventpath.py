@@ -10,6 +10,7 @@ every observed value too.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import time
 import uuid
@@ -288,10 +289,17 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         await asyncio.sleep(0.05)
     counter.enabled = True
     lookups_before, requests_before = _lookups(), keycloak_requests()
+    profiler = cProfile.Profile() if spec.get("profile") else None
+    if profiler:
+        profiler.enable()
     _signal_ready(spec["ready_file"])
     waiter = asyncio.create_task(recorder.all_applied.wait())
     await asyncio.wait([waiter, task], timeout=float(spec["timeout_s"]), return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
+    if profiler:
+        profiler.disable()
+        Path(spec["profile"]).parent.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(spec["profile"])
     applied = len(recorder.values)
     lookups = _lookups() - lookups_before
     requests = {

@@ -155,6 +155,7 @@ def reconcile_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any
         if plan.profile and impl == "ours" and round_no == repeats - 1:
             spec["profile"] = str(PROFILES_DIR / f"reconcile-{size}-{case}-{impl}.prof")
         result = run_job(f"reconcile-{size}-{case}-{impl}", spec, timeout)
+        result["profiled"] = "profile" in spec
         runs[case][impl].append(result)
         _show(f"{case:5s} {impl:4s} round {round_no + 1}", result)
 
@@ -221,6 +222,7 @@ async def _events_run(
     user_ids: list[str],
     rate: float | None,
     after_commit: bool,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
     realm = realm_name(size)
@@ -241,6 +243,7 @@ async def _events_run(
                 "distinct_users": len(set(user_ids)),
                 "timeout_s": 600,
                 "ready_file": str(ready),
+                **({"profile": profile} if profile else {}),
             },
         )
         # The first run fills the event store (an untimed full reconcile) before it says it is ready.
@@ -298,7 +301,13 @@ def events_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any]:
     for name, sc in event_scenarios(size, plan).items():
         runs = []
         for round_no in range(sc.repeats):
-            result = asyncio.run(_events_run(env, size, name, sc.user_ids, sc.rate, sc.after_commit))
+            profile = (
+                str(PROFILES_DIR / f"events-{name}.prof")
+                if plan.profile and name == "distinct" and round_no == sc.repeats - 1
+                else None
+            )
+            result = asyncio.run(_events_run(env, size, name, sc.user_ids, sc.rate, sc.after_commit, profile))
+            result["profiled"] = profile is not None
             runs.append(result)
             console.print(
                 f"  events {name} round {round_no + 1}: {result['events']} events in {result['seconds']:.2f} s"
