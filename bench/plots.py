@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only: no display on the benchmark machine
 import matplotlib.pyplot as plt
 
 from bench.env import RESULTS_DIR
-from bench.report import EVENT_ORDER, curve_points, ratios
+from bench.report import EVENT_ORDER, curve_points, event_get_rate
 from bench.stats import median
 
 
@@ -84,7 +84,7 @@ def events_plot(results: dict[str, Any], path: Path) -> bool:
             markersize=10,
             label="users/s without the after-commit header (re-check GET)",
         )
-    get_rate = ratios(results).get("get_raw_per_s")
+    get_rate = event_get_rate(results)
     if get_rate:
         ax.axhline(
             get_rate, linestyle="--", color="grey", label=f"raw GET /users/{{id}} rate ({get_rate:.0f}/s)"

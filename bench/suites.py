@@ -298,6 +298,12 @@ def events_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any]:
     """Bursts at several shares of distinct users (with and without our listener's header) and a steady
     20 events/s for 60 s, each into a store whose documents all drifted from Keycloak."""
     out: dict[str, Any] = {"realm": realm_name(size), "store": "drifted"}
+    # The raw GET rate next to the bursts it bounds (the reconcile suite's is minutes away, if it ran at all).
+    count = min(size, GET_RATE_USERS)
+    out["get_rate"] = run_job(
+        f"get-rate-{size}", {"kind": "get_rate", "realm": realm_name(size), "count": count}, 600
+    )
+    _show("GET /users/{id} rate", out["get_rate"])
     for name, sc in event_scenarios(size, plan).items():
         runs = []
         for round_no in range(sc.repeats):
