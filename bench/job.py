@@ -74,7 +74,9 @@ async def _filled(settings: Settings, impl: str, size: int) -> bool:
 
 async def reconcile_job(spec: Spec) -> dict[str, Any]:
     env = stack_env()
-    overrides = {"keycloak_page_size": spec["page_size"]} if "page_size" in spec else {}
+    overrides: dict[str, Any] = {"keycloak_page_size": spec["page_size"]} if "page_size" in spec else {}
+    if "in_flight" in spec:
+        overrides["keycloak_list_concurrency"] = spec["in_flight"]
     settings = make_settings(env, spec["realm"], spec["database"], **overrides)
     counter = install_store_counter(settings.mongodb_users_collection)
     result: dict[str, Any] = {}

@@ -147,6 +147,7 @@ def reconcile_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {c: {i: [] for i in IMPLS} for c in CASES}
     floors: dict[str, list[dict[str, Any]]] = {"listing": [], "get_rate": [], "bulk_write": []}
     settles: list[dict[str, Any]] = []
+    tuned: list[dict[str, Any]] = []
     repeats = plan.repeats_for(size)
     timeout = 300 + size * 0.05
 
@@ -170,6 +171,14 @@ def reconcile_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any
             measure("warm", impl, round_no)
         for name, result in _floors(size, round_no, timeout, gets=True).items():
             floors[name].append(result)
+        # What would move the warm run: ours again, at the page size x pages in flight of this round's best
+        # listing floor (the store is unchanged: still a warm run).
+        best = floors["listing"][-1]["best"]
+        tuned_spec = _reconcile_spec(size, "ours", page_size=best["page_size"], in_flight=best["in_flight"])
+        tuned_result = run_job(f"reconcile-{size}-warm-tuned-ours", tuned_spec, timeout)
+        tuned_result |= {"page_size": best["page_size"], "in_flight": best["in_flight"]}
+        tuned.append(tuned_result)
+        _show(f"warm  ours at {best['page_size']} x {best['in_flight']}", tuned_result)
         _with_admin(env, realm, partial(seed.apply_churn, size=size, round_no=round_no))
         try:
             for impl in order if plan.ref_churn else ("ours",):
@@ -190,6 +199,7 @@ def reconcile_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any
             for case in CASES
         },
         "ref_settle_runs": settles,
+        "warm_tuned": {"summary": summarize(tuned), "runs": tuned},
     }
 
 
