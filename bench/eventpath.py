@@ -1,10 +1,11 @@
 """Event-path and replay benchmarks: admin events published straight to dedicated topics, consumed by the
-real `Service` (consumer only) in a fresh process, users looked up in the real Keycloak.
+real `Service` (consumer and scheduler, so that bursts can take the listing road) in a fresh process, users
+read from the real Keycloak.
 
 The publisher runs in the orchestrator and the consumer in its own process, so the consumer's peak RSS is
-its own. Event-to-store latency is exact per event: the consumer's `event_apply_latency_seconds` histogram
-is observed right after the store write of each hint's apply (`hint_apply.HintApplier`); the job records
-every observed value too.
+its own. Event-to-done time is exact per event: the job wraps the event path's worker
+(`hint_apply.HintApplier`), and each hint counts when the worker is done with it: its user applied and
+written, or covered by a full reconcile that wrote the user (the listing road for bursts).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,9 @@ from pymongo import AsyncMongoClient, UpdateOne
 from bench import seed
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests
-from reconciler import metrics
+from reconciler import hint_apply, metrics, workqueue
 from reconciler.config import Settings
-from reconciler.events import AFTER_COMMIT, PUBLISHED_HEADER
+from reconciler.events import AFTER_COMMIT, PUBLISHED_HEADER, UserHint
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.reconcile import FullReconcile
 from reconciler.replay import replay
@@ -150,10 +152,9 @@ async def publish_steady(
 
 
 class LatencyRecorder:
-    """Stands in for the apply-latency histogram: keeps every observation (with its wall time) and forwards it."""
+    """Every hint the event path is done with: when (wall time) and how long after its event's time."""
 
-    def __init__(self, histogram: Any, expected: int) -> None:
-        self._histogram = histogram
+    def __init__(self, expected: int) -> None:
         self._expected = expected
         self.values: list[float] = []
         self.applied_at: list[float] = []
@@ -162,9 +163,35 @@ class LatencyRecorder:
     def observe(self, amount: float) -> None:
         self.values.append(amount)
         self.applied_at.append(time.time())
-        self._histogram.observe(amount)
         if len(self.values) >= self._expected:
             self.all_applied.set()
+
+
+def _trace_hints(recorder: LatencyRecorder) -> None:
+    """Wrap the event path's worker (`HintApplier.__call__`): when it is done with a user's hints (applied
+    and written, or covered by a full reconcile that wrote the user: the listing road), each hint is
+    recorded with event-to-done = now - the event's time. Not when it hands them back for later (`Later`,
+    while a listing runs) or raises (the queue retries). Follow-up re-checks are not events."""
+    original = hint_apply.HintApplier.__call__
+    later = getattr(workqueue, "Later", None)
+
+    async def traced(self: hint_apply.HintApplier, user_id: str, hints: list[UserHint]) -> Any:
+        result = await original(self, user_id, hints)
+        if later is None or not isinstance(result, later):
+            now = datetime.now(UTC)
+            for hint in hints:
+                if hint.event_time is not None and hint.operation != hint_apply.RECHECK_OPERATION:
+                    recorder.observe(max(0.0, (now - hint.event_time).total_seconds()))
+        return result
+
+    hint_apply.HintApplier.__call__ = traced  # type: ignore[method-assign]
+
+
+def _burst_setting(spec: Spec) -> dict[str, Any]:
+    """EVENT_BURST_LISTING as the spec says (default: the setting's default), where the reconciler has it."""
+    if "burst_listing" in spec and "event_burst_listing" in Settings.model_fields:
+        return {"event_burst_listing": bool(spec["burst_listing"])}
+    return {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -268,18 +295,22 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         spec,
         fresh=not drifted,
         kafka_group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        reconcile_enabled=False,
+        # The scheduler runs so that a burst can take the listing road (EVENT_BURST_LISTING, it asks the
+        # scheduler for a run); its periodic runs never come due within a job.
+        reconcile_enabled=True,
+        reconcile_interval_s=1e7,
         http_enabled=False,
         consumer_enabled=True,
         # Only the shutdown after the measurement: the re-checks still queued then are not waited for.
         consumer_drain_timeout_s=3.0,
+        **_burst_setting(spec),
     )
     drift_ids = [seed.user_id(spec["realm"], i) for i in range(int(spec.get("distinct_users", 0)))]
     prepared = await drifted_store(settings, int(spec["drifted_size"]), drift_ids) if drifted else {}
     counter = install_store_counter(settings.mongodb_users_collection)
     expected = int(spec["expected"])
-    recorder = LatencyRecorder(metrics.APPLY_LATENCY, expected)
-    metrics.APPLY_LATENCY = recorder  # type: ignore[assignment]  # read at call time by hint_apply
+    recorder = LatencyRecorder(expected)
+    _trace_hints(recorder)
     service = Service(settings)
     task = asyncio.create_task(service.run())
     deadline = time.monotonic() + 60
@@ -341,7 +372,13 @@ async def replay_job(spec: Spec) -> dict[str, Any]:
     async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
         counter.enabled = True
         watch = Stopwatch()
-        summary = await replay(settings, store, keycloak, topics=[spec["topic"]], reconcile_after=False)
+        summary = await replay(
+            settings,
+            store,
+            keycloak,
+            topics=[spec["topic"]],
+            reconcile_after=bool(spec.get("reconcile_after", True)),
+        )
         seconds = watch.seconds()
         counter.enabled = False
     requests = keycloak_requests()

@@ -68,7 +68,10 @@ def events_plot(results: dict[str, Any], path: Path) -> bool:
     bursts = [
         events[name]
         for name in EVENT_ORDER
-        if name in events and events[name]["rate_per_s"] is None and events[name].get("after_commit_header")
+        if name in events
+        and events[name]["rate_per_s"] is None
+        and events[name].get("after_commit_header")
+        and events[name].get("burst_listing", True)
     ]
     bursts.sort(key=lambda e: float(e["distinct_share"]))
     shares = [100 * float(e["distinct_share"]) for e in bursts]
@@ -83,6 +86,15 @@ def events_plot(results: dict[str, Any], path: Path) -> bool:
             "x",
             markersize=10,
             label="users/s without the after-commit header (re-check GET)",
+        )
+    get_only = events.get("distinct_get")
+    if get_only:
+        ax.plot(
+            [100 * float(get_only["distinct_share"])],
+            [_value(get_only["summary"], "users_per_s")],
+            "D",
+            markersize=8,
+            label="users/s one GET each (EVENT_BURST_LISTING=false)",
         )
     get_rate = event_get_rate(results)
     if get_rate:

@@ -233,6 +233,7 @@ async def _events_run(
     rate: float | None,
     after_commit: bool,
     profile: str | None = None,
+    burst_listing: bool | None = None,
 ) -> dict[str, Any]:
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
     realm = realm_name(size)
@@ -254,6 +255,7 @@ async def _events_run(
                 "timeout_s": 600,
                 "ready_file": str(ready),
                 **({"profile": profile} if profile else {}),
+                **({"burst_listing": burst_listing} if burst_listing is not None else {}),
             },
         )
         # The first run fills the event store (an untimed full reconcile) before it says it is ready.
@@ -281,6 +283,7 @@ class EventScenario:
     rate: float | None  # events/s on a fixed schedule; None: as fast as the producer goes
     repeats: int
     after_commit: bool  # records as our listener publishes them (key = user id, `x-published: after-commit`)
+    burst_listing: bool | None = None  # EVENT_BURST_LISTING (None: the default, on)
 
 
 def event_scenarios(size: int, plan: Plan) -> dict[str, EventScenario]:
@@ -297,6 +300,8 @@ def event_scenarios(size: int, plan: Plan) -> dict[str, EventScenario]:
         # update hint also gets the follow-up re-check (a second GET) under EVENT_RECHECK=auto.
         # 2,000 users: each costs two GETs here, and the rate per user is what it shows.
         "distinct_recheck": EventScenario(users(min(2000, distinct), 1), None, 1, False),
+        # The same 2,000 users one GET each: the listing road for bursts off (EVENT_BURST_LISTING=false).
+        "distinct_get": EventScenario(users(min(2000, distinct), 1), None, 1, True, burst_listing=False),
         "half": EventScenario(users(1000, 2), None, 1, True),
         # 20 events per user: 95% of the events are duplicates of a queued or running user.
         "duplicates": EventScenario(users(1000, 20), None, plan.event_repeats, True),
@@ -322,7 +327,9 @@ def events_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any]:
                 if plan.profile and name == "distinct" and round_no == sc.repeats - 1
                 else None
             )
-            result = asyncio.run(_events_run(env, size, name, sc.user_ids, sc.rate, sc.after_commit, profile))
+            result = asyncio.run(
+                _events_run(env, size, name, sc.user_ids, sc.rate, sc.after_commit, profile, sc.burst_listing)
+            )
             result["profiled"] = profile is not None
             runs.append(result)
             console.print(
@@ -338,6 +345,7 @@ def events_suite(env: dict[str, str], size: int, plan: Plan) -> dict[str, Any]:
             "distinct_share": len(set(sc.user_ids)) / len(sc.user_ids),
             "rate_per_s": sc.rate,
             "after_commit_header": sc.after_commit,
+            "burst_listing": sc.burst_listing is not False,
             "summary": summarize(runs),
             "runs": runs,
         }
@@ -361,8 +369,9 @@ async def _replay_run(env: dict[str, str], realm: str, database: str, user_ids: 
             "database": database,
             "topic": topics.admin_events,
             "dlq": topics.dead_letters,
+            "reconcile_after": True,  # as `reconciler replay` runs by default
         }
-        result = await asyncio.to_thread(run_job, "replay", spec, 900)
+        result = await asyncio.to_thread(run_job, "replay", spec, 1800)
         result["publish_seconds"] = publish_s
         return result
     finally:
