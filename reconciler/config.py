@@ -128,6 +128,18 @@ class Settings(BaseSettings):
         "hint (a Keycloak cluster, whose other nodes may answer from a cache not yet invalidated), never "
         "leaves it to the full reconcile",
     )
+    event_burst_listing: bool = Field(
+        default=True,
+        description="Read a burst of waiting users (a new group's backlog, a replay of events, a mass "
+        "change) by one full reconcile instead of one GET each, when the measured request costs say the "
+        "listing is cheaper; needs RECONCILE_ENABLED",
+    )
+    event_covered_margin_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="A hint whose user the store observed at least this long after the event's time "
+        "(Keycloak's clock) costs no read: clock skew between Keycloak and the reconciler must stay below it",
+    )
     event_max_apply_attempts: int = Field(
         default=5,
         ge=1,

@@ -8,8 +8,10 @@ the queue drains and the final offsets are committed. Bad messages go to the dea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -49,6 +51,9 @@ class EventConsumer:
         self._paused = False
         self.pauses = 0  # times fetching was paused because too much was pending
         self._last_commit = 0.0
+        self._next_offsets: dict[
+            TopicPartition, int
+        ] = {}  # per partition: the offset after the last record read
         # readiness: the group has assigned us (possibly zero) partitions and their positions are known
         self.joined = False
         self._unpositioned: set[TopicPartition] | None = None
@@ -91,7 +96,22 @@ class EventConsumer:
             await self._dead_letters.stop()
             log.info("consumer stopped")
 
+    def unread_records(self) -> int:
+        """Records in the assigned partitions not fetched yet (the backlog a burst decision looks at)."""
+        unread = 0
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            position = self._next_offsets.get(tp)
+            if highwater is not None and position is not None:
+                unread += max(0, highwater - position)
+        return unread
+
+    def waiting_users(self) -> float:
+        """Distinct users waiting: those queued, plus the unread records at the share of distinct users seen."""
+        return len(self._queue) + self.unread_records() * self._queue.distinct_share
+
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         offsets = self._offsets.partition(record.topic, record.partition)
         result: ParseResult = parse_record(record.value, realms=self._realms, headers=record.headers)
         if result.invalid is not None:
@@ -105,7 +125,9 @@ class EventConsumer:
             return
         metrics.EVENTS.labels(topic=record.topic, outcome="hinted").inc()
         offsets.track(record.offset, parts=len(result.hints))
+        received_at = datetime.now(UTC)
         for hint in result.hints:
+            hint = dataclasses.replace(hint, received_at=received_at)
             await self._queue.submit(hint.user_id, hint, _done(offsets, record.offset))
 
     async def _resolve_positions(self) -> None:
@@ -180,6 +202,7 @@ class EventConsumer:
         await self._commit(force=True, only=keys)
         for topic, part in keys:
             self._offsets.forget(topic, part)
+            self._next_offsets.pop(TopicPartition(topic, part), None)
         if keys:
             log.info("partitions revoked", partitions=sorted(f"{t}/{p}" for t, p in keys))
 

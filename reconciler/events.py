@@ -112,6 +112,7 @@ class UserHint:
     operation: str  # admin: CREATE, UPDATE, DELETE or ACTION; user event: its type, e.g. UPDATE_PROFILE
     from_event_store: bool = False  # read by the sweep from Keycloak's event store, not from Kafka
     after_commit: bool = False  # the record says it was published after Keycloak's transaction committed
+    received_at: datetime | None = None  # when this process got the record (its own clock), for `covered`
 
     @property
     def expects_user(self) -> bool:

@@ -4,8 +4,9 @@ Keycloak publishes some events before its transaction commits, so a read right a
 it yet: a 404 after a create/update hint is re-read a few times with short backoff before it counts as a
 deletion (EVENT_NOT_FOUND_RETRIES), and an update hint asks the queue for one follow-up re-check after a
 settle delay (EVENT_RECHECK_DELAY_S), unless the record says it was published after commit (EVENT_RECHECK
-`auto`, the default, with our own listener): there that second GET cannot change the outcome. Failures are
-raised as they are: the work queue decides retries (reconciler/workqueue.py), and the hint's Kafka record is
+`auto`, the default, with our own listener): there that second GET cannot change the outcome. Before it
+reads, it asks the listing road (reconciler/burst.py) whether a full reconcile already covered the user, is
+about to, or should, for a burst. Failures are raised as they are: the work queue decides retries (reconciler/workqueue.py), and the hint's Kafka record is
 committed only after the apply succeeded.
 """
 
@@ -18,30 +19,43 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from reconciler import metrics
 from reconciler.apply import Applier
+from reconciler.burst import RECHECK_OPERATION, ListingRoad
 from reconciler.config import Settings
 from reconciler.events import HintReason, UserHint
 from reconciler.group_commit import GroupCommit
 from reconciler.models import Observation, SyncedBy
 from reconciler.plan import ApplyPolicy
 from reconciler.retry import Backoff
-from reconciler.workqueue import Again, CoalescingQueue, QueueObserver
-
-RECHECK_OPERATION = "RECHECK"
+from reconciler.workqueue import Again, CoalescingQueue, Later, QueueObserver
 
 
 class HintApplier:
     """`await hint_applier(user_id, hints)` applies Keycloak's current state of that user (a queue worker)."""
 
-    def __init__(self, applier: Applier, settings: Settings, synced_by: SyncedBy = SyncedBy.EVENT) -> None:
+    def __init__(
+        self,
+        applier: Applier,
+        settings: Settings,
+        synced_by: SyncedBy = SyncedBy.EVENT,
+        road: ListingRoad | None = None,
+    ) -> None:
         self._applier = applier
         self._settings = settings
+        self.road = road
         self._policy = ApplyPolicy.event(synced_by=synced_by)
         # What only the event store told us is marked so: how lossy the Kafka hop is, in numbers.
         self._sweep_policy = ApplyPolicy.event(synced_by=SyncedBy.SWEEP)
         # Users are read from Keycloak one by one, but written together: one bulk write per batch.
         self._group = GroupCommit(applier, max_batch=settings.apply_batch_size)
 
-    async def __call__(self, user_id: str, hints: list[UserHint]) -> Again[UserHint] | None:
+    async def __call__(self, user_id: str, hints: list[UserHint]) -> Again[UserHint] | Later | None:
+        if self.road is not None:
+            if await self.road.covered(user_id, hints):
+                metrics.HINTS_COVERED.inc()
+                return self._recheck(hints)
+            listing = await self.road.wait_for_listing()
+            if listing is not None:
+                return Later(self._settings.reconcile_lease_ttl_s, wake=listing)
         observation = await self._observe(user_id, expects_user=any(h.expects_user for h in hints))
         metrics.LOOKUPS.labels(outcome="found" if observation.user else "not_found").inc()
         swept = all(h.from_event_store for h in hints)
@@ -91,10 +105,11 @@ def hint_queue(
     *,
     observer: QueueObserver | None = None,
     synced_by: SyncedBy = SyncedBy.EVENT,
+    road: ListingRoad | None = None,
 ) -> CoalescingQueue[UserHint]:
     """The event path's work queue: `HintApplier` as the worker, retries by the settings' policy."""
     return CoalescingQueue(
-        HintApplier(applier, settings, synced_by),
+        HintApplier(applier, settings, synced_by, road),
         settings.consumer_max_in_flight_users,
         backoff=Backoff.users(settings),
         max_attempts=settings.event_max_apply_attempts,

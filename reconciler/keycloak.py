@@ -19,6 +19,7 @@ from tenacity.wait import wait_base
 
 from reconciler import logs, metrics
 from reconciler.config import Settings
+from reconciler.costs import RequestCosts
 from reconciler.errors import (
     InvalidUserId,
     KeycloakConfigError,
@@ -183,6 +184,8 @@ class KeycloakAdminClient:
         self._wait = _RetryAfterOrBackoff(
             Backoff.requests(settings).tenacity_wait(), settings.keycloak_retry_after_max_s
         )
+        self.costs = RequestCosts()  # measured per-request times (the event path's burst switch)
+        self.last_count: int | None = None  # the realm's user count at the latest /users/count
         self._token: str | None = None
         self._token_refresh_at = 0.0
         self._token_lock = asyncio.Lock()
@@ -248,6 +251,7 @@ class KeycloakAdminClient:
         data = await self._get_json("count_users", "/users/count", None)
         if not isinstance(data, int) or isinstance(data, bool):
             raise KeycloakProtocolError("user count is not an integer")
+        self.last_count = data
         return data
 
     async def user_groups(self, user_id: str) -> tuple[str, ...] | None:
@@ -459,10 +463,12 @@ class KeycloakAdminClient:
                 f"Keycloak {operation} failed after {self._attempts} attempts: {exc.reason}"
             ) from exc
 
-    @staticmethod
-    def _observe(operation: Operation, outcome: str, started: float) -> None:
+    def _observe(self, operation: Operation, outcome: str, started: float) -> None:
+        seconds = time.perf_counter() - started
         metrics.KEYCLOAK_REQUESTS.labels(operation=operation, outcome=outcome).inc()
-        metrics.KEYCLOAK_REQUEST_SECONDS.labels(operation=operation).observe(time.perf_counter() - started)
+        metrics.KEYCLOAK_REQUEST_SECONDS.labels(operation=operation).observe(seconds)
+        if outcome in ("ok", "not_found"):  # answered: what a read of this kind costs Keycloak
+            self.costs.observe(operation, seconds)
 
     @staticmethod
     def _log_retry(operation: Operation, state: RetryCallState) -> None:

@@ -64,6 +64,15 @@ HINTS_ABANDONED = Counter(
     f"{PREFIX}_hints_abandoned_total",
     "Users the event path gave up on after EVENT_MAX_APPLY_ATTEMPTS failures that were not outages",
 )
+HINTS_COVERED = Counter(
+    f"{PREFIX}_hints_covered_total",
+    "Event-path users the store had already observed after their hints (no Keycloak read)",
+)
+BURST_LISTINGS = Counter(
+    f"{PREFIX}_burst_listings_total",
+    "Full reconciles the event path asked for to read a burst of waiting users, by outcome",
+    ["outcome"],
+)  # outcome: success, failed, guard_tripped, not_run (another replica held the lease)
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_users", "Users queued or in flight on the event path")
 CONSUMER_LAG = Gauge(
     f"{PREFIX}_consumer_lag_messages", "Messages behind the end of each partition", ["topic", "partition"]

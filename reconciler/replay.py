@@ -1,5 +1,8 @@
-"""Rebuild the store from the event topics: distinct users from the events, each looked up once, then a
-full reconcile for the users that have no events.
+"""Rebuild the store from the event topics: the distinct users the events name, then a full reconcile.
+
+The full reconcile (the default) lists every user and confirms every active local user it did not list, so
+it reads each named user at a page's cost: replay looks none of them up one by one (Keycloak requests:
+the realm's pages plus the confirmations). With `--no-reconcile` each distinct user is looked up once.
 
 Replay reads every partition from the beginning (or from a timestamp) up to the end offsets taken when it
 starts, without a consumer group, so the live group's committed offsets are untouched. It keeps only the
@@ -147,6 +150,25 @@ async def _start_offsets(
     return {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in partitions}
 
 
+async def _look_up(
+    settings: Settings,
+    store: UserStore,
+    keycloak: KeycloakAdminClient,
+    user_ids: list[str],
+    summary: ReplaySummary,
+    progress: ReplayProgress | None,
+) -> None:
+    """Without the full reconcile: each distinct user read once (GET) and applied."""
+    applier = Applier(store, keycloak, settings)
+    policy = ApplyPolicy.event(synced_by=SyncedBy.REPLAY)
+    for ids in batched(user_ids, applier.batch_size):
+        summary.applied.add(await applier.observe_and_apply(ids, policy))
+        summary.lookups += len(ids)
+        if progress:
+            progress("applying", summary.lookups, len(user_ids))
+    log.info("replay: users applied", lookups=summary.lookups, **summary.applied.as_dict())
+
+
 async def replay(
     settings: Settings,
     store: UserStore,
@@ -159,7 +181,7 @@ async def replay(
     progress: ReplayProgress | None = None,
     reconcile_progress: ProgressCallback | None = None,
 ) -> ReplaySummary:
-    """The whole replay: collect ids, look each up once and apply, then (by default) a full reconcile."""
+    """The whole replay: collect ids, then a full reconcile (default) or one lookup and apply per user."""
     started = time.monotonic()
     summary = ReplaySummary()
     await store.ensure_indexes()
@@ -169,14 +191,12 @@ async def replay(
         )
     )
     log.info("replay: topics read", events=summary.events_read, distinct_users=len(user_ids), topics=topics)
-    applier = Applier(store, keycloak, settings)
-    policy = ApplyPolicy.event(synced_by=SyncedBy.REPLAY)
-    for ids in batched(user_ids, applier.batch_size):
-        summary.applied.add(await applier.observe_and_apply(ids, policy))
-        summary.lookups += len(ids)
-        if progress:
-            progress("applying", summary.lookups, len(user_ids))
-    log.info("replay: users applied", lookups=summary.lookups, **summary.applied.as_dict())
+    if reconcile_after:
+        # The full reconcile reads every user Keycloak lists and confirms each active local user it does not
+        # list: it covers every user the events named, at a page's cost instead of a GET per user.
+        log.info("replay: the full reconcile reads the users", distinct_users=len(user_ids))
+    else:
+        await _look_up(settings, store, keycloak, user_ids, summary, progress)
     if reconcile_after:
         summary.reconcile = await FullReconcile(settings, store, keycloak).run(
             allow_mass_deactivation=allow_mass_deactivation, progress=reconcile_progress

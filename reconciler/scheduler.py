@@ -66,6 +66,7 @@ class ReconcileScheduler:
         self._backoff = Backoff.reconciles(settings)
         self._rng = random.Random()
         self._requested: str | None = None  # why a run was asked for before it is due (see `request`)
+        self._requesters: list[asyncio.Future[RunSummary | None]] = []  # `run_soon` callers waiting
         self._wake = asyncio.Event()
         self._failures = 0
         self.last_progress = time.monotonic()
@@ -78,6 +79,14 @@ class ReconcileScheduler:
         log.info("full reconcile requested", reason=reason)
         self._requested = reason
         self._wake.set()
+
+    async def run_soon(self, reason: str) -> RunSummary | None:
+        """Request a run (see `request`) and wait for it: its summary, or None when no run happened here
+        (another replica holds the lease, or the process is stopping)."""
+        waiter: asyncio.Future[RunSummary | None] = asyncio.get_running_loop().create_future()
+        self._requesters.append(waiter)
+        self.request(reason)
+        return await waiter
 
     def heartbeat(self) -> float:
         """Monotonic time of the loop's last sign of progress (for the health server)."""
@@ -107,10 +116,26 @@ class ReconcileScheduler:
                 break
             log.debug("next full reconcile check", in_s=round(delay, 1))
             await self._sleep(delay, stop)
+        self._answer(self._requesters, None)
+        self._requesters = []
         log.info("periodic full reconcile stopped")
 
     async def tick(self, stop: asyncio.Event | None = None) -> float:
         """Run the reconcile if it is due and the lease is ours; return the seconds until the next check."""
+        requesters, self._requesters = self._requesters, []
+        before = self.last_summary
+        try:
+            return await self._tick(stop)
+        finally:
+            self._answer(requesters, self.last_summary if self.last_summary is not before else None)
+
+    @staticmethod
+    def _answer(requesters: list[asyncio.Future[RunSummary | None]], summary: RunSummary | None) -> None:
+        for waiter in requesters:
+            if not waiter.done():
+                waiter.set_result(summary)
+
+    async def _tick(self, stop: asyncio.Event | None) -> float:
         interval = self._settings.reconcile_interval_s
         requested, self._requested = self._requested, None
         self._wake.clear()

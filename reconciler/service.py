@@ -22,6 +22,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from reconciler.apply import Applier
+from reconciler.burst import ListingRoad
 from reconciler.config import Settings
 from reconciler.consumer import EventConsumer
 from reconciler.errors import Component, PermanentError, StoreRefused, TemporaryError
@@ -110,7 +111,10 @@ class Service:
             parts["reconcile"] = asyncio.create_task(self.scheduler.run(self.stop), name="reconcile")
         if settings.consumer_enabled or settings.sweep_enabled:
             self.queue = hint_queue(
-                Applier(store, keycloak, settings), settings, observer=QueueFailures(self.monitor)
+                Applier(store, keycloak, settings),
+                settings,
+                observer=QueueFailures(self.monitor),
+                road=self._listing_road(keycloak, store),
             )
             self.queue.start()
         if settings.consumer_enabled and self.queue is not None:
@@ -122,6 +126,17 @@ class Service:
         if len(parts) == 1:
             log.warning("nothing to run: the consumer, the sweep and the periodic reconcile are all off")
         return parts
+
+    def _listing_road(self, keycloak: KeycloakAdminClient, store: UserStore) -> ListingRoad | None:
+        """Bursts are read by a full reconcile when the scheduler runs here and EVENT_BURST_LISTING is on."""
+        if self.scheduler is None or not self.settings.event_burst_listing:
+            return None
+        return ListingRoad(self.settings, keycloak, store, self.scheduler, self._waiting_users)
+
+    def _waiting_users(self) -> float:
+        if self.consumer is not None:
+            return self.consumer.waiting_users()
+        return float(len(self.queue)) if self.queue is not None else 0.0
 
     async def _start_sweep(
         self, keycloak: KeycloakAdminClient, store: UserStore, queue: CoalescingQueue[UserHint]

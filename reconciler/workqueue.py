@@ -7,7 +7,8 @@
 
 The queue alone decides requeues (controller-runtime's reconcile handler): a worker returns `None` (done),
 `Again(after_s, hint)` (done; look at this user once more after `after_s`, e.g. a re-check after a settle
-delay), or raises. On `TemporaryError` / `PermanentError` the user's hints wait for a per-key backoff and
+delay), `Later(after_s)` (not done, nothing failed: the same hints again after `after_s`, e.g. while a
+listing of the realm that will cover them runs), or raises. On `TemporaryError` / `PermanentError` the user's hints wait for a per-key backoff and
 are tried again without limit, with the worker free meanwhile; on any other error they are tried
 `max_attempts` times, then given up (its hints count as done: the next full reconcile covers the user).
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from reconciler import metrics
 from reconciler.errors import PermanentError, TemporaryError
@@ -41,7 +42,16 @@ class Again(Generic[H]):
     hint: H
 
 
-Worker = Callable[[str, list[H]], Awaitable[Again[H] | None]]
+@dataclass(frozen=True, slots=True)
+class Later:
+    """Not done yet and nothing failed: try the same hints again after `after_s`, or as soon as `wake`
+    completes (the worker is free meanwhile; their completions wait, so their records stay uncommitted)."""
+
+    after_s: float
+    wake: asyncio.Future[Any] | None = None
+
+
+Worker = Callable[[str, list[H]], Awaitable[Again[H] | Later | None]]
 
 
 class QueueObserver(Protocol):
@@ -116,6 +126,7 @@ class CoalescingQueue(Generic[H]):
         self._idle = asyncio.Event()
         self._idle.set()
         self.coalesced = 0
+        self.submitted = 0
 
     def __len__(self) -> int:
         """Users queued, waiting for a retry, or in flight."""
@@ -130,6 +141,11 @@ class CoalescingQueue(Generic[H]):
         """Re-checks waiting for their delay."""
         return len(self._rechecks)
 
+    @property
+    def distinct_share(self) -> float:
+        """Of the hints submitted so far, the share that was not coalesced into a waiting one (1.0 at start)."""
+        return 1.0 - self.coalesced / self.submitted if self.submitted else 1.0
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name=f"apply-worker-{i}") for i in range(self._concurrency)
@@ -140,6 +156,7 @@ class CoalescingQueue(Generic[H]):
         self._add(key, hint, done)
 
     def _add(self, key: str, hint: H, done: Done | None) -> None:
+        self.submitted += 1
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
@@ -172,7 +189,11 @@ class CoalescingQueue(Generic[H]):
                 self._failed(key, entry, hints, waiters, error)
             else:
                 entry.running = False
-                self._succeeded(key, entry, waiters, again)
+                if isinstance(again, Later):
+                    self._put_back(entry, hints, waiters)
+                    self._wait(key, entry, again.after_s, again.wake)
+                else:
+                    self._succeeded(key, entry, waiters, again)
             self._settle(key, entry)
 
     def _succeeded(self, key: str, entry: _Entry[H], waiters: list[Done], again: Again[H] | None) -> None:
@@ -199,9 +220,18 @@ class CoalescingQueue(Generic[H]):
         self._put_back(entry, hints, waiters)
         delay = self._backoff.delay(entry.failures)
         self._observer.retrying(key, error, entry.failures, delay)
-        if not self._closing:
-            entry.queued = True
-            entry.backoff = asyncio.get_running_loop().call_later(delay, self._backoff_over, key)
+        self._wait(key, entry, delay)
+
+    def _wait(
+        self, key: str, entry: _Entry[H], delay_s: float, wake: asyncio.Future[Any] | None = None
+    ) -> None:
+        """Requeue `key` after `delay_s`, or once `wake` is done (its hints are back in the entry)."""
+        if self._closing:
+            return
+        entry.queued = True
+        entry.backoff = asyncio.get_running_loop().call_later(delay_s, self._backoff_over, key)
+        if wake is not None:
+            wake.add_done_callback(lambda _: self._backoff_over(key))
 
     @staticmethod
     def _put_back(entry: _Entry[H], hints: list[H], waiters: list[Done]) -> None:
@@ -211,6 +241,7 @@ class CoalescingQueue(Generic[H]):
     def _backoff_over(self, key: str) -> None:
         entry = self._entries.get(key)
         if entry is not None and entry.backoff is not None:
+            entry.backoff.cancel()  # woken early: the timer must not requeue it a second time
             entry.backoff = None
             self._ready.put_nowait(key)
 

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 
 from reconciler.offsets import PartitionOffsets
-from reconciler.workqueue import CoalescingQueue
+from reconciler.workqueue import CoalescingQueue, Later
 from tests.support.polling import eventually
 
 
@@ -114,3 +114,24 @@ def test_commit_point_stops_at_the_oldest_unfinished_record() -> None:
 
 async def _async(value: int) -> int:
     return value
+
+
+async def test_later_keeps_the_hints_and_their_completion_until_the_wake_future_is_done() -> None:
+    wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    calls: list[list[int]] = []
+    done: list[str] = []
+
+    async def worker(key: str, hints: list[int]) -> Later | None:
+        calls.append(hints)
+        return Later(3600.0, wake=wake) if not wake.done() else None
+
+    queue: CoalescingQueue[int] = CoalescingQueue(worker, concurrency=1)
+    queue.start()
+    await queue.submit("a", 1, lambda: done.append("first"))
+    await eventually(lambda: _async(len(calls)), what="first apply")
+    await queue.submit("a", 2, lambda: done.append("second"))  # joins the waiting hints
+    assert done == [] and len(queue) == 1  # not done, nothing failed, still held
+    wake.set_result(None)  # woken long before the hour is up
+    await asyncio.wait_for(queue.join(), 5)
+    await queue.close()
+    assert calls == [[1], [1, 2]] and done == ["first", "second"]

@@ -24,6 +24,8 @@ def make_settings(stack_env: dict[str, str], **overrides: Any) -> Settings:
         # The event-store sweep reads the realm's stored events too: tests of it switch it on themselves, so
         # the others see Kafka hints alone (and the Keycloak requests they count stay theirs).
         "sweep_enabled": False,
+        # Likewise the listing road for bursts (tests/test_burst.py): elsewhere a burst is read user by user.
+        "event_burst_listing": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,0 +1,148 @@
+"""The listing road for bursts: many waiting users are read by one full reconcile instead of one GET each.
+
+A `GET /users/{id}` costs Keycloak far more per user than a listed user does (BENCHMARKS.md: ~400 GETs/s
+against thousands of listed users/s), so a burst (a new consumer group's backlog, a mass change, a topic
+full of events for most of the realm) is cheaper read by listing the realm. The event path asks this road
+before every read:
+
+1. **Covered?** When a local full reconcile began after a hint's change reached us (`received_at`, this
+   process's clock) or well after its event time (`EVENT_COVERED_MARGIN_S`, Keycloak's clock), the store
+   may already hold a later observation of the user: one store read decides, and then no Keycloak read is
+   needed. The hint's record is committed only now, after that apply (invariant 3).
+2. **Wait?** While a listing this road started is running, hints wait for it (`Later`: the worker is free,
+   the records stay uncommitted) and come back to step 1 once it ends.
+3. **List?** The cost model compares the waiting users (queued, plus the records not yet read times the
+   share of distinct users seen so far) at the measured GET cost and concurrency with the realm's count at
+   the last full reconcile's measured cost per user (this process's run, else the store's record of the
+   last run by any replica, else a prior on the slow side). When the
+   listing is cheaper it asks the scheduler for a full reconcile now (`run_soon`: one lease, one run across
+   replicas, the same apply core, deactivation only after a complete listing) and the hints wait for it.
+
+A listing that did not run here (another replica holds the lease) or failed closes the road for one lease
+TTL: the users are read one by one meanwhile, as without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Final
+
+from reconciler import metrics
+from reconciler.config import Settings
+from reconciler.events import UserHint
+from reconciler.keycloak import KeycloakAdminClient
+from reconciler.logs import get_logger
+from reconciler.reconcile import RunSummary
+from reconciler.scheduler import ReconcileScheduler
+from reconciler.store import UserStore
+
+log = get_logger(__name__)
+
+RECHECK_OPERATION: Final = "RECHECK"  # a follow-up re-check must read Keycloak again, never be `covered`
+# Until this process has measured a request of the kind: the orders of magnitude BENCHMARKS.md measured.
+PRIOR_GET_S: Final = 0.01
+PRIOR_LISTED_USER_S: Final = 0.001  # 1,000 users/s: slower than any listing measured here
+
+Waiting = Callable[[], float]  # distinct users waiting on the event path, an estimate
+
+
+class ListingRoad:
+    """Decides, per user read of the event path, whether a listing covers it, is coming, or should start."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keycloak: KeycloakAdminClient,
+        store: UserStore,
+        scheduler: ReconcileScheduler,
+        waiting: Waiting,
+    ) -> None:
+        self._settings = settings
+        self._keycloak = keycloak
+        self._store = store
+        self._scheduler = scheduler
+        self._waiting = waiting
+        self._listing: asyncio.Task[RunSummary | None] | None = None
+        self._closed_until = 0.0  # monotonic: after a listing that did not run or failed
+        self._recorded_user_s: float | None = None  # from the store's last run record, read once
+
+    @property
+    def listing(self) -> bool:
+        """A listing started by this road is running."""
+        return self._listing is not None and not self._listing.done()
+
+    async def covered(self, user_id: str, hints: list[UserHint]) -> bool:
+        """The store holds an observation of the user taken after every one of these hints' changes."""
+        summary = self._scheduler.last_summary
+        if summary is None or not all(self._before(hint, summary.started_at) for hint in hints):
+            return False  # no local listing began after them: not worth a store read
+        observed = await self._observed_at(user_id)
+        return observed is not None and all(self._before(hint, observed) for hint in hints)
+
+    def _before(self, hint: UserHint, moment: datetime) -> bool:
+        """`hint`'s change had reached Keycloak's committed state before `moment` (this process's clock)."""
+        if hint.operation == RECHECK_OPERATION:
+            return False
+        if hint.received_at is not None and hint.after_commit and hint.received_at < moment:
+            return True
+        margin = timedelta(seconds=self._settings.event_covered_margin_s)
+        return hint.event_time is not None and hint.event_time + margin < moment
+
+    async def _observed_at(self, user_id: str) -> datetime | None:
+        docs = await self._store.find_by_external_ids([user_id], ("external_id", "observed_at"))
+        observed = docs.get(user_id, {}).get("observed_at")
+        if isinstance(observed, datetime):
+            return observed
+        return (await self._store.find_tombstones([user_id])).get(user_id)
+
+    async def wait_for_listing(self) -> asyncio.Future[RunSummary | None] | None:
+        """The listing these hints should wait for (running, or started now), or None: read them one by one."""
+        if self.listing:
+            return self._listing
+        if time.monotonic() < self._closed_until or not await self._cheaper_to_list():
+            return None
+        self._listing = asyncio.create_task(self._list(), name="burst-listing")
+        return self._listing
+
+    async def _cheaper_to_list(self) -> bool:
+        count = self._keycloak.last_count
+        if not count:
+            return False  # nothing counted the realm yet (the start-up check does)
+        waiting = min(float(count), self._waiting())
+        parallel = min(self._settings.consumer_max_in_flight_users, self._settings.keycloak_max_concurrency)
+        singles_s = waiting * (self._keycloak.costs.mean_s("get_user") or PRIOR_GET_S) / parallel
+        return count * await self._listed_user_s() < singles_s
+
+    async def _listed_user_s(self) -> float:
+        """Seconds per user of a full reconcile: the last local run's, else the last recorded run's (any
+        replica), else a prior on the slow side."""
+        summary = self._scheduler.last_summary
+        if summary is not None and summary.ok and summary.listed > 0:
+            return summary.duration_s / summary.listed
+        if self._recorded_user_s is None:
+            self._recorded_user_s = await self._recorded_run_cost()
+        return self._recorded_user_s
+
+    async def _recorded_run_cost(self) -> float:
+        run = await self._store.last_successful_run()
+        listed = run.counts.get("listed", 0) if run is not None else 0
+        if run is None or run.ended_at is None or listed <= 0:
+            return PRIOR_LISTED_USER_S
+        return max(0.0, (run.ended_at - run.started_at).total_seconds()) / listed
+
+    async def _list(self) -> RunSummary | None:
+        waiting = math.ceil(self._waiting())
+        log.info("event burst: reading the waiting users by a full reconcile", waiting_users=waiting)
+        summary = await self._scheduler.run_soon("event_burst")
+        outcome = "not_run" if summary is None else summary.outcome.value
+        metrics.BURST_LISTINGS.labels(outcome=outcome).inc()
+        if summary is None or not summary.ok:
+            # Another replica's run, or a failure: one by one for a while (that replica's run, or the
+            # scheduler's retry, still covers what it reads).
+            self._closed_until = time.monotonic() + self._settings.reconcile_lease_ttl_s
+            log.info("event burst: no listing here; reading users one by one", outcome=outcome)
+        return summary
