@@ -121,7 +121,12 @@ def main() -> int:
                 for impl in case.values():
                     total += sum(float(r["seconds"]) for r in impl["runs"])
             total += sum(float(r["seconds"]) for f in suite["floors"].values() for r in f["runs"])
-    results["environment"]["machine"]["load_average_at_end"] = os.getloadavg()
+    machine = results["environment"]["machine"]
+    machine["load_average_at_end"] = os.getloadavg()
+    parts = [json.loads(Path(n).read_text())["environment"]["machine"] for n in sys.argv[1:]]
+    if parts:  # the load the parts ran under, not the load at assembly time
+        machine["load_average_at_start"] = parts[0]["load_average_at_start"]
+        machine["load_average_at_end"] = parts[-1].get("load_average_at_end", machine["load_average_at_end"])
     results["total_seconds"] = total  # measured job time only (process starts and seeding not included)
     results["targets"] = report.targets(results)
     results["plots"] = draw_plots(results)

@@ -602,7 +602,7 @@ def render(results: dict[str, Any], json_name: str) -> str:
     if replay:
         s = replay["summary"]
         lines += [
-            "### Replay (one topic, into an empty store, without the final full reconcile)",
+            "### Replay (one topic, into an empty store, with its full reconcile as `reconciler replay` runs by default)",
             "",
             "| events | distinct users | wall s | Keycloak requests | GET /users/{id} | one lookup per event would be |"
             " store round trips | peak RSS MB |",
