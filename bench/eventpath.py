@@ -1,34 +1,41 @@
 """Event-path and replay benchmarks: admin events published straight to dedicated topics, consumed by the
-real `Service` (consumer only) in a fresh process, users looked up in the real Keycloak.
+real `Service` (consumer and scheduler, so that bursts can take the listing road) in a fresh process, users
+read from the real Keycloak.
 
 The publisher runs in the orchestrator and the consumer in its own process, so the consumer's peak RSS is
-its own. Event-to-store latency is exact per event: the consumer's `event_apply_latency_seconds` histogram
-is observed right after the store write of each hint's apply (`hint_apply.HintApplier`); the job records
-every observed value too.
+its own. Event-to-done time is exact per event: the job wraps the event path's worker
+(`hint_apply.HintApplier`), and each hint counts when the worker is done with it: its user applied and
+written, or covered by a full reconcile that wrote the user (the listing road for bursts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 
+from bench import seed
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests
-from reconciler import metrics
+from reconciler import hint_apply, metrics, workqueue
+from reconciler.burst import RECHECK_OPERATION
 from reconciler.config import Settings
+from reconciler.events import AFTER_COMMIT, PUBLISHED_HEADER, UserHint
 from reconciler.keycloak import KeycloakAdminClient
+from reconciler.reconcile import FullReconcile
 from reconciler.replay import replay
 from reconciler.service import Service
-from reconciler.store import UserStore
+from reconciler.store import F, UserStore
 from tests.support import kafka_offsets
 
 Spec = dict[str, Any]
@@ -87,23 +94,45 @@ def _producer(bootstrap: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 
 
-async def publish_burst(bootstrap: str, topic: str, realm: str, user_ids: list[str]) -> float:
+def record_headers(after_commit: bool) -> list[tuple[str, bytes]] | None:
+    """The headers of a record: our listener (`keycloak-spi-config/kafka-listener/`) marks every record it
+    publishes after Keycloak's commit with `x-published: after-commit`; the other providers set none."""
+    return [(PUBLISHED_HEADER, AFTER_COMMIT)] if after_commit else None
+
+
+def record_key(user_id: str, after_commit: bool) -> bytes | None:
+    """Our listener keys a record by the user id; the providers that publish before commit send no key."""
+    return user_id.encode() if after_commit else None
+
+
+async def publish_burst(
+    bootstrap: str, topic: str, realm: str, user_ids: list[str], *, after_commit: bool = True
+) -> float:
     """One event per entry of `user_ids`, as fast as the producer goes; returns the seconds it took."""
     producer = _producer(bootstrap)
     await producer.start()
+    headers = record_headers(after_commit)
     watch = Stopwatch()
     try:
-        pending = [await producer.send(topic, admin_event(realm, uid, now_ms())) for uid in user_ids]
+        pending = [
+            await producer.send(
+                topic, admin_event(realm, uid, now_ms()), key=record_key(uid, after_commit), headers=headers
+            )
+            for uid in user_ids
+        ]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
     return watch.seconds()
 
 
-async def publish_steady(bootstrap: str, topic: str, realm: str, user_ids: list[str], rate: float) -> float:
+async def publish_steady(
+    bootstrap: str, topic: str, realm: str, user_ids: list[str], rate: float, *, after_commit: bool = True
+) -> float:
     """One event per entry of `user_ids`, `rate` per second on a fixed schedule, each stamped when sent."""
     producer = _producer(bootstrap)
     await producer.start()
+    headers = record_headers(after_commit)
     watch = Stopwatch()
     try:
         pending = []
@@ -111,7 +140,9 @@ async def publish_steady(bootstrap: str, topic: str, realm: str, user_ids: list[
             delay = n / rate - watch.seconds()
             if delay > 0:
                 await asyncio.sleep(delay)
-            pending.append(await producer.send(topic, admin_event(realm, uid, now_ms())))
+            event = admin_event(realm, uid, now_ms())
+            key = record_key(uid, after_commit)
+            pending.append(await producer.send(topic, event, key=key, headers=headers))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -122,10 +153,9 @@ async def publish_steady(bootstrap: str, topic: str, realm: str, user_ids: list[
 
 
 class LatencyRecorder:
-    """Stands in for the apply-latency histogram: keeps every observation (with its wall time) and forwards it."""
+    """Every hint the event path is done with: when (wall time) and how long after its event's time."""
 
-    def __init__(self, histogram: Any, expected: int) -> None:
-        self._histogram = histogram
+    def __init__(self, expected: int) -> None:
         self._expected = expected
         self.values: list[float] = []
         self.applied_at: list[float] = []
@@ -134,9 +164,35 @@ class LatencyRecorder:
     def observe(self, amount: float) -> None:
         self.values.append(amount)
         self.applied_at.append(time.time())
-        self._histogram.observe(amount)
         if len(self.values) >= self._expected:
             self.all_applied.set()
+
+
+def _trace_hints(recorder: LatencyRecorder) -> None:
+    """Wrap the event path's worker (`HintApplier.__call__`): when it is done with a user's hints (applied
+    and written, or covered by a full reconcile that wrote the user: the listing road), each hint is
+    recorded with event-to-done = now - the event's time. Not when it hands them back for later (`Later`,
+    while a listing runs) or raises (the queue retries). Follow-up re-checks are not events."""
+    original = hint_apply.HintApplier.__call__
+    later = getattr(workqueue, "Later", None)
+
+    async def traced(self: hint_apply.HintApplier, user_id: str, hints: list[UserHint]) -> Any:
+        result = await original(self, user_id, hints)
+        if later is None or not isinstance(result, later):
+            now = datetime.now(UTC)
+            for hint in hints:
+                if hint.event_time is not None and hint.operation != RECHECK_OPERATION:
+                    recorder.observe(max(0.0, (now - hint.event_time).total_seconds()))
+        return result
+
+    hint_apply.HintApplier.__call__ = traced  # type: ignore[method-assign]
+
+
+def _burst_setting(spec: Spec) -> dict[str, Any]:
+    """EVENT_BURST_LISTING as the spec says (default: the setting's default), where the reconciler has it."""
+    if "burst_listing" in spec and "event_burst_listing" in Settings.model_fields:
+        return {"event_burst_listing": bool(spec["burst_listing"])}
+    return {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -168,8 +224,9 @@ def _signal_ready(path: str) -> None:
     Path(path).write_text("ready")
 
 
-async def _job_settings(spec: Spec, **overrides: Any) -> Settings:
-    """A job's settings: its realm, its topic and dead-letter topic only, and a database emptied first."""
+async def _job_settings(spec: Spec, *, fresh: bool = True, **overrides: Any) -> Settings:
+    """A job's settings: its realm, its topic and dead-letter topic only, and (`fresh`) a database emptied
+    first."""
     settings = make_settings(
         stack_env(),
         spec["realm"],
@@ -179,25 +236,85 @@ async def _job_settings(spec: Spec, **overrides: Any) -> Settings:
         kafka_dead_letter_topic=spec["dlq"],
         **overrides,
     )
-    await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    if fresh:
+        await _fresh_database(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
     return settings
+
+
+DRIFTED_FIRST_NAME = "Drifted"
+DRIFT_BATCH = 500
+
+
+async def drifted_store(settings: Settings, size: int, user_ids: list[str]) -> dict[str, Any]:
+    """Make the store hold every user of the realm, the documents of `user_ids` drifted from Keycloak (their
+    first name), so that every hint's apply needs a write (an update, not a create).
+
+    The store is filled once by an untimed full reconcile and kept between runs (a count tells whether it is
+    complete); each run then drifts its own users again by bulk writes of single-document updates on the
+    `external_id` index (cheaper here than one `update_many` of the whole collection, ~5 ms per document on
+    a loaded SecantusDB; and no `$in` of ids, ~26 s for 5,000 ids). Untimed: before the consumer starts.
+    """
+    watch = Stopwatch()
+    async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
+        await store.ensure_indexes()
+        filled = False
+        if await store.users.count_documents({F.IS_ACTIVE: True}) != size:
+            await store.users.drop()
+            await store.ensure_indexes()
+            for _ in range(2):
+                # The second run is warm: the listing road's cost model reads the last run's cost per
+                # listed user, and production's periodic runs are warm ones (a cold run is mostly writes).
+                summary = await FullReconcile(settings, store, keycloak).run()
+                if not summary.ok:
+                    raise RuntimeError(f"filling the event store failed: {summary.error}")
+            filled = True
+    fill_s = watch.seconds()
+    # Its own client: a bulk write of 500 updates may take longer than the reconciler's socket timeout here.
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongodb_uri.get_secret_value(), socketTimeoutMS=600_000
+    )
+    modified = 0
+    try:
+        users = client[settings.mongodb_database][settings.mongodb_users_collection]
+        for start in range(0, len(user_ids), DRIFT_BATCH):
+            batch = user_ids[start : start + DRIFT_BATCH]
+            ops = [
+                UpdateOne({F.EXTERNAL_ID: uid}, {"$set": {F.FIRST_NAME: DRIFTED_FIRST_NAME}}) for uid in batch
+            ]
+            modified += (await users.bulk_write(ops, ordered=False)).modified_count
+    finally:
+        await client.close()
+    return {
+        "store_filled_now": filled,
+        "store_fill_seconds": fill_s,
+        "store_drift_seconds": watch.seconds() - fill_s,
+        "store_drifted_documents": modified,
+    }
 
 
 async def events_job(spec: Spec) -> dict[str, Any]:
     """Run the consumer until `expected` hints were applied (or `timeout_s`), then stop it."""
+    drifted = "drifted_size" in spec
     settings = await _job_settings(
         spec,
+        fresh=not drifted,
         kafka_group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        reconcile_enabled=False,
+        # The scheduler runs so that a burst can take the listing road (EVENT_BURST_LISTING, it asks the
+        # scheduler for a run); its periodic runs never come due within a job.
+        reconcile_enabled=True,
+        reconcile_interval_s=1e7,
         http_enabled=False,
         consumer_enabled=True,
         # Only the shutdown after the measurement: the re-checks still queued then are not waited for.
         consumer_drain_timeout_s=3.0,
+        **_burst_setting(spec),
     )
+    drift_ids = [seed.user_id(spec["realm"], i) for i in range(int(spec.get("distinct_users", 0)))]
+    prepared = await drifted_store(settings, int(spec["drifted_size"]), drift_ids) if drifted else {}
     counter = install_store_counter(settings.mongodb_users_collection)
     expected = int(spec["expected"])
-    recorder = LatencyRecorder(metrics.APPLY_LATENCY, expected)
-    metrics.APPLY_LATENCY = recorder  # type: ignore[assignment]  # read at call time by hint_apply
+    recorder = LatencyRecorder(expected)
+    _trace_hints(recorder)
     service = Service(settings)
     task = asyncio.create_task(service.run())
     deadline = time.monotonic() + 60
@@ -206,13 +323,25 @@ async def events_job(spec: Spec) -> dict[str, Any]:
             raise RuntimeError("the consumer did not join its group")
         await asyncio.sleep(0.05)
     counter.enabled = True
+    lookups_before, requests_before = _lookups(), keycloak_requests()
+    profiler = cProfile.Profile() if spec.get("profile") else None
+    if profiler:
+        profiler.enable()
     _signal_ready(spec["ready_file"])
     waiter = asyncio.create_task(recorder.all_applied.wait())
     await asyncio.wait([waiter, task], timeout=float(spec["timeout_s"]), return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
+    if profiler:
+        profiler.disable()
+        Path(spec["profile"]).parent.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(spec["profile"])
     applied = len(recorder.values)
-    lookups = _lookups()
-    requests = keycloak_requests()
+    lookups = _lookups() - lookups_before
+    requests = {
+        op: n - requests_before.get(op, 0)
+        for op, n in keycloak_requests().items()
+        if n - requests_before.get(op, 0)
+    }
     store = counter.to_dict()
     service.stop.set()
     await task
@@ -224,6 +353,8 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         "events": expected,
         "seconds": window,
         "events_per_s": expected / window,
+        "distinct_users": int(spec.get("distinct_users", 0)),
+        "users_per_s": int(spec.get("distinct_users", 0)) / window,
         "lookups": lookups,
         "lookups_per_s": lookups / window,
         "keycloak_requests": sum(requests.values()),
@@ -232,6 +363,8 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         "latency_p95_ms": percentile(recorder.values, 95) * 1000,
         "latency_p99_ms": percentile(recorder.values, 99) * 1000,
         "latency_max_ms": max(recorder.values) * 1000,
+        "store": "drifted" if drifted else "empty",
+        **prepared,
         **store,
     }
 
@@ -243,7 +376,13 @@ async def replay_job(spec: Spec) -> dict[str, Any]:
     async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
         counter.enabled = True
         watch = Stopwatch()
-        summary = await replay(settings, store, keycloak, topics=[spec["topic"]], reconcile_after=False)
+        summary = await replay(
+            settings,
+            store,
+            keycloak,
+            topics=[spec["topic"]],
+            reconcile_after=bool(spec.get("reconcile_after", True)),
+        )
         seconds = watch.seconds()
         counter.enabled = False
     requests = keycloak_requests()

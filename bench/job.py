@@ -20,9 +20,11 @@ import httpx
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
+from bench import floors
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests, peak_rss_mb
 from bench.reference import SeedUserRepository, reference_sync
+from reconciler.config import Settings
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.logs import configure_logging
 from reconciler.reconcile import FullReconcile
@@ -57,12 +59,29 @@ async def _store_summary(users: AsyncCollection[dict[str, Any]]) -> dict[str, in
     }
 
 
+async def _filled(settings: Settings, impl: str, size: int) -> bool:
+    """Whether an implementation's store already holds `size` user documents, all active (two counts)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri.get_secret_value())
+    try:
+        users = client[settings.mongodb_database][
+            settings.mongodb_users_collection if impl == "ours" else "users"
+        ]
+        summary = await _store_summary(users)
+    finally:
+        await client.close()
+    return summary["store_users"] == size and summary["store_active_users"] == size
+
+
 async def reconcile_job(spec: Spec) -> dict[str, Any]:
     env = stack_env()
-    overrides = {"keycloak_page_size": spec["page_size"]} if "page_size" in spec else {}
+    overrides: dict[str, Any] = {"keycloak_page_size": spec["page_size"]} if "page_size" in spec else {}
+    if "in_flight" in spec:
+        overrides["keycloak_list_concurrency"] = spec["in_flight"]
     settings = make_settings(env, spec["realm"], spec["database"], **overrides)
     counter = install_store_counter(settings.mongodb_users_collection)
     result: dict[str, Any] = {}
+    if spec.get("only_if_unfilled") and await _filled(settings, spec["impl"], int(spec["size"])):
+        return {"skipped": True}
     async with KeycloakAdminClient(settings) as keycloak:
         if spec["impl"] == "ours":
             async with UserStore.from_settings(settings) as store:
@@ -145,7 +164,11 @@ async def floor_job(spec: Spec) -> dict[str, Any]:
 
             listed = first = 0
             while True:
-                params = {"first": first, "max": page_size, "briefRepresentation": "false"}
+                params: dict[str, str | int] = {
+                    "first": first,
+                    "max": page_size,
+                    "briefRepresentation": "false",
+                }
                 url = f"/admin/realms/{spec['realm']}/users"
                 response = await http.get(url, params=params, headers=await headers())
                 requests += 1
@@ -175,6 +198,8 @@ def main() -> int:
         from bench import eventpath
 
         job = eventpath.JOBS[kind]
+    elif kind in floors.JOBS:
+        job = floors.JOBS[kind]
     else:
         job = JOBS[kind]
     result = asyncio.run(job(spec))

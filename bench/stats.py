@@ -23,6 +23,12 @@ NUMERIC_KEYS = (
     "keycloak_get_user_requests",
     "distinct_users",
     "events_read",
+    "users_per_s",
+    "sequential_seconds",
+    "best_seconds",
+    "raw_per_s",
+    "client_per_s",
+    "docs_per_s",
 )
 
 
