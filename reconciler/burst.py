@@ -13,9 +13,9 @@ before every read:
    the records stay uncommitted) and come back to step 1 once it ends.
 3. **List?** The cost model compares the waiting users (queued, plus the records not yet read times the
    share of distinct users seen so far) at the measured GET cost and concurrency with the realm's count at
-   the last full reconcile's measured cost per user (this process's run, else the store's record of the
-   last run by any replica, else a prior on the slow side). When the
-   listing is cheaper it asks the scheduler for a full reconcile now (`run_soon`: one lease, one run across
+   the measured cost per user of a full reconcile that mostly read (this process's last run, else the
+   store's record of the last run by any replica, else the measured cost of a listed user in a page,
+   else a prior on the slow side; writes cost the same on either road). When the listing is cheaper it asks the scheduler for a full reconcile now (`run_soon`: one lease, one run across
    replicas, the same apply core, deactivation only after a complete listing) and the hints wait for it.
 
 A listing that did not run here (another replica holds the lease) or failed closes the road for one lease
@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -46,6 +46,10 @@ RECHECK_OPERATION: Final = "RECHECK"  # a follow-up re-check must read Keycloak 
 # Until this process has measured a request of the kind: the orders of magnitude BENCHMARKS.md measured.
 PRIOR_GET_S: Final = 0.01
 PRIOR_LISTED_USER_S: Final = 0.001  # 1,000 users/s: slower than any listing measured here
+
+RECORD_REFRESH_S: Final = 60.0  # the store's run record is read again after this long
+# A run that wrote more than this share of what it listed measured the store's writes, not the listing.
+WARM_RUN_MAX_WRITE_SHARE: Final = 0.1
 
 Waiting = Callable[[], float]  # distinct users waiting on the event path, an estimate
 
@@ -68,7 +72,8 @@ class ListingRoad:
         self._waiting = waiting
         self._listing: asyncio.Task[RunSummary | None] | None = None
         self._closed_until = 0.0  # monotonic: after a listing that did not run or failed
-        self._recorded_user_s: float | None = None  # from the store's last run record, read once
+        self._recorded_user_s: float | None = None  # from the store's last run record
+        self._recorded_at = -RECORD_REFRESH_S  # monotonic time it was read
 
     @property
     def listing(self) -> bool:
@@ -118,21 +123,29 @@ class ListingRoad:
         return count * await self._listed_user_s() < singles_s
 
     async def _listed_user_s(self) -> float:
-        """Seconds per user of a full reconcile: the last local run's, else the last recorded run's (any
-        replica), else a prior on the slow side."""
+        """Seconds per user of a full reconcile that reads rather than writes (the writes cost the same on
+        either road): this process's last run, else the last recorded run of any replica, else the measured
+        page cost per listed user, else a prior on the slow side."""
         summary = self._scheduler.last_summary
-        if summary is not None and summary.ok and summary.listed > 0:
-            return summary.duration_s / summary.listed
-        if self._recorded_user_s is None:
+        if summary is not None and summary.ok:
+            local = _read_cost(summary.duration_s, summary.counts())
+            if local is not None:
+                return local
+        if time.monotonic() >= self._recorded_at + RECORD_REFRESH_S:
             self._recorded_user_s = await self._recorded_run_cost()
-        return self._recorded_user_s
+            self._recorded_at = time.monotonic()
+        if self._recorded_user_s is not None:
+            return self._recorded_user_s
+        page_user_s = self._keycloak.costs.mean_s("listed_user")
+        if page_user_s is not None:
+            return page_user_s / self._settings.keycloak_list_concurrency
+        return PRIOR_LISTED_USER_S
 
-    async def _recorded_run_cost(self) -> float:
+    async def _recorded_run_cost(self) -> float | None:
         run = await self._store.last_successful_run()
-        listed = run.counts.get("listed", 0) if run is not None else 0
-        if run is None or run.ended_at is None or listed <= 0:
-            return PRIOR_LISTED_USER_S
-        return max(0.0, (run.ended_at - run.started_at).total_seconds()) / listed
+        if run is None or run.ended_at is None:
+            return None
+        return _read_cost((run.ended_at - run.started_at).total_seconds(), run.counts)
 
     async def _list(self) -> RunSummary | None:
         waiting = math.ceil(self._waiting())
@@ -146,3 +159,12 @@ class ListingRoad:
             self._closed_until = time.monotonic() + self._settings.reconcile_lease_ttl_s
             log.info("event burst: no listing here; reading users one by one", outcome=outcome)
         return summary
+
+
+def _read_cost(duration_s: float, counts: Mapping[str, int]) -> float | None:
+    """Seconds per listed user of a run that mostly read (None for a run that mostly wrote, or listed no one)."""
+    listed = counts.get("listed", 0)
+    written = sum(counts.get(action, 0) for action in ("created", "updated", "deactivated", "reactivated"))
+    if listed <= 0 or written > WARM_RUN_MAX_WRITE_SHARE * listed:
+        return None
+    return max(0.0, duration_s) / listed

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 from urllib.parse import quote
 
 import httpx
@@ -154,6 +154,10 @@ def user_from_representation(data: Mapping[str, Any]) -> KeycloakUser:
     )
 
 
+# Pages at least this large tell what a listed user costs (a page of one is mostly the request's overhead).
+LISTED_USER_MIN_PAGE: Final = 10
+
+
 class KeycloakAdminClient:
     """Reads users of one realm through the admin REST API with a service-account token.
 
@@ -222,9 +226,12 @@ class KeycloakAdminClient:
         id when that is a valid Keycloak id) instead of failing the whole page: one bad user must not stop
         the full reconcile for everyone else. `size` counts every item, for paging."""
         params = {"first": first, "max": max_results, "briefRepresentation": str(brief).lower()}
+        started = time.perf_counter()
         data = await self._get_json("list_users", "/users", params)
         if not isinstance(data, list):
             raise KeycloakProtocolError("user listing is not a JSON array")
+        if data and max_results >= LISTED_USER_MIN_PAGE:  # a real page, not the start-up check's one user
+            self.costs.observe("listed_user", (time.perf_counter() - started) / len(data))
         page = UserPage(size=len(data))
         for item in data:
             try:
