@@ -13,7 +13,7 @@ port; STACK_KAFKA_BROKERS=3: three KRaft brokers, the topics replicated three ti
 STACK_SECURE=1: connections as production has them. A test CA (made once with openssl, in the state folder's
 `tls/`) signs one server certificate for 127.0.0.1; Kafka's client listener is SASL_SSL with SCRAM-SHA-512 users
 (random passwords: the broker itself, `keycloak` for the event listener, `reconciler`), Keycloak serves HTTPS
-only, and `.stack/env` names the CA files, the SASL user and the https URL. One Keycloak node only.
+on its port, and `.stack/env` names the CA files, the SASL user and the https URL. One Keycloak node only.
 
 `stop SERVICE` / `start SERVICE` stop or start one service of a running stack (fault-injection tests use them on
 a second stack, see STACK_STATE_DIR). STACK_MONGO_AUTH=true starts SecantusDB with --auth (SCRAM users must be
