@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
 from reconciler.config import Settings
@@ -198,3 +199,24 @@ def test_a_ca_file_that_is_missing_or_not_pem_is_a_configuration_error(
     reason = "is not a file" if problem == "missing" else "holds no PEM CA certificate"
     assert f"invalid {setting} (" in line and reason in line, line
     _assert_clean(result, secure_settings)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"kafka_security_protocol": "SASL_SSL"},
+            "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_MECHANISM",
+        ),
+        (
+            {"kafka_sasl_mechanism": "SCRAM-SHA-512", "kafka_sasl_username": "reconciler"},
+            "needs KAFKA_SASL_USERNAME",
+        ),
+    ],
+)
+def test_incomplete_sasl_settings_are_refused(values: dict[str, str], message: str) -> None:
+    """No stack needed: refused when the settings are read."""
+    env = {"KEYCLOAK_URL": "https://sso.example.test", "KEYCLOAK_REALM": "app", "KEYCLOAK_CLIENT_ID": "c",
+           "KEYCLOAK_CLIENT_SECRET": "s", "MONGODB_URI": "mongodb://127.0.0.1:1", "KAFKA_BOOTSTRAP_SERVERS": "x:1"}  # fmt: skip
+    with pytest.raises(ValidationError, match=message):
+        make_settings(env, **values)
