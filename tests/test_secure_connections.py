@@ -32,7 +32,8 @@ from tests.support.stack import REALM_FILE, ROOT, discover_stack_env
 from tests.support.stack_control import StackControl
 from tests.test_event_path import running_service, until_stored
 
-pytestmark = pytest.mark.stack
+# The first test also waits for the module's own secure stack to start (minutes on a busy machine).
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
 _PORTS = {
     "STACK_KAFKA_PORT": ("SECURE_STACK_KAFKA_PORT", 19192),
