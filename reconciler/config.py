@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
@@ -24,6 +26,11 @@ class Settings(BaseSettings):
     )
     keycloak_client_secret: SecretStr = Field(description="Secret of that client (never logged)")
     keycloak_verify_tls: bool = Field(default=True, description="Verify Keycloak's TLS certificate")
+    keycloak_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of the CA(s) that signed Keycloak's certificate (e.g. a mounted Secret), "
+        "trusted instead of the system CAs; empty: the system CAs",
+    )
     keycloak_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one Keycloak request")
     keycloak_max_concurrency: int = Field(
         default=8, ge=1, le=256, description="Keycloak requests in flight at once, across all paths"
@@ -87,6 +94,11 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = Field(default=None, description="SASL mechanism, e.g. SCRAM-SHA-512")
     kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password (never logged)")
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL), trusted "
+        "instead of the system CAs; empty: the system CAs",
+    )
 
     # --- Event path -----------------------------------------------------------------------------------
     consumer_enabled: bool = Field(default=True, description="Run the Kafka consumer in `reconciler run`")
@@ -238,10 +250,36 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level")
     log_format: Literal["json", "console"] = Field(default="json", description="JSON lines or human console")
 
-    @field_validator("kafka_group_instance_id", "kafka_sasl_mechanism", "kafka_sasl_username", mode="before")
+    @field_validator(
+        "kafka_group_instance_id",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "keycloak_ca_file",
+        "kafka_ssl_ca_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("keycloak_ca_file", "kafka_ssl_ca_file")
+    @classmethod
+    def _ca_bundle_loads(cls, path: Path | None) -> Path | None:
+        """Checked at start, so a missing or unreadable bundle is a configuration error, not an outage."""
+        if path is not None:
+            load_ca_bundle(path)
+        return path
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not self.kafka_sasl_mechanism:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_MECHANISM"
+            )
+        if self.kafka_sasl_mechanism and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError("KAFKA_SASL_MECHANISM needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        return self
 
     @model_validator(mode="after")
     def _page_size_bounds(self) -> Settings:
@@ -269,3 +307,17 @@ class Settings(BaseSettings):
     def event_topics(self) -> list[str]:
         """The topics the consumer reads (empty names are left out)."""
         return [t for t in (self.kafka_user_events_topic, self.kafka_admin_events_topic) if t]
+
+
+def load_ca_bundle(path: Path) -> ssl.SSLContext:
+    """A client TLS context (hostname checked) that trusts the CAs of the PEM bundle at `path` only.
+
+    Raises ValueError naming the problem, never the file's content."""
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except PermissionError:
+        raise ValueError(f"{path} is not readable") from None
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(f"{path} holds no PEM CA certificate ({type(error).__name__})") from None

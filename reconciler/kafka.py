@@ -9,7 +9,7 @@ from aiokafka.helpers import create_ssl_context
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from reconciler import metrics
-from reconciler.config import Settings
+from reconciler.config import Settings, load_ca_bundle
 from reconciler.logs import get_logger, register_secret
 
 log = get_logger(__name__)
@@ -26,7 +26,9 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "client_id": "keycloak-user-reconciler",
     }
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = create_ssl_context()
+        ca_file = settings.kafka_ssl_ca_file
+        # A private CA (KAFKA_SSL_CA_FILE) replaces the system CAs; the broker's host name is checked either way.
+        options["ssl_context"] = load_ca_bundle(ca_file) if ca_file else create_ssl_context()
     if settings.kafka_sasl_mechanism:
         password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
         register_secret(password)

@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_base
 
 from reconciler import logs, metrics
-from reconciler.config import Settings
+from reconciler.config import Settings, load_ca_bundle
 from reconciler.costs import RequestCosts
 from reconciler.errors import (
     InvalidUserId,
@@ -175,7 +175,7 @@ class KeycloakAdminClient:
         logs.register_secret(self._client_secret)
         self._http = httpx.AsyncClient(
             transport=transport,
-            verify=settings.keycloak_verify_tls,
+            verify=_tls_verification(settings),
             timeout=httpx.Timeout(settings.keycloak_timeout_s),
             limits=httpx.Limits(max_connections=settings.keycloak_max_concurrency + 1),
             headers={"Accept": "application/json"},
@@ -434,11 +434,9 @@ class KeycloakAdminClient:
                     )
                 except httpx.ConnectError as exc:
                     self._observe(operation, "connection_error", started)
-                    if _is_certificate_failure(exc):
-                        raise KeycloakConfigError(
-                            f"Keycloak's TLS certificate at {self._base} is not trusted: check the CA"
-                            " (SSL_CERT_FILE) or KEYCLOAK_VERIFY_TLS"
-                        ) from exc
+                    reason = _certificate_failure(exc)
+                    if reason is not None:
+                        raise KeycloakConfigError(self._untrusted(reason)) from exc
                     raise _Transient(f"connection error ({type(exc).__name__})") from exc
                 except httpx.TimeoutException as exc:
                     self._observe(operation, "timeout", started)
@@ -469,6 +467,18 @@ class KeycloakAdminClient:
             raise KeycloakUnavailable(
                 f"Keycloak {operation} failed after {self._attempts} attempts: {exc.reason}"
             ) from exc
+
+    def _untrusted(self, reason: str) -> str:
+        ca_file = self._settings.keycloak_ca_file
+        trusted = (
+            f"the CA in KEYCLOAK_CA_FILE={ca_file}"
+            if ca_file
+            else "the system CAs (KEYCLOAK_CA_FILE is empty)"
+        )
+        return (
+            f"Keycloak's TLS certificate at {self._base} is not trusted by {trusted} ({reason}): set"
+            " KEYCLOAK_CA_FILE to the CA that signed it"
+        )
 
     def _observe(self, operation: Operation, outcome: str, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -542,14 +552,24 @@ class KeycloakAdminClient:
         return token
 
 
-def _is_certificate_failure(error: BaseException) -> bool:
-    """True when a connection failed because the server's certificate was not trusted (not an outage)."""
+def _tls_verification(settings: Settings) -> ssl.SSLContext | bool:
+    """httpx's `verify`: the CA bundle of KEYCLOAK_CA_FILE, the system CAs, or off (KEYCLOAK_VERIFY_TLS)."""
+    if not settings.keycloak_verify_tls:
+        return False
+    if settings.keycloak_ca_file is not None:
+        return load_ca_bundle(settings.keycloak_ca_file)
+    return True
+
+
+def _certificate_failure(error: BaseException) -> str | None:
+    """Why the server's certificate was not trusted (OpenSSL's short reason), or None when the connection failed
+    for another reason (an outage)."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
+            return seen.verify_message or "certificate verify failed"
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
 def _outcome(status: int) -> str:

@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 
 from reconciler.config import Settings
 from reconciler.store import UserStore
+from tests.support import kafka_clients
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.settings import make_settings as make_settings
 from tests.support.settings import override as override
@@ -25,6 +26,7 @@ def stack_env() -> Iterator[dict[str, str]]:
     """Endpoints of the real stack. Never skips: without a stack the integration tests fail and say why."""
     env = discover_stack_env()
     if env is not None:
+        kafka_clients.register(env)
         yield env
         return
     if docker_available():

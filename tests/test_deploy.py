@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import certifi
 import jsonschema
 import pytest
 import yaml
@@ -216,8 +217,23 @@ def settings_of_pod(docs: list[Doc], env: pytest.MonkeyPatch, pod_name: str) -> 
         else:
             values[var["name"]] = var["value"]
     for name, value in values.items():
+        if name.endswith("_CA_FILE") and value:
+            mounted_ca_file(docs, value)
+            value = certifi.where()  # a real PEM bundle stands in for the mounted file's content
         env.setenv(name, value)
     return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def mounted_ca_file(docs: list[Doc], path: str) -> None:
+    """`path` is a key of a Secret the pod mounts, when that Secret is among `docs`."""
+    volumes = {v["name"]: v for v in pod_spec(docs).get("volumes", [])}
+    mounts = [m for m in container(docs).get("volumeMounts", []) if path.startswith(m["mountPath"] + "/")]
+    assert len(mounts) == 1, f"{path} is not in a mounted volume"
+    secret_name = volumes[mounts[0]["name"]]["secret"]["secretName"]
+    key = path.removeprefix(mounts[0]["mountPath"] + "/")
+    secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == secret_name]
+    for secret in secrets:
+        assert key in secret.get("stringData", secret.get("data", {})), f"{secret_name} has no {key}"
 
 
 def kubernetes_versions() -> list[str]:
@@ -412,6 +428,27 @@ def test_overlay_changes_only_what_it_says(
     settings = settings_of_pod(overlay, clean_env, f"{APP}-2")
     assert settings.keycloak_base_url == "https://sso.example.com"
     assert settings.keycloak_realm == "customers"
+
+
+def test_overlay_shows_sasl_ssl_and_ca_files_from_a_mounted_secret(
+    base: list[Doc], overlay: list[Doc], clean_env: pytest.MonkeyPatch
+) -> None:
+    config = config_data(overlay)
+    assert (config["KAFKA_SECURITY_PROTOCOL"], config["KAFKA_SASL_MECHANISM"]) == (
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+    )
+    assert config["KAFKA_SASL_USERNAME"] and "KAFKA_SASL_PASSWORD" in secret_data(overlay)
+    for setting in ("KAFKA_SSL_CA_FILE", "KEYCLOAK_CA_FILE"):
+        mounted_ca_file(overlay, config[setting])  # a file of the CA Secret, which the pod mounts
+    (volume,) = [v for v in pod_spec(base)["volumes"] if "secret" in v]
+    assert volume["secret"] == {
+        "secretName": "keycloak-user-reconciler-ca", "optional": True, "defaultMode": 0o444,
+    }  # fmt: skip
+    ca_secret = find(overlay, "Secret", "keycloak-user-reconciler-ca")
+    assert all("change-me" in value for value in ca_secret["stringData"].values()), "a template only"
+    settings = settings_of_pod(overlay, clean_env, f"{APP}-0")
+    assert settings.kafka_ssl_ca_file is not None and settings.keycloak_ca_file is not None
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------------

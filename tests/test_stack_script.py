@@ -61,6 +61,14 @@ def test_an_unknown_keycloak_database_is_refused_by_name(tmp_path: Path) -> None
     assert not (tmp_path / "state" / "secantusdb.pid").exists()
 
 
+def test_the_secure_shape_refuses_a_keycloak_cluster_by_name(tmp_path: Path) -> None:
+    env = {"STACK_STATE_DIR": str(tmp_path / "state"), "STACK_SECURE": "1", "STACK_KEYCLOAK_NODES": "2"}
+    result = stack("up", env=env)
+    assert result.returncode == 1
+    assert "STACK_SECURE=1 supports one Keycloak node" in result.stderr
+    assert not (tmp_path / "state" / "secantusdb.pid").exists()
+
+
 def test_the_cluster_shape_has_two_nodes_behind_a_front_on_the_keycloak_port(tmp_path: Path) -> None:
     env = {
         **DEFAULT_SHAPE,

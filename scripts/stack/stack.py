@@ -10,6 +10,11 @@ STACK_KEYCLOAK_DB=h2 on Keycloak's embedded H2 file database (no PostgreSQL: the
 STACK_KEYCLOAK_NODES=2: two Keycloak nodes in one cluster behind a round-robin front (front.py) on the Keycloak
 port; STACK_KAFKA_BROKERS=3: three KRaft brokers, the topics replicated three times (min.insync.replicas 2).
 
+STACK_SECURE=1: connections as production has them. A test CA (made once with openssl, in the state folder's
+`tls/`) signs one server certificate for 127.0.0.1; Kafka's client listener is SASL_SSL with SCRAM-SHA-512 users
+(random passwords: the broker itself, `keycloak` for the event listener, `reconciler`), Keycloak serves HTTPS
+on its port, and `.stack/env` names the CA files, the SASL user and the https URL. One Keycloak node only.
+
 `stop SERVICE` / `start SERVICE` stop or start one service of a running stack (fault-injection tests use them on
 a second stack, see STACK_STATE_DIR). STACK_MONGO_AUTH=true starts SecantusDB with --auth (SCRAM users must be
 provisioned beforehand, without it).
@@ -25,9 +30,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -71,6 +78,11 @@ NODE_MANAGEMENT_PORT = int(
 CLUSTER_PORT = int(os.environ.get("STACK_KEYCLOAK_CLUSTER_PORT", str(KEYCLOAK_MANAGEMENT_PORT + 800)))
 # STACK_KAFKA_BROKERS=3: a KRaft cluster, broker i (from 0) on STACK_KAFKA_PORT + 2i (controller + 2i).
 KAFKA_BROKERS = int(os.environ.get("STACK_KAFKA_BROKERS", "1"))
+SECURE = os.environ.get("STACK_SECURE", "").lower() in ("1", "true", "yes")
+TLS_DIR = STATE / "tls"
+SASL_MECHANISM = "SCRAM-SHA-512"
+# The SCRAM users of a secure stack: the broker (inter-broker traffic and the topic tool), the listener, us.
+KAFKA_USERS = ("broker", "keycloak", "reconciler")
 # JGroups' failure detection listens on the cluster port + this (its default, 50000, overflows high ports).
 FD_PORT_OFFSET = 100
 FRONT_SCRIPT = Path(__file__).resolve().parent / "front.py"
@@ -97,8 +109,18 @@ def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-20:]
-        raise StackError(f"command failed ({result.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+        raise StackError(redact(f"command failed ({result.returncode}): {' '.join(cmd)}\n" + "\n".join(tail)))
     return result  # type: ignore[no-any-return]
+
+
+# Passwords of the secure stack, masked in every error this script prints (a failed command shows its args).
+SECRETS: set[str] = set()
+
+
+def redact(text: str) -> str:
+    for secret in SECRETS:
+        text = text.replace(secret, "***")
+    return text
 
 
 def port_open(port: int) -> bool:
@@ -260,7 +282,12 @@ class KeycloakNode:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.http_port}"
+        return f"{'https' if SECURE else 'http'}://{HOST}:{self.http_port}"
+
+    @property
+    def management_url(self) -> str:
+        # The management interface takes the main one's TLS settings.
+        return f"{'https' if SECURE else 'http'}://{HOST}:{self.management_port}"
 
 
 def keycloak_nodes() -> tuple[KeycloakNode, ...]:
@@ -283,6 +310,9 @@ def check_shape() -> None:
         raise StackError(f"STACK_KAFKA_BROKERS must be 1 or 3, not {KAFKA_BROKERS}")
     if KEYCLOAK_NODES > 1 and KEYCLOAK_DB != "postgres":
         raise StackError("a Keycloak cluster (STACK_KEYCLOAK_NODES > 1) needs STACK_KEYCLOAK_DB=postgres")
+    if SECURE and KEYCLOAK_NODES > 1:
+        # The round-robin front speaks plain HTTP; a TLS front is not built yet.
+        raise StackError("STACK_SECURE=1 supports one Keycloak node (STACK_KEYCLOAK_NODES=1)")
 
 
 def services() -> tuple[Service, ...]:
@@ -292,6 +322,126 @@ def services() -> tuple[Service, ...]:
     front = (FRONT,) if KEYCLOAK_NODES > 1 else ()
     kafka = (broker.service for broker in kafka_brokers())
     return (MONGO, *database, *kafka, *(node.service for node in keycloak_nodes()), *front)
+
+
+# --- TLS and SASL material (STACK_SECURE=1) ----------------------------------------------------------------
+def openssl(*args: str) -> None:
+    if shutil.which("openssl") is None:
+        raise StackError("STACK_SECURE=1 needs the openssl command (apt-get install openssl)")
+    run(["openssl", *args])
+
+
+def ensure_tls() -> None:
+    """A test CA and one server certificate for 127.0.0.1/localhost, made once per state folder."""
+    if (TLS_DIR / ".complete").exists():
+        return
+    log(f"making a test CA and a server certificate in {TLS_DIR}")
+    shutil.rmtree(TLS_DIR, ignore_errors=True)
+    TLS_DIR.mkdir(parents=True)
+    TLS_DIR.chmod(0o700)
+    ca_key, ca, key, csr, cert = (
+        TLS_DIR / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
+    days = "825"
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        days,
+        "-subj",
+        "/CN=keycloak-user-reconciler test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={HOST}"
+    )
+    extensions = TLS_DIR / "server.ext"
+    extensions.write_text(
+        f"subjectAltName=IP:{HOST},DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        days,
+        "-extfile",
+        str(extensions),
+    )
+    # Kafka's PEM keystore: the (PKCS#8, unencrypted) key and the certificate chain in one file.
+    (TLS_DIR / "server-keystore.pem").write_text(key.read_text() + cert.read_text())
+    ca_key.unlink()  # nothing else is ever signed with it
+    for path in TLS_DIR.iterdir():
+        path.chmod(0o600)
+    (TLS_DIR / ".complete").touch()
+
+
+def kafka_passwords() -> dict[str, str]:
+    """The SCRAM users' passwords, random, made once per state folder (never printed)."""
+    path = TLS_DIR / "kafka-users.json"
+    if not path.exists():
+        TLS_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({user: secrets.token_urlsafe(24) for user in KAFKA_USERS}))
+        path.chmod(0o600)
+    passwords: dict[str, str] = json.loads(path.read_text())
+    SECRETS.update(passwords.values())
+    return passwords
+
+
+def jaas(user: str) -> str:
+    password = kafka_passwords()[user]
+    return f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+
+
+def kafka_client_properties() -> Path:
+    """The topic tool's client settings on a secure stack (the broker's own SCRAM user)."""
+    path = TLS_DIR / "kafka-client.properties"
+    path.write_text(
+        "\n".join(
+            [
+                "security.protocol=SASL_SSL",
+                f"sasl.mechanism={SASL_MECHANISM}",
+                f"sasl.jaas.config={jaas('broker')}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={TLS_DIR / 'ca.pem'}",
+                "",
+            ]
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def url_ok(url: str) -> bool:
+    """`http_ok` that trusts the test CA for an https URL."""
+    if not url.startswith("https:"):
+        return http_ok(url)
+    context = ssl.create_default_context(cafile=str(TLS_DIR / "ca.pem"))
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 # --- PostgreSQL (Keycloak's database) ----------------------------------------------------------------------
@@ -468,10 +618,8 @@ def kafka_config(broker: Broker) -> str:
             "process.roles=broker,controller",
             f"node.id={broker.node_id}",
             quorum,
-            f"listeners=PLAINTEXT://{HOST}:{broker.port},CONTROLLER://{HOST}:{broker.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{broker.port}",
+            *kafka_listener_config(broker),
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={broker.home / 'data'}",
             "num.partitions=3",
             f"default.replication.factor={replicas}",  # min.insync.replicas is set per topic (create_topics)
@@ -486,6 +634,31 @@ def kafka_config(broker: Broker) -> str:
             "",
         ]
     )
+
+
+def kafka_listener_config(broker: Broker) -> list[str]:
+    """The client listener: PLAINTEXT, or SASL_SSL with SCRAM on a secure stack (brokers talk to each other
+    over it too). The controller listener stays PLAINTEXT on loopback: only the brokers themselves use it."""
+    if not SECURE:
+        return [
+            f"listeners=PLAINTEXT://{HOST}:{broker.port},CONTROLLER://{HOST}:{broker.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{broker.port}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+    mechanism = SASL_MECHANISM.lower()
+    return [
+        f"listeners=SASL_SSL://{HOST}:{broker.port},CONTROLLER://{HOST}:{broker.controller_port}",
+        f"advertised.listeners=SASL_SSL://{HOST}:{broker.port}",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "inter.broker.listener.name=SASL_SSL",
+        f"sasl.enabled.mechanisms={SASL_MECHANISM}",
+        f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
+        f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config={jaas('broker')}",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={TLS_DIR / 'server-keystore.pem'}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={TLS_DIR / 'ca.pem'}",
+    ]
 
 
 KAFKA_LOG4J = """status = warn
@@ -521,13 +694,26 @@ def kafka_cluster_id(broker: Broker) -> str:
 
 def format_kafka_storage(broker: Broker, config: Path) -> None:
     data = broker.home / "data"
+    shape = "secure" if SECURE else "plaintext"
+    marker = broker.home / "security-shape"
     if (data / "meta.properties").exists():
+        if (marker.read_text() if marker.exists() else "plaintext") != shape:
+            # The SCRAM users are written into the metadata when the storage is formatted.
+            raise StackError(
+                f"{broker.home} was formatted for a {'plaintext' if SECURE else 'secure'} Kafka; stop the stack "
+                f"and remove {STATE} (or use another STACK_STATE_DIR) to switch STACK_SECURE"
+            )
         return
     shutil.rmtree(data, ignore_errors=True)
     standalone = ["--standalone"] if KAFKA_BROKERS == 1 else []
     cluster_id = kafka_cluster_id(broker)
     format_command = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *standalone]
+    if SECURE:
+        passwords = kafka_passwords()
+        for user in KAFKA_USERS:
+            format_command += ["--add-scram", f"{SASL_MECHANISM}=[name={user},password={passwords[user]}]"]
     run([*kafka_java(broker, "256m"), *format_command])
+    marker.write_text(shape)
 
 
 def create_topics(broker: Broker) -> None:
@@ -539,6 +725,7 @@ def create_topics(broker: Broker) -> None:
                 "org.apache.kafka.tools.TopicCommand",
                 "--bootstrap-server",
                 bootstrap_servers(),
+                *(["--command-config", str(kafka_client_properties())] if SECURE else []),
                 "--create",
                 "--if-not-exists",
                 "--topic",
@@ -554,8 +741,11 @@ def create_topics(broker: Broker) -> None:
 
 
 def start_kafka(broker: Broker) -> None:
+    if SECURE:
+        ensure_tls()
     broker.home.mkdir(parents=True, exist_ok=True)
     config = broker.home / "server.properties"
+    config.touch(mode=0o600)  # it holds the broker's SCRAM password on a secure stack
     config.write_text(kafka_config(broker))
     (broker.home / "log4j2.properties").write_text(KAFKA_LOG4J)
     format_kafka_storage(broker, config)
@@ -647,6 +837,38 @@ def keycloak_cluster_args(node: KeycloakNode) -> list[str]:
     ]
 
 
+def keycloak_http_args(node: KeycloakNode) -> list[str]:
+    if not SECURE:
+        return [f"--http-host={HOST}", f"--http-port={node.http_port}"]
+    return [
+        f"--http-host={HOST}",
+        # HTTPS on the Keycloak port. Dev mode serves HTTP whatever --http-enabled says (keycloak/keycloak#19339),
+        # so its HTTP socket goes to a free loopback port the kernel picks, which nothing is told about.
+        "--http-port=0",
+        f"--https-port={node.http_port}",
+        f"--https-certificate-file={TLS_DIR / 'server.pem'}",
+        f"--https-certificate-key-file={TLS_DIR / 'server.key'}",
+    ]
+
+
+def keycloak_listener_args() -> list[str]:
+    """The event listener's producer: SASL_SSL with its own SCRAM user on a secure stack (the password goes in
+    its environment, see keycloak_env, so it is never on a command line)."""
+    args = [
+        f"--spi-events-listener--kafka--bootstrap-servers={bootstrap_servers()}",
+        "--spi-events-listener--kafka--events-topic=keycloak.events",
+        "--spi-events-listener--kafka--admin-events-topic=keycloak.admin-events",
+    ]
+    if SECURE:
+        args += [
+            "--spi-events-listener--kafka--security-protocol=SASL_SSL",
+            f"--spi-events-listener--kafka--sasl-mechanism={SASL_MECHANISM}",
+            "--spi-events-listener--kafka--sasl-username=keycloak",
+            f"--spi-events-listener--kafka--ssl-truststore-location={TLS_DIR / 'ca.pem'}",
+        ]
+    return args
+
+
 def keycloak_env(db: Path) -> dict[str, str]:
     java_opts = [
         # Keycloak's transaction log lives in the state folder, so two stacks share one install.
@@ -661,6 +883,8 @@ def keycloak_env(db: Path) -> dict[str, str]:
         "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "JAVA_OPTS_KC_HEAP": "-Xms256m -Xmx1024m",
     }
+    if SECURE:
+        env["KAFKA_SASL_PASSWORD"] = kafka_passwords()["keycloak"]
     java_home = java_home_for_keycloak()
     if java_home:
         env["JAVA_HOME"] = java_home
@@ -696,6 +920,8 @@ def cluster_members(node: KeycloakNode, offset: int) -> int:
 
 
 def start_keycloak(node: KeycloakNode) -> None:
+    if SECURE:
+        ensure_tls()
     shape = KEYCLOAK_DB + ("-ispn" if node.cluster_port is not None else "")
     home = prepare_keycloak_home(shape)
     db = STATE / ("keycloak-db" if node.service is KEYCLOAK else f"{node.service.name}-db")
@@ -705,26 +931,23 @@ def start_keycloak(node: KeycloakNode) -> None:
         [
             str(home / "bin" / "kc.sh"),
             "start-dev",
-            f"--http-host={HOST}",
-            f"--http-port={node.http_port}",
+            *keycloak_http_args(node),
             f"--http-management-port={node.management_port}",
             "--health-enabled=true",
             *keycloak_database_args(db),
             *keycloak_cluster_args(node),
             "--metrics-enabled=false",
             "--import-realm",
-            f"--spi-events-listener--kafka--bootstrap-servers={bootstrap_servers()}",
-            "--spi-events-listener--kafka--events-topic=keycloak.events",
-            "--spi-events-listener--kafka--admin-events-topic=keycloak.admin-events",
+            *keycloak_listener_args(),
         ],
         env=keycloak_env(db),
         cwd=home,
     )
-    ready = f"http://{HOST}:{node.management_port}/health/ready"
+    ready = f"{node.management_url}/health/ready"
     # A cold start (Quarkus build of the shape, a new schema) took 4 min 48 s on a loaded 2-core machine.
-    wait_for(f"Keycloak health at {ready}", lambda: http_ok(ready), 480, node.service)
+    wait_for(f"Keycloak health at {ready}", lambda: url_ok(ready), 480, node.service)
     realm = f"{node.url}/realms/{REALM}/.well-known/openid-configuration"
-    wait_for(f"realm {REALM}", lambda: http_ok(realm), 60, node.service)
+    wait_for(f"realm {REALM}", lambda: url_ok(realm), 60, node.service)
     log(f"Keycloak {KEYCLOAK_VERSION} ready on {node.url} (realm {REALM}, {shape})")
     if node.cluster_port is not None:
         wait_for_cluster_view(node, log_offset)
@@ -819,8 +1042,8 @@ def write_env() -> Path:
         "KAFKA_USER_EVENTS_TOPIC": "keycloak.events",
         "KAFKA_ADMIN_EVENTS_TOPIC": "keycloak.admin-events",
         "KAFKA_DEAD_LETTER_TOPIC": "keycloak.events.dlq",
-        "KEYCLOAK_URL": f"http://{HOST}:{KEYCLOAK_PORT}",
-        "KEYCLOAK_MANAGEMENT_URL": f"http://{HOST}:{keycloak_nodes()[0].management_port}",
+        "KEYCLOAK_URL": keycloak_nodes()[0].url if SECURE else f"http://{HOST}:{KEYCLOAK_PORT}",
+        "KEYCLOAK_MANAGEMENT_URL": keycloak_nodes()[0].management_url,
         # Each node's own URL, comma-separated, for tests that pin reads to one node (the front's in order).
         "KEYCLOAK_NODE_URLS": ",".join(node.url for node in keycloak_nodes()),
         "KEYCLOAK_REALM": REALM,
@@ -837,8 +1060,21 @@ def write_env() -> Path:
         "STACK_KEYCLOAK_DB": KEYCLOAK_DB,
         "STACK_KEYCLOAK_NODES": str(KEYCLOAK_NODES),
         "STACK_KAFKA_BROKERS": str(KAFKA_BROKERS),
+        "STACK_SECURE": "1" if SECURE else "0",
     }
+    if SECURE:
+        values |= {
+            "KEYCLOAK_CA_FILE": str(TLS_DIR / "ca.pem"),
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": SASL_MECHANISM,
+            "KAFKA_SASL_USERNAME": "reconciler",
+            "KAFKA_SASL_PASSWORD": kafka_passwords()["reconciler"],
+            "KAFKA_SSL_CA_FILE": str(TLS_DIR / "ca.pem"),
+            # The test CA's folder: the server certificate and key, for a test's own TLS server (a proxy).
+            "STACK_TLS_DIR": str(TLS_DIR),
+        }
     path = STATE / "env"
+    path.touch(mode=0o600)  # it holds the stack's client secret and passwords
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     return path
 

@@ -32,6 +32,7 @@ from pymongo.errors import OperationFailure
 from reconciler.config import Settings
 from tests.reliability.harness import SecretsRegistry
 from tests.reliability.scenario import ScenarioEnv
+from tests.support import kafka_clients
 from tests.support.http_proxy import RecordingProxy
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.stack import ROOT
@@ -57,7 +58,14 @@ _SHAPE = {
 
 
 def _shape() -> dict[str, str]:
-    return {name: os.environ[var] for name, var in _SHAPE.items() if os.environ.get(var)}
+    shape = {name: os.environ[var] for name, var in _SHAPE.items() if os.environ.get(var)}
+    # Connections as production has them (Kafka SASL_SSL with SCRAM, Keycloak over HTTPS with a test CA), unless
+    # RELIABILITY_SECURE=0; the two-node Keycloak shape has a plain-HTTP front, so it stays plaintext.
+    secure = (
+        os.environ.get("RELIABILITY_SECURE", "1") != "0" and shape.get("STACK_KEYCLOAK_NODES", "1") == "1"
+    )
+    shape["STACK_SECURE"] = "1" if secure else "0"
+    return shape
 
 
 class ReliabilityStack:
@@ -135,6 +143,7 @@ def reliability_stack() -> Iterator[ReliabilityStack]:
         assert _store_state(base_uri, password) == "ready", "the store does not enforce SCRAM authentication"
     env["MONGODB_URI"] = _store_uri(base_uri, password)
     env["MONGODB_PASSWORD"] = password
+    kafka_clients.register(env)
     FIGURES["stack"] = {"start_s": round(time.monotonic() - started_at, 1), "started": sorted(started)}
     stack = ReliabilityStack(control, env, started)
     try:
@@ -166,7 +175,13 @@ async def mongo_client(stack_env: dict[str, str]) -> AsyncIterator[AsyncMongoCli
 @pytest.fixture(scope="session")
 async def keycloak_proxy(stack_env: dict[str, str]) -> AsyncIterator[RecordingProxy]:
     """The recording proxy every reconciler of the suite talks to instead of Keycloak."""
-    proxy = RecordingProxy(stack_env["KEYCLOAK_URL"])
+    tls_dir = stack_env.get("STACK_TLS_DIR")
+    proxy = RecordingProxy(
+        stack_env["KEYCLOAK_URL"],
+        ca_file=stack_env.get("KEYCLOAK_CA_FILE") or None,
+        # On a secure stack the reconcilers reach the proxy over HTTPS too (the stack's certificate, its CA).
+        server_tls=(f"{tls_dir}/server.pem", f"{tls_dir}/server.key") if tls_dir else None,
+    )
     await proxy.start()
     yield proxy
     await proxy.stop()
@@ -182,9 +197,23 @@ def secrets_registry(
         fixed={
             "keycloak client secret": stack_env["KEYCLOAK_CLIENT_SECRET"],
             "store password": stack_env["MONGODB_PASSWORD"],
+            **_kafka_secrets(stack_env),
         },
         tokens=keycloak_proxy.tokens,
     )
+
+
+def _kafka_secrets(stack_env: dict[str, str]) -> dict[str, str]:
+    """A secure stack's SASL passwords: ours, and the listener's and the broker's (stack.py's tls/)."""
+    found = {}
+    if stack_env.get("KAFKA_SASL_PASSWORD"):
+        found["kafka sasl password"] = stack_env["KAFKA_SASL_PASSWORD"]
+    users = Path(stack_env.get("STACK_TLS_DIR", "/nonexistent")) / "kafka-users.json"
+    if users.exists():
+        for user, password in json.loads(users.read_text()).items():
+            if password not in found.values():  # the reconciler's own is listed once
+                found[f"kafka sasl password of {user}"] = password
+    return found
 
 
 @pytest.fixture

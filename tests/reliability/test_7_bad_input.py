@@ -29,6 +29,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.hostile import ADMIN, APPLY, DEAD_LETTER, HostileGenerator, Message
 from tests.reliability.scenario import ScenarioEnv
+from tests.support.kafka_clients import connection
 from tests.support.kafka_offsets import PartitionReader, create_topics, delete_topics, end_offsets
 from tests.support.polling import eventually
 from tests.support.ports import free_port
@@ -179,7 +180,7 @@ async def _produce(
 ) -> dict[tuple[str, int, int], Message]:
     """Publish in order; returns (topic, partition, offset) -> message."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_request_size=4 * 1024 * 1024
+        **connection(bootstrap), acks="all", linger_ms=20, max_request_size=4 * 1024 * 1024
     )
     await producer.start()
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ class RecordingProxy:
     tokens: set[str] = field(default_factory=set)  # access and refresh tokens seen in token responses
     # (method, raw path) -> seconds to hold Keycloak's answer before passing it on; None: no delay.
     response_delay: Callable[[str, str], float] | None = None
+    # A secure stack: Keycloak's CA (the upstream is checked against it), and the certificate and key the
+    # proxy serves HTTPS with, so that the reconciler behind it verifies TLS as it would with Keycloak.
+    ca_file: str | None = None
+    server_tls: tuple[str, str] | None = None
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
     url: str = ""
@@ -61,17 +66,23 @@ class RecordingProxy:
     async def start(self) -> str:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        upstream_tls = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=upstream_tls) if upstream_tls else None,
             timeout=aiohttp.ClientTimeout(total=60),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        serving_tls = None
+        if self.server_tls is not None:
+            serving_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            serving_tls.load_cert_chain(*self.server_tls)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=serving_tls)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if serving_tls else 'http'}://127.0.0.1:{port}"
         return self.url
 
     async def stop(self) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from tests.support.kafka_clients import connection
+
 
 class TopicWatcher:
     """Reads every partition of a topic from the end offsets taken at start (no consumer group)."""
@@ -59,7 +61,7 @@ class TopicWatcher:
 @asynccontextmanager
 async def watch_topic(bootstrap: str, topic: str) -> AsyncIterator[TopicWatcher]:
     # Without a group, a subscription is assigned every partition of the topic by the client itself.
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(topic, **connection(bootstrap), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         deadline = time.monotonic() + 15
@@ -76,7 +78,7 @@ async def watch_topic(bootstrap: str, topic: str) -> AsyncIterator[TopicWatcher]
 
 
 async def publish(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**connection(bootstrap), acks="all", linger_ms=5)
     await producer.start()
     try:
         sends = [await producer.send(topic, value, key=key) for value in values]

@@ -15,6 +15,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
+from tests.support.kafka_clients import connection
+
 Offsets = dict[TopicPartition, int]
 
 
@@ -22,7 +24,7 @@ async def create_topics(
     bootstrap: str, topics: Mapping[str, int], configs: Mapping[str, str] | None = None
 ) -> None:
     """Create topics (name -> partitions) unless they exist, with optional topic configs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connection(bootstrap))
     await admin.start()
     try:
         for name, partitions in topics.items():
@@ -39,7 +41,7 @@ async def create_topics(
 
 
 async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connection(bootstrap))
     await admin.start()
     try:
         await admin.delete_topics(list(names))
@@ -51,7 +53,7 @@ async def end_offsets(
     bootstrap: str, topics: Iterable[str], *, expect_partitions: Mapping[str, int] | None = None
 ) -> Offsets:
     """The current end offset (next offset to be written) of every partition of `topics`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**connection(bootstrap), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         deadline = time.monotonic() + 30
@@ -78,7 +80,7 @@ async def end_offsets(
 
 async def committed_offsets(bootstrap: str, group: str) -> Offsets:
     """The group's committed offsets (partitions without a commit are absent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connection(bootstrap))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
@@ -89,7 +91,7 @@ async def committed_offsets(bootstrap: str, group: str) -> Offsets:
 
 async def seed_group_offsets(bootstrap: str, group: str, offsets: Offsets) -> None:
     """Commit `offsets` for a group that has no members yet, so it starts reading there (not at offset 0)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**connection(bootstrap), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(offsets))
@@ -109,7 +111,7 @@ class PartitionReader:
 
     async def __aenter__(self) -> PartitionReader:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **connection(self._bootstrap),
             enable_auto_commit=False,
             group_id=None,
             max_partition_fetch_bytes=4 * 1024 * 1024,

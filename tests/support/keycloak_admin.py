@@ -5,6 +5,7 @@ This is the "outside world" the reconciler mirrors; it deliberately does not reu
 
 from __future__ import annotations
 
+import ssl
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,13 +26,16 @@ class KeycloakTestAdmin:
         self_service_client: str,
         *,
         timeout_s: float = 30.0,
+        ca_file: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.realm = realm
         self._username = username
         self._password = password
         self._self_service_client = self_service_client
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        # A secure stack's Keycloak has a certificate of the stack's own test CA.
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, verify=verify)
         self._token: str | None = None
         self._token_expires = 0.0
 
@@ -45,6 +49,7 @@ class KeycloakTestAdmin:
             env["KEYCLOAK_ADMIN_PASSWORD"],
             env.get("KEYCLOAK_SELF_SERVICE_CLIENT_ID", "e2e-self-service"),
             timeout_s=timeout_s,
+            ca_file=env.get("KEYCLOAK_CA_FILE") or None,
         )
 
     async def aclose(self) -> None:

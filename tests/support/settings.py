@@ -6,6 +6,15 @@ from typing import Any
 
 from reconciler.config import Settings
 
+SECURITY_SETTINGS = (
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_ca_file",
+    "keycloak_ca_file",
+)
+
 
 def make_settings(stack_env: dict[str, str], **overrides: Any) -> Settings:
     """Settings for the stack, built explicitly (not from this process's environment)."""
@@ -27,6 +36,10 @@ def make_settings(stack_env: dict[str, str], **overrides: Any) -> Settings:
         # Likewise the listing road for bursts (tests/test_burst.py): elsewhere a burst is read user by user.
         "event_burst_listing": False,
     }
+    # A secure stack's Kafka SASL_SSL and Keycloak CA settings (absent on a plaintext one).
+    for name in SECURITY_SETTINGS:
+        if stack_env.get(name.upper()):
+            values[name] = stack_env[name.upper()]
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

@@ -70,6 +70,24 @@ public class KafkaEventListenerProviderFactory implements EventListenerProviderF
                 .helpText("Comma list of user event types to publish, empty for all (env "
                         + KafkaListenerSettings.ENV_EVENT_TYPES + ").")
                 .add()
+                .property().name(KafkaListenerSettings.OPT_SECURITY_PROTOCOL).type("string")
+                .helpText("PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (env "
+                        + KafkaListenerSettings.ENV_SECURITY_PROTOCOL + ").")
+                .defaultValue(KafkaListenerSettings.DEFAULT_SECURITY_PROTOCOL).add()
+                .property().name(KafkaListenerSettings.OPT_SASL_MECHANISM).type("string")
+                .helpText("SASL mechanism, e.g. SCRAM-SHA-512 (env " + KafkaListenerSettings.ENV_SASL_MECHANISM
+                        + "); the password is read from env " + KafkaListenerSettings.ENV_SASL_PASSWORD + " only.")
+                .add()
+                .property().name(KafkaListenerSettings.OPT_SASL_USERNAME).type("string")
+                .helpText("SASL user name (env " + KafkaListenerSettings.ENV_SASL_USERNAME + ").")
+                .add()
+                .property().name(KafkaListenerSettings.OPT_SSL_TRUSTSTORE_LOCATION).type("string")
+                .helpText("CA bundle the brokers' certificates are checked against (env "
+                        + KafkaListenerSettings.ENV_SSL_TRUSTSTORE_LOCATION + ").")
+                .add()
+                .property().name(KafkaListenerSettings.OPT_SSL_TRUSTSTORE_TYPE).type("string")
+                .helpText("PEM, PKCS12 or JKS (env " + KafkaListenerSettings.ENV_SSL_TRUSTSTORE_TYPE + ").")
+                .defaultValue(KafkaListenerSettings.DEFAULT_SSL_TRUSTSTORE_TYPE).add()
                 .build();
     }
 }

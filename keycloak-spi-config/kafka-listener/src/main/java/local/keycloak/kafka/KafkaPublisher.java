@@ -108,7 +108,7 @@ final class KafkaPublisher {
     }
 
     private Producer<String, String> createProducer() {
-        Properties props = new Properties();
+        Properties props = settings.securityProperties();
         props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, settings.bootstrapServers);
         props.put(ProducerConfig.CLIENT_ID_CONFIG, settings.clientId);
         props.put(ProducerConfig.ACKS_CONFIG, "all");

@@ -64,6 +64,29 @@ class KafkaListenerTest {
         assertFalse(s.publishes(null));
     }
 
+    @Test
+    void saslSslProducerSettingsKeepThePasswordOutOfToString() {
+        KafkaListenerSettings s = KafkaListenerSettings.from(
+                scope(Map.of("security-protocol", "sasl_ssl", "saslMechanism", "SCRAM-SHA-512",
+                        "sasl-username", "keycloak", "ssl-truststore-location", "/tls/ca.pem")),
+                Map.of("KAFKA_SASL_PASSWORD", "pa\"ss")::get);
+        var props = s.securityProperties();
+        assertEquals("SASL_SSL", props.get("security.protocol"));
+        assertEquals("SCRAM-SHA-512", props.get("sasl.mechanism"));
+        assertEquals("org.apache.kafka.common.security.scram.ScramLoginModule required username=\"keycloak\""
+                + " password=\"pa\\\"ss\";", props.get("sasl.jaas.config"));
+        assertEquals("/tls/ca.pem", props.get("ssl.truststore.location"));
+        assertEquals("PEM", props.get("ssl.truststore.type"));
+        assertFalse(s.toString().contains("pa\"ss"));
+        assertTrue(s.toString().contains("saslPassword=(set)"));
+    }
+
+    @Test
+    void plaintextByDefault() {
+        var props = KafkaListenerSettings.from(scope(Map.of()), name -> null).securityProperties();
+        assertEquals(Map.of("security.protocol", "PLAINTEXT"), Map.copyOf(props));
+    }
+
     private static Config.Scope scope(Map<String, String> values) {
         return new Config.Scope() {
             @Override public String get(String key) { return values.get(key); }
