@@ -85,7 +85,7 @@ class ListingRoad:
         summary = self._scheduler.last_summary
         if summary is None or not all(self._before(hint, summary.started_at) for hint in hints):
             return False  # no local listing began after them: not worth a store read
-        observed = await self._observed_at(user_id)
+        observed = (await self._store.last_observed([user_id])).get(user_id)
         return observed is not None and all(self._before(hint, observed) for hint in hints)
 
     def _before(self, hint: UserHint, moment: datetime) -> bool:
@@ -96,13 +96,6 @@ class ListingRoad:
             return True
         margin = timedelta(seconds=self._settings.event_covered_margin_s)
         return hint.event_time is not None and hint.event_time + margin < moment
-
-    async def _observed_at(self, user_id: str) -> datetime | None:
-        docs = await self._store.find_by_external_ids([user_id], ("external_id", "observed_at"))
-        observed = docs.get(user_id, {}).get("observed_at")
-        if isinstance(observed, datetime):
-            return observed
-        return (await self._store.find_tombstones([user_id])).get(user_id)
 
     async def wait_for_listing(self) -> asyncio.Future[RunSummary | None] | None:
         """The listing these hints should wait for (running, or started now), or None: read them one by one."""

@@ -51,9 +51,8 @@ class EventConsumer:
         self._paused = False
         self.pauses = 0  # times fetching was paused because too much was pending
         self._last_commit = 0.0
-        self._next_offsets: dict[
-            TopicPartition, int
-        ] = {}  # per partition: the offset after the last record read
+        # per partition: the offset after the last record read (with the highwater: the unread backlog)
+        self._next_offsets: dict[TopicPartition, int] = {}
         # readiness: the group has assigned us (possibly zero) partitions and their positions are known
         self.joined = False
         self._unpositioned: set[TopicPartition] | None = None

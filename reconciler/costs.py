@@ -1,5 +1,6 @@
 """What Keycloak requests cost this process, measured as it goes: an exponentially weighted mean of each
-operation's duration (successful requests only, queueing for a slot excluded).
+operation's duration (answered requests only, queueing for a slot excluded), and of a listed user's share
+of its page's request, waiting for a slot included (`listed_user`).
 
 The event path's burst switch (reconciler/burst.py) compares what the waiting users would cost as one
 `GET /users/{id}` each against one listing of the realm; both sides come from here and from the last full

@@ -6,8 +6,8 @@ deletion (EVENT_NOT_FOUND_RETRIES), and an update hint asks the queue for one fo
 settle delay (EVENT_RECHECK_DELAY_S), unless the record says it was published after commit (EVENT_RECHECK
 `auto`, the default, with our own listener): there that second GET cannot change the outcome. Before it
 reads, it asks the listing road (reconciler/burst.py) whether a full reconcile already covered the user, is
-about to, or should, for a burst. Failures are raised as they are: the work queue decides retries (reconciler/workqueue.py), and the hint's Kafka record is
-committed only after the apply succeeded.
+about to, or should, for a burst. Failures are raised as they are: the work queue decides retries
+(reconciler/workqueue.py), and the hint's Kafka record is committed only after the apply succeeded.
 """
 
 from __future__ import annotations

@@ -309,6 +309,17 @@ class UserStore:
             found[doc[F.EXTERNAL_ID]] = {key: _aware(value) for key, value in doc.items()}
         return found
 
+    async def last_observed(self, external_ids: Iterable[str]) -> dict[str, datetime]:
+        """external_id -> the latest Keycloak read the store holds of it: its document's `observed_at`, else
+        its tombstone's (ids the store never saw are absent)."""
+        ids = list(dict.fromkeys(external_ids))
+        seen: dict[str, datetime] = {}
+        for user_id, doc in (await self.find_by_external_ids(ids, (F.EXTERNAL_ID, F.OBSERVED_AT))).items():
+            if isinstance(doc.get(F.OBSERVED_AT), datetime):
+                seen[user_id] = doc[F.OBSERVED_AT]
+        seen.update(await self.find_tombstones(i for i in ids if i not in seen))
+        return seen
+
     @_store_boundary
     async def get_user(self, external_id: str) -> Document | None:
         """The whole document of one Keycloak id (tests, verification)."""

@@ -248,16 +248,8 @@ class Sweeper:
 
     async def _covered(self, hinted: list[tuple[_Read, UserHint]]) -> dict[str, int]:
         """external_id -> epoch ms of the store's latest observation of it (documents and tombstones)."""
-        ids = [hint.user_id for _, hint in hinted]
-        seen: dict[str, int] = {}
-        for user_id, doc in (
-            await self._store.find_by_external_ids(ids, ("external_id", "observed_at"))
-        ).items():
-            if doc.get("observed_at") is not None:
-                seen[user_id] = int(doc["observed_at"].timestamp() * 1000)
-        for user_id, at in (await self._store.find_tombstones(i for i in ids if i not in seen)).items():
-            seen[user_id] = int(at.timestamp() * 1000)
-        return seen
+        seen = await self._store.last_observed(hint.user_id for _, hint in hinted)
+        return {user_id: int(at.timestamp() * 1000) for user_id, at in seen.items()}
 
     def _advanced(self, state: SweepState, reads: list[_Read], pending: _Pending, now_ms: int) -> SweepState:
         """Past every event applied, never past one still pending; remember the handled ids near it."""
