@@ -36,6 +36,7 @@ from reconciler.config import Settings
 from reconciler.events import UserHint
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.logs import get_logger
+from reconciler.plan import WRITING_ACTIONS
 from reconciler.reconcile import RunSummary
 from reconciler.scheduler import ReconcileScheduler
 from reconciler.store import UserStore
@@ -157,7 +158,7 @@ class ListingRoad:
 def _read_cost(duration_s: float, counts: Mapping[str, int]) -> float | None:
     """Seconds per listed user of a run that mostly read (None for a run that mostly wrote, or listed no one)."""
     listed = counts.get("listed", 0)
-    written = sum(counts.get(action, 0) for action in ("created", "updated", "deactivated", "reactivated"))
+    written = sum(counts.get(action.value, 0) for action in WRITING_ACTIONS)
     if listed <= 0 or written > WARM_RUN_MAX_WRITE_SHARE * listed:
         return None
     return max(0.0, duration_s) / listed
