@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     mongodb_database: str = Field(default="app", min_length=1, description="Database holding the users")
     mongodb_users_collection: str = Field(default="users", min_length=1, description="Collection of users")
     mongodb_timeout_s: float = Field(default=10.0, gt=0, description="Server selection and socket timeout")
+    mongodb_retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Attempts of one batch of the full reconcile when the store timed out or was unreachable "
+        "(every write is a guarded apply, so trying again is safe)",
+    )
 
     # --- Kafka ----------------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1, description="Kafka brokers")

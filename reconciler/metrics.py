@@ -73,6 +73,10 @@ BURST_LISTINGS = Counter(
     "Full reconciles the event path asked for to read a burst of waiting users, by outcome",
     ["outcome"],
 )  # outcome: success, failed, guard_tripped, not_run (another replica held the lease)
+STORE_RETRIES = Counter(
+    f"{PREFIX}_store_retries_total",
+    "Batches of the full reconcile tried again after the store timed out or was unreachable",
+)
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_users", "Users queued or in flight on the event path")
 CONSUMER_LAG = Gauge(
     f"{PREFIX}_consumer_lag_messages", "Messages behind the end of each partition", ["topic", "partition"]

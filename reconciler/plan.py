@@ -224,7 +224,7 @@ def _plan_created(obs: Observation, desired: dict[str, Any], stamp: dict[str, An
     else:
         set_fields[F.DEACTIVATED_AT] = now
     base: dict[str, Any] = {F.EXTERNAL_ID: obs.user_id, F.CREATED_AT: now}
-    write = UserWrite(obs.user_id, obs.observed_at, set_fields, insert_fields=base)
+    write = UserWrite(obs.user_id, obs.observed_at, set_fields, insert_fields=base, expect_absent=True)
     return Change(Action.CREATED, obs.user_id, write, _diff({}, desired))
 
 

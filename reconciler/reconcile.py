@@ -24,7 +24,9 @@ Pages are listed with the *full* representation: the brief one (Keycloak 26.5) c
 so no `picture`, and the avatar would read as removed. The cost is a larger response and Keycloak loading
 every listed user's attributes; with `sync_groups_and_roles` each listed user also costs two more requests.
 
-A failure anywhere (Keycloak, store) fails the run: what was written stays written (it is correct: every
+A failure anywhere (Keycloak, store) that outlasts its retries (each Keycloak request
+`keycloak_retry_attempts` times, each batch of store reads and writes `mongodb_retry_attempts` times) fails
+the run: what was written stays written (it is correct: every
 write is a guarded apply of a real observation), nothing is deactivated, the run record says `failed`, and
 the summary keeps the error (`failure`) so that the command line maps it to its exit status.
 """
@@ -34,27 +36,30 @@ from __future__ import annotations
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from reconciler import errors, metrics
 from reconciler.apply import Applier, ApplyResult, batched
 from reconciler.config import Settings
-from reconciler.errors import KeycloakProtocolError
+from reconciler.errors import KeycloakProtocolError, StoreUnavailable
 from reconciler.keycloak import KeycloakAdminClient, UnreadableUser, UserPage
 from reconciler.listing import OffsetPages, PageSizer
 from reconciler.logs import get_logger, redact
 from reconciler.models import Observation
 from reconciler.outcomes import Outcome
 from reconciler.plan import Action, ApplyPolicy, Change
+from reconciler.retry import Backoff
 from reconciler.store import UserStore, utc_now
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 DRIFT_FIELDS_SHOWN: Final = 5
 DRIFT_USERS_KEPT: Final = 1000  # per action, in a dry run
@@ -305,7 +310,7 @@ class FullReconcile:
         confirmed = 0
         for keys in batched(candidates, self._applier.batch_size):
             ids = [str(uuid.UUID(bytes=key)) for key in keys]
-            result = await self._applier.observe_and_apply(ids, self._policy(summary))
+            result = await self._store_retried(self._applier.observe_and_apply, ids, self._policy(summary))
             summary.add(result)
             self._collect_drift(summary, result.changes)
             confirmed += len(ids)
@@ -360,11 +365,39 @@ class FullReconcile:
         # In batches of APPLY_BATCH_SIZE: a store read of N ids costs more than N/100 reads of 100 (measured on
         # SecantusDB, BENCHMARKS.md), so a larger page only makes the listing cheaper.
         for batch in batched(observations, self._applier.batch_size):
-            result = await self._applier.apply(batch, self._policy(summary))
+            result = await self._store_retried(self._applier.apply, batch, self._policy(summary))
             summary.add(result)
             self._collect_drift(summary, result.changes)
         seen.update(uuid.UUID(user.id).bytes for user in page.users)
         summary.listed += len(page.users)
+
+    async def _store_retried(
+        self,
+        apply: Callable[[Sequence[T], ApplyPolicy], Awaitable[ApplyResult]],
+        batch: Sequence[T],
+        policy: ApplyPolicy,
+    ) -> ApplyResult:
+        """One batch, tried again (`mongodb_retry_attempts`) when the store timed out or was unreachable: a
+        single slow command would otherwise fail a whole run. Safe because every write is a guarded apply;
+        what a failed attempt did write is then counted as stale."""
+
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            metrics.STORE_RETRIES.inc()
+            log.warning(
+                "store failed during the full reconcile, trying the batch again",
+                attempt=state.attempt_number,
+                error=redact(str(error))[:300],
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.mongodb_retry_attempts),
+            wait=Backoff.requests(self._settings).tenacity_wait(),
+            retry=retry_if_exception_type(StoreUnavailable),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        return await retrying(apply, batch, policy)
 
     def _log_listing(self, summary: RunSummary, pages: int, total: int, done: bool) -> None:
         now = time.monotonic()

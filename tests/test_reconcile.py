@@ -6,6 +6,7 @@ users but each one asserts what it needs; `assert_mirror` checks the whole store
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -29,8 +30,10 @@ from reconciler.reconcile import FullReconcile, Progress, RunSummary
 from reconciler.store import UserStore
 from tests.conftest import make_settings, override
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.stack import REALM_FILE
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.stack
 
@@ -322,6 +325,63 @@ async def test_keycloak_unreachable_mid_run_fails_the_run_and_deactivates_nothin
     summary = await reconcile(settings, store, keycloak)
     assert summary.applied[Action.DEACTIVATED] == 1
     await assert_mirror(kc_admin, store)
+
+
+async def test_a_store_outage_shorter_than_the_retries_does_not_fail_the_run(
+    stack_env: dict[str, str],
+    settings: Settings,
+    kc_admin: KeycloakTestAdmin,
+    keycloak: KeycloakAdminClient,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """The store goes away after the first page (open connections cut, new ones refused) for longer than one
+    command's timeout: the batch is tried again (MONGODB_RETRY_ATTEMPTS) and the run completes."""
+    while len(await kc_admin.list_users()) < 7:  # at least three pages of 3
+        await kc_admin.create_user()
+    store_port = int(stack_env["MONGODB_URI"].split("//127.0.0.1:")[1].split("/")[0])
+    proxy = TcpProxy(store_port)
+    await proxy.up()
+    flaky = make_settings(
+        stack_env,
+        keycloak_realm=settings.keycloak_realm,
+        mongodb_uri=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+        mongodb_database=f"t_store_retry_{uuid.uuid4().hex[:8]}",
+        mongodb_timeout_s=1.0,
+        mongodb_retry_attempts=20,
+        keycloak_page_size=3,
+        keycloak_list_concurrency=1,
+        retry_request_backoff_s=0.2,
+        retry_request_backoff_max_s=0.5,
+    )
+    retries_before = REGISTRY.get_sample_value("reconciler_store_retries_total") or 0.0
+    restored: list[asyncio.Task[None]] = []
+
+    async def back_after_a_retry() -> None:
+        async def retries() -> float:
+            return REGISTRY.get_sample_value("reconciler_store_retries_total") or 0.0
+
+        await eventually(retries, until=lambda n: n > retries_before, timeout_s=60, what="a store retry")
+        await proxy.up()
+
+    async def outage_after_first_page(progress: Progress) -> None:
+        if progress.phase == "listing" and progress.listed >= 3 and not restored:
+            await proxy.down()
+            restored.append(asyncio.create_task(back_after_a_retry()))
+
+    try:
+        async with UserStore.from_settings(flaky) as store:
+            await store.ensure_indexes()
+            summary = await FullReconcile(flaky, store, keycloak).run(progress=outage_after_first_page)
+            assert restored, "the outage was never made"
+            await restored[0]
+            assert summary.outcome is Outcome.SUCCESS, summary.error
+            assert (REGISTRY.get_sample_value("reconciler_store_retries_total") or 0.0) > retries_before
+            await assert_mirror(kc_admin, store)
+    finally:
+        for task in restored:
+            task.cancel()
+        await proxy.down()
+        await mongo_client.drop_database(flaky.mongodb_database)
 
 
 async def test_dry_run_reports_the_drift_and_writes_nothing(

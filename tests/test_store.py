@@ -154,6 +154,51 @@ async def test_older_creation_racing_a_newer_one_is_stale_not_an_error(
     assert (await store.get_user(user_id) or {})[F.USERNAME] == "newest"
 
 
+async def test_a_planned_creation_is_an_insert_that_equals_the_upsert_it_replaces(store: UserStore) -> None:
+    """No document at read time: a plain insert; the document is the one the guarded upsert would make."""
+    by_insert, by_upsert = new_id(), new_id()
+    fields = {F.USERNAME: "same", F.IS_ACTIVE: False, F.DEACTIVATED_AT: at(1)}
+    writes = [
+        UserWrite(by_insert, at(1), fields, insert_fields={F.CREATED_AT: at(0)}, expect_absent=True),
+        UserWrite(by_upsert, at(1), fields, insert_fields={F.CREATED_AT: at(0)}),
+    ]
+    assert await store.write_users(writes) == (WriteStatus.INSERTED, WriteStatus.INSERTED)
+    inserted, upserted = await store.get_user(by_insert), await store.get_user(by_upsert)
+    assert inserted is not None and upserted is not None
+    assert inserted.pop("_id") != upserted.pop("_id")
+    assert inserted.pop(F.EXTERNAL_ID) == by_insert and upserted.pop(F.EXTERNAL_ID) == by_upsert
+    assert inserted == upserted
+
+
+async def test_an_insert_that_finds_a_document_is_decided_by_the_guard(store: UserStore) -> None:
+    """A document appeared after the read: older -> overwritten (updated, its _id and created_at kept);
+    newer -> stale; the other inserts of the same bulk write land."""
+    older, newer, fresh = new_id(), new_id(), new_id()
+    await store.write_users(
+        [
+            UserWrite(older, at(1), {F.USERNAME: "older"}, insert_fields={F.CREATED_AT: at(1)}),
+            UserWrite(newer, at(9), {F.USERNAME: "newer"}, insert_fields={F.CREATED_AT: at(9)}),
+        ]
+    )
+    before = await store.get_user(older)
+    assert before is not None
+
+    def creation(user_id: str) -> UserWrite:
+        return UserWrite(
+            user_id, at(5), {F.USERNAME: "at-5"}, insert_fields={F.CREATED_AT: at(5)}, expect_absent=True
+        )
+
+    outcome = await store.write_users([creation(older), creation(newer), creation(fresh)])
+    assert outcome == (WriteStatus.UPDATED, WriteStatus.STALE, WriteStatus.INSERTED)
+    after = await store.get_user(older)
+    assert after is not None and after[F.USERNAME] == "at-5" and after[F.OBSERVED_AT] == at(5)
+    assert after["_id"] == before["_id"] and after[F.CREATED_AT] == at(1)
+    assert (await store.get_user(newer) or {})[F.USERNAME] == "newer"
+    assert (await store.get_user(fresh) or {})[F.USERNAME] == "at-5"
+    with pytest.raises(ValueError, match="what to insert"):
+        UserWrite(fresh, at(6), {}, expect_absent=True)
+
+
 async def test_concurrent_applies_in_random_order_keep_the_latest_observation(
     applier: Applier, store: UserStore
 ) -> None:
