@@ -39,6 +39,8 @@ def make_settings(env: dict[str, str], realm: str, database: str, **overrides: A
         "http_enabled": False,
         "log_level": "WARNING",
         "sweep_enabled": False,
+        # The product's default, not the tests' (tests/support/settings.py switches the listing road off).
+        "event_burst_listing": Settings.model_fields["event_burst_listing"].default,
         **overrides,
     }
     return stack_settings(env, keycloak_realm=realm, mongodb_database=database, **values)

@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient, UpdateOne
 
-from bench import seed
+from bench import cpu, seed
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests
 from reconciler import hint_apply, metrics, workqueue
@@ -284,11 +284,14 @@ async def drifted_store(settings: Settings, size: int, user_ids: list[str]) -> d
             modified += (await users.bulk_write(ops, ordered=False)).modified_count
     finally:
         await client.close()
+    drift_s = watch.seconds() - fill_s
     return {
         "store_filled_now": filled,
         "store_fill_seconds": fill_s,
-        "store_drift_seconds": watch.seconds() - fill_s,
+        "store_drift_seconds": drift_s,
         "store_drifted_documents": modified,
+        # The store's own update rate in the same minute: what any road's writes of these users are bound by.
+        "store_update_floor_per_s": modified / drift_s if drift_s > 0 else None,
     }
 
 
@@ -324,6 +327,7 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         await asyncio.sleep(0.05)
     counter.enabled = True
     lookups_before, requests_before = _lookups(), keycloak_requests()
+    cpu_before = cpu.snapshot()
     profiler = cProfile.Profile() if spec.get("profile") else None
     if profiler:
         profiler.enable()
@@ -343,6 +347,7 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         if n - requests_before.get(op, 0)
     }
     store = counter.to_dict()
+    cpu_seconds = cpu.spent(cpu_before, cpu.snapshot())
     service.stop.set()
     await task
     if applied < expected:
@@ -364,6 +369,8 @@ async def events_job(spec: Spec) -> dict[str, Any]:
         "latency_p99_ms": percentile(recorder.values, 99) * 1000,
         "latency_max_ms": max(recorder.values) * 1000,
         "store": "drifted" if drifted else "empty",
+        # Per process, from the consumer's readiness (just before the first event) to the last hint.
+        "cpu_seconds": cpu_seconds,
         **prepared,
         **store,
     }

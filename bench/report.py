@@ -277,9 +277,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         d = events["distinct"]
         distinct = median(d["summary"], "users_per_s")
         written = median(d["summary"], "store_user_docs_written")
+        update_floor = median(d["summary"], "store_update_floor_per_s")
+        floor_text = (
+            f"; the store's own update floor in the same job: {update_floor:.0f} documents/s"
+            f" ({_pct(ratio(distinct, update_floor))} of it)"
+            if update_floor
+            else ""
+        )
         add(
             f"{d['events']:,} events for {d['distinct_users']:,} distinct users (drifted documents) >= 1,500 users/s",
-            f"{distinct:.0f} users/s, {written:.0f} documents written" if distinct else "n/a",
+            f"{distinct:.0f} users/s, {written:.0f} documents written{floor_text}" if distinct else "n/a",
             None if distinct is None else distinct >= 1500,
         )
         get_rate = event_get_rate(results)
@@ -535,7 +542,33 @@ def _events_section(results: dict[str, Any]) -> list[str]:
             f" {_m(s, 'store_user_docs_written')} | {_m(s, 'latency_p50_ms')} | {_m(s, 'latency_p95_ms')} |"
             f" {_m(s, 'latency_p99_ms')} | {_m(s, 'store_round_trips')} | {_m(s, 'peak_rss_mb', '{:.1f}')} |"
         )
-    return [*lines, ""]
+    return [*lines, "", *_cpu_lines(events)]
+
+
+def _cpu_lines(events: dict[str, Any]) -> list[str]:
+    """CPU seconds per process in each scenario's last run: which server the 2 cores went to."""
+    rows = []
+    names = ("secantusdb", "keycloak", "postgres", "kafka", "bench_process")
+    for name in EVENT_ORDER:
+        runs = events.get(name, {}).get("runs") or []
+        cpu = runs[-1].get("cpu_seconds") if runs else None
+        if not cpu:
+            continue
+        wall = runs[-1].get("seconds")
+        cells = " | ".join(f"{cpu[n]:.1f}" if n in cpu else "n/a" for n in names)
+        rows.append(f"| {name} | {wall:.1f} | {cells} |")
+    if not rows:
+        return []
+    return [
+        "CPU seconds per process while each scenario ran (last run; from the consumer's readiness to the last"
+        " hint, so a little longer than the wall time in the table above; `bench_process` is the consumer's"
+        " own process):",
+        "",
+        "| scenario | wall s | SecantusDB | Keycloak | PostgreSQL | Kafka | consumer |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
 
 
 def render(results: dict[str, Any], json_name: str) -> str:

@@ -16,6 +16,7 @@ NUMERIC_KEYS = (
     "events_per_s",
     "lookups",
     "lookups_per_s",
+    "store_update_floor_per_s",
     "latency_p50_ms",
     "latency_p95_ms",
     "latency_p99_ms",

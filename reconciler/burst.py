@@ -7,8 +7,8 @@ before every read:
 
 1. **Covered?** When a local full reconcile began after a hint's change reached us (`received_at`, this
    process's clock) or well after its event time (`EVENT_COVERED_MARGIN_S`, Keycloak's clock), the store
-   may already hold a later observation of the user: one store read decides, and then no Keycloak read is
-   needed. The hint's record is committed only now, after that apply (invariant 3).
+   may already hold a later observation of the user: one store read decides (grouped with the other users
+   asking at the same time, `GroupRead`), and then no Keycloak read is needed. The hint's record is committed only now, after that apply (invariant 3).
 2. **Wait?** While a listing this road started is running, hints wait for it (`Later`: the worker is free,
    the records stay uncommitted) and come back to step 1 once it ends.
 3. **List?** The cost model compares the waiting users (queued, plus the records not yet read times the
@@ -34,6 +34,7 @@ from typing import Final
 from reconciler import metrics
 from reconciler.config import Settings
 from reconciler.events import UserHint
+from reconciler.group_read import GroupRead
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.logs import get_logger
 from reconciler.plan import WRITING_ACTIONS
@@ -69,6 +70,7 @@ class ListingRoad:
         self._settings = settings
         self._keycloak = keycloak
         self._store = store
+        self._reads = GroupRead(store, settings.apply_batch_size)
         self._scheduler = scheduler
         self._waiting = waiting
         self._listing: asyncio.Task[RunSummary | None] | None = None
@@ -86,7 +88,7 @@ class ListingRoad:
         summary = self._scheduler.last_summary
         if summary is None or not all(self._before(hint, summary.started_at) for hint in hints):
             return False  # no local listing began after them: not worth a store read
-        observed = (await self._store.last_observed([user_id])).get(user_id)
+        observed = await self._reads.last_observed(user_id)
         return observed is not None and all(self._before(hint, observed) for hint in hints)
 
     def _before(self, hint: UserHint, moment: datetime) -> bool:

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 
 from reconciler.apply import Applier
 from reconciler.config import Settings
+from reconciler.group_read import GroupRead
 from reconciler.keycloak import KeycloakAdminClient
 from reconciler.models import KeycloakUser, Observation
 from reconciler.plan import Action, ApplyPolicy, plan
@@ -279,6 +280,23 @@ async def test_event_path_records_observed_at_of_unchanged_users_reconcile_write
         [Observation(user_id, kc_user(user_id, enabled=False), at(2.5))], ApplyPolicy.reconcile()
     )
     assert stale[Action.STALE] == 1
+
+
+async def test_grouped_reads_answer_each_user_with_few_store_reads(store: UserStore) -> None:
+    """300 users asking at once (a burst's users woken by the end of its listing) cost a handful of `$in`
+    reads, and each gets its own answer: its document's observed_at, its tombstone's, or None."""
+    documents = [new_id() for _ in range(200)]
+    dead, unknown = new_id(), new_id()
+    await store.write_users(
+        [UserWrite(uid, at(i), {F.USERNAME: uid}, insert_fields={}) for i, uid in enumerate(documents)]
+    )
+    await store.record_tombstones([(dead, at(500))])
+    group = GroupRead(store, max_batch=100)
+    asking = [*documents, dead, unknown, *documents[:98]]  # some users twice
+    answers = await asyncio.gather(*(group.last_observed(uid) for uid in asking))
+    expected = {uid: at(i) for i, uid in enumerate(documents)} | {dead: at(500), unknown: None}
+    assert answers == [expected[uid] for uid in asking]
+    assert group.reads <= 4  # the first user alone, then 202 distinct users in batches of 100
 
 
 async def test_active_ids_are_streamed_and_counted(store: UserStore) -> None:
