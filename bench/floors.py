@@ -46,7 +46,7 @@ async def listing_floors_job(spec: Spec) -> dict[str, Any]:
         settings = make_settings(
             env, spec["realm"], "unused", keycloak_page_size=page, keycloak_list_concurrency=depth
         )
-        seconds, listed = await listing_only(settings)
+        seconds, listed, _sizes = await listing_only(settings)
         if listed != int(spec["size"]):
             raise RuntimeError(f"listed {listed} users at page {page} x {depth}, expected {spec['size']}")
         rows.append({"page_size": page, "in_flight": depth, "seconds": seconds})
