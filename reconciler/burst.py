@@ -10,7 +10,8 @@ before every read:
    may already hold a later observation of the user: one store read decides (grouped with the other users
    asking at the same time, `GroupRead`), and then no Keycloak read is needed. The hint's record is committed only now, after that apply (invariant 3).
 2. **Wait?** While a listing this road started is running, hints wait for it (`Later`: the worker is free,
-   the records stay uncommitted) and come back to step 1 once it ends.
+   the records stay uncommitted) and come back to step 1 once it ends. A hint waits for one listing that
+   began after it arrived at most, and a follow-up re-check never waits: both are read by GET instead.
 3. **List?** The cost model compares the waiting users (queued, plus the records not yet read times the
    share of distinct users seen so far) at the measured GET cost and concurrency with the realm's count at
    the measured cost per user of a full reconcile that mostly read (this process's last run, else the
@@ -75,6 +76,7 @@ class ListingRoad:
         self._waiting = waiting
         self._listing: asyncio.Task[RunSummary | None] | None = None
         self._closed_until = 0.0  # monotonic: after a listing that did not run or failed
+        self._last_started: datetime | None = None  # the latest listing this road ran began then
         self._recorded_user_s: float | None = None  # from the store's last run record
         self._recorded_at = -RECORD_REFRESH_S  # monotonic time it was read
 
@@ -100,14 +102,28 @@ class ListingRoad:
         margin = timedelta(seconds=self._settings.event_covered_margin_s)
         return hint.event_time is not None and hint.event_time + margin < moment
 
-    async def wait_for_listing(self) -> asyncio.Future[RunSummary | None] | None:
-        """The listing these hints should wait for (running, or started now), or None: read them one by one."""
+    async def wait_for_listing(self, hints: list[UserHint]) -> asyncio.Future[RunSummary | None] | None:
+        """The listing these hints should wait for (running, or started now), or None: read them one by one.
+
+        A re-check is always a read of its own (a listing could not tell it more than the read it follows).
+        A hint waits for one listing that began after it arrived at most: if that one did not cover it (an
+        event published before commit, still within `EVENT_COVERED_MARGIN_S`), it is read by GET, so hints
+        can never keep a chain of listings going.
+        """
+        if any(hint.operation == RECHECK_OPERATION for hint in hints):
+            return None
         if self.listing:
             return self._listing
+        if self._had_their_listing(hints):
+            return None
         if time.monotonic() < self._closed_until or not await self._cheaper_to_list():
             return None
         self._listing = asyncio.create_task(self._list(), name="burst-listing")
         return self._listing
+
+    def _had_their_listing(self, hints: list[UserHint]) -> bool:
+        started = self._last_started
+        return started is not None and all(h.received_at is None or h.received_at < started for h in hints)
 
     async def _cheaper_to_list(self) -> bool:
         count = self._keycloak.last_count
@@ -147,6 +163,8 @@ class ListingRoad:
         waiting = math.ceil(self._waiting())
         log.info("event burst: reading the waiting users by a full reconcile", waiting_users=waiting)
         summary = await self._scheduler.run_soon("event_burst")
+        if summary is not None:
+            self._last_started = summary.started_at
         outcome = "not_run" if summary is None else summary.outcome.value
         metrics.BURST_LISTINGS.labels(outcome=outcome).inc()
         if summary is None or not summary.ok:

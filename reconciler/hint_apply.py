@@ -53,7 +53,7 @@ class HintApplier:
             if await self.road.covered(user_id, hints):
                 metrics.HINTS_COVERED.inc()
                 return self._recheck(hints)
-            listing = await self.road.wait_for_listing()
+            listing = await self.road.wait_for_listing(hints)
             if listing is not None:
                 return Later(self._settings.reconcile_lease_ttl_s, wake=listing)
         observation = await self._observe(user_id, expects_user=any(h.expects_user for h in hints))

@@ -251,6 +251,40 @@ async def test_a_burst_whose_listing_another_replica_holds_is_read_one_by_one(
     await assert_mirror(kc_admin, store)
 
 
+async def test_re_checks_after_a_burst_listing_are_read_by_get_and_start_no_more_listings(
+    settings: Settings,
+    store: UserStore,
+    kc_admin: KeycloakTestAdmin,
+    mirrored: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a re-check after every update (EVENT_RECHECK=always, as for a provider that publishes before
+    commit), the burst is read by one listing and each user's re-check by one GET: a re-check is never
+    covered by a listing, and it must not make the road list the realm again and again."""
+    config = override(burst_settings(settings), event_recheck="always", event_recheck_delay_s=0.5)
+    active = [uid for uid in mirrored if uid in {u["id"] for u in await kc_admin.list_users()}]
+
+    async def changes() -> int:
+        await asyncio.gather(*(kc_admin.update_user(uid, lastName="rechecked") for uid in active))
+        return len(active)
+
+    ends = await backlog(config, changes)
+    gets = GetCounter(monkeypatch)
+    listings = all_listings()
+    async with running_service(config) as service:
+        await until_committed(config, ends)
+
+        async def queued() -> int:
+            return len(service.queue) if service.queue is not None else -1
+
+        await eventually(queued, until=lambda n: n == 0, timeout_s=60, what="every re-check done")
+
+    assert all_listings() == listings + 1
+    assert set(gets.calls) >= set(active)  # the re-checks, each a GET of its own
+    assert gets.total <= 2 * len(active)  # the few read before the backlog's size was known, twice
+    await assert_mirror(kc_admin, store)
+
+
 async def test_a_new_group_starting_at_the_earliest_offset_reads_its_history_by_a_listing(
     settings: Settings,
     store: UserStore,
