@@ -257,6 +257,9 @@ async def drifted_store(settings: Settings, size: int, user_ids: list[str]) -> d
     watch = Stopwatch()
     async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
         await store.ensure_indexes()
+        # Only benchmark jobs use this store: a lease left by an interrupted job would refuse the listing
+        # road's run (`not_run`) and close the road for a lease TTL.
+        await store.leases.delete_many({})
         filled = False
         if await store.users.count_documents({F.IS_ACTIVE: True}) != size:
             await store.users.drop()
