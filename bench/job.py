@@ -20,7 +20,7 @@ import httpx
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from bench import floors
+from bench import cpu, floors
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests, peak_rss_mb
 from bench.reference import SeedUserRepository, reference_sync
@@ -34,9 +34,12 @@ T = TypeVar("T")
 Spec = dict[str, Any]
 
 
-async def _timed(spec: Spec, work: Callable[[], Awaitable[T]]) -> tuple[T, float]:
+async def _timed(spec: Spec, work: Callable[[], Awaitable[T]]) -> tuple[T, float, dict[str, float]]:
+    """`work`'s result, its wall seconds, and the CPU seconds each stack server (and this process) spent
+    meanwhile: which process the 2 cores went to."""
     profile_path = spec.get("profile")
     profiler = cProfile.Profile() if profile_path else None
+    cpu_before = cpu.snapshot()
     watch = Stopwatch()
     if profiler:
         profiler.enable()
@@ -46,10 +49,11 @@ async def _timed(spec: Spec, work: Callable[[], Awaitable[T]]) -> tuple[T, float
         if profiler:
             profiler.disable()
     seconds = watch.seconds()
+    cpu_seconds = cpu.spent(cpu_before, cpu.snapshot())
     if profiler and profile_path:
         Path(profile_path).parent.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(profile_path)
-    return result, seconds
+    return result, seconds, cpu_seconds
 
 
 async def _store_summary(users: AsyncCollection[dict[str, Any]]) -> dict[str, int]:
@@ -92,7 +96,9 @@ async def reconcile_job(spec: Spec) -> dict[str, Any]:
                 counter.reset()
                 counter.enabled = True
                 before = keycloak_requests()
-                summary, seconds = await _timed(spec, lambda: FullReconcile(settings, store, keycloak).run())
+                summary, seconds, cpu_seconds = await _timed(
+                    spec, lambda: FullReconcile(settings, store, keycloak).run()
+                )
                 counter.enabled = False
                 if not summary.ok:
                     raise RuntimeError(f"reconcile failed: {summary.error}")
@@ -110,7 +116,7 @@ async def reconcile_job(spec: Spec) -> dict[str, Any]:
                 counter.reset()
                 counter.enabled = True
                 before = keycloak_requests()
-                ref, seconds = await _timed(
+                ref, seconds, cpu_seconds = await _timed(
                     spec, lambda: reference_sync(keycloak, repo, settings.keycloak_page_size)
                 )
                 counter.enabled = False
@@ -122,6 +128,7 @@ async def reconcile_job(spec: Spec) -> dict[str, Any]:
     requests = {op: n - before.get(op, 0) for op, n in after.items() if n - before.get(op, 0)}
     result.update(
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         keycloak_requests=sum(requests.values()),
         keycloak_requests_by_operation=requests,
         **counter.to_dict(),
@@ -179,7 +186,7 @@ async def floor_job(spec: Spec) -> dict[str, Any]:
                 if len(users) < page_size:
                     return listed
 
-    listed, seconds = await _timed(spec, page_all)
+    listed, seconds, _cpu = await _timed(spec, page_all)
     return {"seconds": seconds, "keycloak_requests": requests, "listed": listed}
 
 

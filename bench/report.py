@@ -446,7 +446,31 @@ def _reconcile_section(results: dict[str, Any], size: str, suite: dict[str, Any]
             f" the best floor, {_m(t, 'keycloak_requests')} Keycloak requests, {_m(t, 'store_user_docs_written')}"
             f" documents written, peak RSS {_m(t, 'peak_rss_mb', '{:.1f}')} MB.",
         ]
-    return [*lines, ""]
+    return [*lines, "", *_reconcile_cpu_lines(suite)]
+
+
+def _reconcile_cpu_lines(suite: dict[str, Any]) -> list[str]:
+    """CPU seconds per process in each case's last round: which server the 2 cores went to."""
+    names = ("secantusdb", "keycloak", "postgres", "kafka", "bench_process")
+    rows = []
+    for case in CASES:
+        for impl in ("ours", "ref"):
+            runs = suite["cases"][case][impl].get("runs") or []
+            cpu = runs[-1].get("cpu_seconds") if runs else None
+            if cpu:
+                cells = " | ".join(f"{cpu[n]:.1f}" if n in cpu else "n/a" for n in names)
+                label = "ours" if impl == "ours" else "seed algorithm"
+                rows.append(f"| {case} | {label} | {runs[-1]['seconds']:.1f} | {cells} |")
+    if not rows:
+        return []
+    return [
+        "CPU seconds per process during each timed run (last round; `reconciler` is the measured process):",
+        "",
+        "| case | impl | wall s | SecantusDB | Keycloak | PostgreSQL | Kafka | reconciler |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
 
 
 def _curve_section(results: dict[str, Any]) -> list[str]:
