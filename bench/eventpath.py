@@ -28,7 +28,6 @@ from bench import cpu, seed
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests
 from reconciler import hint_apply, metrics, workqueue
-from reconciler.burst import RECHECK_OPERATION
 from reconciler.config import Settings
 from reconciler.events import AFTER_COMMIT, PUBLISHED_HEADER, UserHint
 from reconciler.keycloak import KeycloakAdminClient
@@ -181,7 +180,7 @@ def _trace_hints(recorder: LatencyRecorder) -> None:
         if later is None or not isinstance(result, later):
             now = datetime.now(UTC)
             for hint in hints:
-                if hint.event_time is not None and hint.operation != RECHECK_OPERATION:
+                if hint.event_time is not None and hint.operation != hint_apply.RECHECK_OPERATION:
                     recorder.observe(max(0.0, (now - hint.event_time).total_seconds()))
         return result
 

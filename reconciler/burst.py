@@ -3,7 +3,7 @@
 A `GET /users/{id}` costs Keycloak far more per user than a listed user does (BENCHMARKS.md: ~400 GETs/s
 against thousands of listed users/s), so a burst (a new consumer group's backlog, a mass change, a topic
 full of events for most of the realm) is cheaper read by listing the realm. The event path asks this road
-before every read:
+before every read, except a follow-up re-check's (always a GET of its own, `hint_apply`):
 
 1. **Covered?** When a local full reconcile began after a hint's change reached us (`received_at`, this
    process's clock) or well after its event time (`EVENT_COVERED_MARGIN_S`, Keycloak's clock), the store
@@ -11,7 +11,7 @@ before every read:
    asking at the same time, `GroupRead`), and then no Keycloak read is needed. The hint's record is committed only now, after that apply (invariant 3).
 2. **Wait?** While a listing this road started is running, hints wait for it (`Later`: the worker is free,
    the records stay uncommitted) and come back to step 1 once it ends. A hint waits for one listing that
-   began after it arrived at most, and a follow-up re-check never waits: both are read by GET instead.
+   began after it arrived at most, and is read by GET if that one did not cover it.
 3. **List?** The cost model compares the waiting users (queued, plus the records not yet read times the
    share of distinct users seen so far) at the measured GET cost and concurrency with the realm's count at
    the measured cost per user of a full reconcile that mostly read (this process's last run, else the
@@ -45,7 +45,6 @@ from reconciler.store import UserStore
 
 log = get_logger(__name__)
 
-RECHECK_OPERATION: Final = "RECHECK"  # a follow-up re-check must read Keycloak again, never be `covered`
 # Until this process has measured a request of the kind: the orders of magnitude BENCHMARKS.md measured.
 PRIOR_GET_S: Final = 0.01
 PRIOR_LISTED_USER_S: Final = 0.001  # 1,000 users/s: slower than any listing measured here
@@ -95,8 +94,6 @@ class ListingRoad:
 
     def _before(self, hint: UserHint, moment: datetime) -> bool:
         """`hint`'s change had reached Keycloak's committed state before `moment` (this process's clock)."""
-        if hint.operation == RECHECK_OPERATION:
-            return False
         if hint.received_at is not None and hint.after_commit and hint.received_at < moment:
             return True
         margin = timedelta(seconds=self._settings.event_covered_margin_s)
@@ -105,13 +102,10 @@ class ListingRoad:
     async def wait_for_listing(self, hints: list[UserHint]) -> asyncio.Future[RunSummary | None] | None:
         """The listing these hints should wait for (running, or started now), or None: read them one by one.
 
-        A re-check is always a read of its own (a listing could not tell it more than the read it follows).
         A hint waits for one listing that began after it arrived at most: if that one did not cover it (an
         event published before commit, still within `EVENT_COVERED_MARGIN_S`), it is read by GET, so hints
         can never keep a chain of listings going.
         """
-        if any(hint.operation == RECHECK_OPERATION for hint in hints):
-            return None
         if self.listing:
             return self._listing
         if self._had_their_listing(hints):

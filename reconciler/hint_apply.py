@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from reconciler import metrics
 from reconciler.apply import Applier
-from reconciler.burst import RECHECK_OPERATION, ListingRoad
+from reconciler.burst import ListingRoad
 from reconciler.config import Settings
 from reconciler.events import HintReason, UserHint
 from reconciler.group_commit import GroupCommit
@@ -27,6 +27,8 @@ from reconciler.models import Observation, SyncedBy
 from reconciler.plan import ApplyPolicy
 from reconciler.retry import Backoff
 from reconciler.workqueue import Again, CoalescingQueue, Later, QueueObserver
+
+RECHECK_OPERATION = "RECHECK"
 
 
 class HintApplier:
@@ -49,7 +51,10 @@ class HintApplier:
         self._group = GroupCommit(applier, max_batch=settings.apply_batch_size)
 
     async def __call__(self, user_id: str, hints: list[UserHint]) -> Again[UserHint] | Later | None:
-        if self.road is not None:
+        # A re-check must read Keycloak again: a listing could not tell it more than the read it follows, and
+        # waiting for one would only make the road list the realm again for it.
+        recheck = any(h.operation == RECHECK_OPERATION for h in hints)
+        if self.road is not None and not recheck:
             if await self.road.covered(user_id, hints):
                 metrics.HINTS_COVERED.inc()
                 return self._recheck(hints)
