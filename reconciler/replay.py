@@ -195,11 +195,10 @@ async def replay(
         # The full reconcile reads every user Keycloak lists and confirms each active local user it does not
         # list: it covers every user the events named, at a page's cost instead of a GET per user.
         log.info("replay: the full reconcile reads the users", distinct_users=len(user_ids))
-    else:
-        await _look_up(settings, store, keycloak, user_ids, summary, progress)
-    if reconcile_after:
         summary.reconcile = await FullReconcile(settings, store, keycloak).run(
             allow_mass_deactivation=allow_mass_deactivation, progress=reconcile_progress
         )
+    else:
+        await _look_up(settings, store, keycloak, user_ids, summary, progress)
     summary.duration_s = time.monotonic() - started
     return summary
