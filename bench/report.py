@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -451,26 +452,46 @@ def _reconcile_section(results: dict[str, Any], size: str, suite: dict[str, Any]
 
 def _reconcile_cpu_lines(suite: dict[str, Any]) -> list[str]:
     """CPU seconds per process in each case's last round: which server the 2 cores went to."""
-    names = ("secantusdb", "keycloak", "postgres", "kafka", "bench_process")
     rows = []
     for case in CASES:
         for impl in ("ours", "ref"):
             runs = suite["cases"][case][impl].get("runs") or []
-            cpu = runs[-1].get("cpu_seconds") if runs else None
-            if cpu:
-                cells = " | ".join(f"{cpu[n]:.1f}" if n in cpu else "n/a" for n in names)
-                label = "ours" if impl == "ours" else "seed algorithm"
-                rows.append(f"| {case} | {label} | {runs[-1]['seconds']:.1f} | {cells} |")
-    if not rows:
-        return []
-    return [
+            if runs:
+                rows.append(((case, "ours" if impl == "ours" else "seed algorithm"), runs[-1]))
+    return _cpu_table(
         "CPU seconds per process during each timed run (last round; `reconciler` is the measured process):",
-        "",
-        "| case | impl | wall s | SecantusDB | Keycloak | PostgreSQL | Kafka | reconciler |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-    ]
+        ("case", "impl"),
+        "reconciler",
+        rows,
+    )
+
+
+# The stack's servers as `bench.cpu` names them, with their column headings; the measured process comes last.
+_CPU_COLUMNS = (
+    ("secantusdb", "SecantusDB"),
+    ("keycloak", "Keycloak"),
+    ("postgres", "PostgreSQL"),
+    ("kafka", "Kafka"),
+)
+
+
+def _cpu_table(
+    intro: str, labels: tuple[str, ...], measured: str, rows: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+) -> list[str]:
+    """A table of the CPU seconds per process of some runs (`rows`: their label cells and the run); runs
+    without CPU seconds are left out, and no table at all when none has them."""
+    keys = (*(key for key, _ in _CPU_COLUMNS), "bench_process")
+    lines = []
+    for cells, run in rows:
+        cpu = run.get("cpu_seconds")
+        if cpu:
+            values = [f"{cpu[key]:.1f}" if key in cpu else "n/a" for key in keys]
+            lines.append("| " + " | ".join([*cells, f"{run['seconds']:.1f}", *values]) + " |")
+    if not lines:
+        return []
+    header = [*labels, "wall s", *(heading for _, heading in _CPU_COLUMNS), measured]
+    rule = "|" + "---|" * len(labels) + "---:|" * (len(header) - len(labels))
+    return [intro, "", "| " + " | ".join(header) + " |", rule, *lines, ""]
 
 
 def _curve_section(results: dict[str, Any]) -> list[str]:
@@ -571,28 +592,15 @@ def _events_section(results: dict[str, Any]) -> list[str]:
 
 def _cpu_lines(events: dict[str, Any]) -> list[str]:
     """CPU seconds per process in each scenario's last run: which server the 2 cores went to."""
-    rows = []
-    names = ("secantusdb", "keycloak", "postgres", "kafka", "bench_process")
-    for name in EVENT_ORDER:
-        runs = events.get(name, {}).get("runs") or []
-        cpu = runs[-1].get("cpu_seconds") if runs else None
-        if not cpu:
-            continue
-        wall = runs[-1].get("seconds")
-        cells = " | ".join(f"{cpu[n]:.1f}" if n in cpu else "n/a" for n in names)
-        rows.append(f"| {name} | {wall:.1f} | {cells} |")
-    if not rows:
-        return []
-    return [
+    rows = [((name,), events[name]["runs"][-1]) for name in EVENT_ORDER if events.get(name, {}).get("runs")]
+    return _cpu_table(
         "CPU seconds per process while each scenario ran (last run; from the consumer's readiness to the last"
         " hint, so a little longer than the wall time in the table above; `bench_process` is the consumer's"
         " own process):",
-        "",
-        "| scenario | wall s | SecantusDB | Keycloak | PostgreSQL | Kafka | consumer |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-    ]
+        ("scenario",),
+        "consumer",
+        rows,
+    )
 
 
 def render(results: dict[str, Any], json_name: str) -> str:
