@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.process import run_reconciler, start_reconciler
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, port_of, through
 from tests.test_event_path import until_stored
 
 pytestmark = pytest.mark.stack
@@ -167,18 +166,11 @@ async def proxy_to(port: int) -> AsyncIterator[TcpProxy]:
         await proxy.down()
 
 
-def port_of(url: str) -> int:
-    port = urlsplit(url).port
-    assert port is not None, url
-    return port
-
-
 def behind(settings: Settings, proxy: TcpProxy, outage_of: str) -> Settings:
     """`run` settings that reach Keycloak or the store through `proxy`."""
     if outage_of == "keycloak":
         return run_settings(settings, keycloak_url=f"http://127.0.0.1:{proxy.port}")
-    uri = settings.mongodb_uri.get_secret_value()
-    return run_settings(settings, mongodb_uri=uri.replace(f":{proxy.upstream_port}", f":{proxy.port}", 1))
+    return run_settings(settings, mongodb_uri=through(settings.mongodb_uri.get_secret_value(), proxy))
 
 
 def upstream_port(settings: Settings, outage_of: str) -> int:

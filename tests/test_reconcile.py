@@ -33,7 +33,7 @@ from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.stack import REALM_FILE
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, port_of, through
 
 pytestmark = pytest.mark.stack
 
@@ -338,13 +338,12 @@ async def test_a_store_outage_shorter_than_the_retries_does_not_fail_the_run(
     command's timeout: the batch is tried again (MONGODB_RETRY_ATTEMPTS) and the run completes."""
     while len(await kc_admin.list_users()) < 7:  # at least three pages of 3
         await kc_admin.create_user()
-    store_port = int(stack_env["MONGODB_URI"].split("//127.0.0.1:")[1].split("/")[0])
-    proxy = TcpProxy(store_port)
+    proxy = TcpProxy(port_of(stack_env["MONGODB_URI"]))
     await proxy.up()
     flaky = make_settings(
         stack_env,
         keycloak_realm=settings.keycloak_realm,
-        mongodb_uri=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+        mongodb_uri=through(stack_env["MONGODB_URI"], proxy),
         mongodb_database=f"t_store_retry_{uuid.uuid4().hex[:8]}",
         mongodb_timeout_s=1.0,
         mongodb_retry_attempts=20,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit
 
 from tests.support.ports import free_port
 
@@ -56,3 +57,15 @@ class TcpProxy:
         finally:
             with contextlib.suppress(Exception):
                 sink.close()
+
+
+def port_of(url: str) -> int:
+    """The port a URL (or a MongoDB URI of one host) names."""
+    port = urlsplit(url).port
+    assert port is not None, url
+    return port
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    """The same URL, reaching its server through `proxy` (which forwards to the URL's port)."""
+    return url.replace(f":{proxy.upstream_port}", f":{proxy.port}", 1)
