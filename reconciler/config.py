@@ -192,6 +192,12 @@ class Settings(BaseSettings):
         default=5, ge=0, description="Deactivations always allowed in one run, whatever the share"
     )
     sync_groups_and_roles: bool = Field(default=False, description="Mirror group names and realm roles")
+    reconcile_store_snapshot: bool = Field(
+        default=True,
+        description="The full reconcile reads the store in one scan while its listing starts and compares "
+        "listed users with it, instead of one store read per page; costs about 150 bytes per stored user "
+        "for the run. Not used with SYNC_GROUPS_AND_ROLES",
+    )
 
     # --- Event-store sweep ----------------------------------------------------------------------------
     sweep_enabled: bool = Field(

@@ -140,6 +140,32 @@ def desired_document(observation: Observation) -> dict[str, Any]:
     return doc
 
 
+# The fields `desired_document` yields for a found user when groups and roles are not mirrored.
+PROFILE_FIELDS: Final[tuple[str, ...]] = (
+    F.USERNAME,
+    F.EMAIL,
+    F.EMAIL_VERIFIED,
+    F.FIRST_NAME,
+    F.LAST_NAME,
+    F.DISPLAY_NAME,
+    F.AVATAR_URL,
+    F.IS_ACTIVE,
+    F.DEACTIVATION_REASON,
+)
+
+
+def profile_print(fields: Mapping[str, Any]) -> int | None:
+    """A 64-bit print of the profile fields of a stored document or of `desired_document`'s result.
+
+    Documents that `_diff` finds equal have equal prints: Python's hash agrees with `==`, which `_diff`
+    compares with. None when a stored value cannot be hashed (a malformed document, compared the usual way).
+    """
+    try:
+        return hash(tuple(fields.get(name) for name in PROFILE_FIELDS))
+    except TypeError:
+        return None
+
+
 def _latest(observations: Iterable[Observation]) -> dict[str, Observation]:
     latest: dict[str, Observation] = {}
     for obs in observations:

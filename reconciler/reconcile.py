@@ -11,8 +11,12 @@ One run:
    (`KeycloakConfigError`), never "Keycloak has no users". The listing is complete once every page up to
    the first short one has been fetched and applied;
 2. remembers only a compact set of seen ids (16-byte UUIDs), never the users (invariant 7,
-   docs/ARCHITECTURE.md);
-3. only after a complete, error-free listing: deactivation candidates = active local users not seen;
+   docs/ARCHITECTURE.md); with `reconcile_store_snapshot` (not with `sync_groups_and_roles`) it first reads
+   one print of every stored user in one scan, concurrently with the first pages (`snapshot.StoreSnapshot`),
+   and a listed user whose print matches costs no store read (the apply core would leave it unchanged);
+3. only after a complete, error-free listing, in one closing scan of the store: deactivation candidates =
+   active local users not seen, and users the snapshot skipped whose document changed or vanished since
+   (read again by GetUser and applied, so the run ends as if every page had been read by id);
 4. the mass-deactivation guard: more candidates than `max(mass_deactivation_min_count,
    mass_deactivation_max_ratio * active users)` -> nothing is deactivated, the run says so loudly
    (`guard_tripped`), unless the caller allows it explicitly;
@@ -33,6 +37,7 @@ the summary keeps the error (`failure`) so that the command line maps it to its 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import uuid
@@ -46,7 +51,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from reconciler import errors, metrics
-from reconciler.apply import Applier, ApplyResult, batched
+from reconciler.apply import Applier, ApplyResult, batched, report
 from reconciler.config import Settings
 from reconciler.errors import KeycloakProtocolError, StoreUnavailable
 from reconciler.keycloak import KeycloakAdminClient, UnreadableUser, UserPage
@@ -56,7 +61,8 @@ from reconciler.models import Observation
 from reconciler.outcomes import Outcome
 from reconciler.plan import Action, ApplyPolicy, Change
 from reconciler.retry import Backoff
-from reconciler.store import UserStore, utc_now
+from reconciler.snapshot import SCANNED_FIELDS, StoreSnapshot, user_key
+from reconciler.store import F, UserStore, utc_now
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -75,6 +81,16 @@ class DriftItem:
 
 
 @dataclass(slots=True)
+class ClosingScan:
+    """What the store scan after a complete listing found."""
+
+    active: int = 0  # active documents (the guard's base)
+    skipped: int = 0  # active documents whose external_id is not a Keycloak id
+    candidates: list[bytes] = field(default_factory=list)  # active and not listed: confirmed by GetUser
+    changed: list[bytes] = field(default_factory=list)  # skipped by the snapshot, changed or gone since
+
+
+@dataclass(slots=True)
 class RunSummary:
     """What one full reconcile did (or, in a dry run, would do)."""
 
@@ -86,6 +102,7 @@ class RunSummary:
     listed: int = 0  # users Keycloak listed
     unreadable: int = 0  # listed users whose representation could not be read (kept as they are)
     candidates: int = 0  # active local users the listing did not contain
+    changed_during_listing: int = 0  # users skipped by the snapshot whose document changed before the end
     guard_tripped: bool = False
     guard_limit: int | None = None
     duration_s: float = 0.0
@@ -103,6 +120,7 @@ class RunSummary:
             "listed": self.listed,
             "unreadable": self.unreadable,
             "candidates": self.candidates,
+            "changed_during_listing": self.changed_during_listing,
         }
 
     def add(self, result: ApplyResult) -> None:
@@ -164,15 +182,6 @@ def _jsonable(diff: Mapping[str, tuple[Any, Any]]) -> dict[str, list[Any]]:
 def _describe(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return redact(f"{type(error).__name__}: {text}" if text else type(error).__name__)[:500]
-
-
-def _canonical_uuid_bytes(value: str) -> bytes | None:
-    """16 bytes of a canonical (lower-case, hyphenated) UUID string; None for anything else."""
-    try:
-        parsed = uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return None
-    return parsed.bytes if str(parsed) == value else None
 
 
 class FullReconcile:
@@ -258,24 +267,27 @@ class FullReconcile:
     ) -> None:
         settings = self._settings
         total = await self._keycloak.count_users()
-        seen = await self._list_all(summary, total, progress)
+        snapshot = StoreSnapshot()
+        seen = await self._list_all(summary, total, progress, snapshot)
 
         # Only a complete, error-free listing gets here.
-        candidates: list[bytes] = []
-        skipped = 0
-        async for external_id in self._store.list_active_external_ids():
-            key = _canonical_uuid_bytes(external_id)
-            if key is None:
-                skipped += 1
-            elif key not in seen:
-                candidates.append(key)
-        del seen
-        if skipped:
+        closing = await self._closing_scan(seen, snapshot)
+        del seen, snapshot
+        if closing.skipped:
             log.warning(
-                "active local users with an external_id that is not a Keycloak id were skipped", count=skipped
+                "active local users with an external_id that is not a Keycloak id were skipped",
+                count=closing.skipped,
             )
+        if closing.changed:
+            # Skipped by the snapshot, then written by someone else: what Keycloak says now decides.
+            log.info(
+                "documents changed during the listing; reading those users again", count=len(closing.changed)
+            )
+            summary.changed_during_listing = len(closing.changed)
+            await self._read_again(summary, closing.changed)
+        candidates = closing.candidates
         summary.candidates = len(candidates)
-        active = await self._store.count_active()
+        active = closing.active
         limit = mass_deactivation_limit(
             active, settings.mass_deactivation_max_ratio, settings.mass_deactivation_min_count
         )
@@ -309,19 +321,44 @@ class FullReconcile:
 
         confirmed = 0
         for keys in batched(candidates, self._applier.batch_size):
-            ids = [str(uuid.UUID(bytes=key)) for key in keys]
-            result = await self._store_retried(self._applier.observe_and_apply, ids, self._policy(summary))
-            summary.add(result)
-            self._collect_drift(summary, result.changes)
-            confirmed += len(ids)
+            await self._read_again(summary, keys)
+            confirmed += len(keys)
             await self._report(progress, summary, "confirming", total, confirmed, len(candidates))
         await self._report(progress, summary, "done", total, confirmed, len(candidates))
 
+    async def _read_again(self, summary: RunSummary, keys: Sequence[bytes]) -> None:
+        """GetUser and apply: deactivation candidates, and users whose document changed during the listing."""
+        for batch in batched(keys, self._applier.batch_size):
+            ids = [str(uuid.UUID(bytes=key)) for key in batch]
+            result = await self._store_retried(self._applier.observe_and_apply, ids, self._policy(summary))
+            summary.add(result)
+            self._collect_drift(summary, result.changes)
+
+    async def _closing_scan(self, seen: set[bytes], snapshot: StoreSnapshot) -> ClosingScan:
+        """One scan of the store after a complete listing: the active users it did not list, the active count
+        for the guard, and the users the snapshot skipped whose document changed or vanished since."""
+        closing = ClosingScan()
+        async for doc in self._store.scan_users(SCANNED_FIELDS):
+            active = doc.get(F.IS_ACTIVE) is True
+            closing.active += active
+            key = user_key(doc.get(F.EXTERNAL_ID))
+            if key is None:
+                closing.skipped += active
+            elif key in seen:
+                if snapshot.changed(key, doc):
+                    closing.changed.append(key)
+            elif active:
+                closing.candidates.append(key)
+        closing.changed.extend(key for key in snapshot.unvisited() if key in seen)
+        return closing
+
     async def _list_all(
-        self, summary: RunSummary, total: int, progress: ProgressCallback | None
+        self, summary: RunSummary, total: int, progress: ProgressCallback | None, snapshot: StoreSnapshot
     ) -> set[bytes]:
+        """List every user and apply the pages; fills `snapshot` (when it is used) before the first apply."""
         seen: set[bytes] = set()
         self._last_log = 0.0
+        scan = asyncio.ensure_future(snapshot.read(self._store)) if self._uses_snapshot() else None
 
         async def fetch(first: int, size: int) -> tuple[datetime, UserPage]:
             observed_at = self._applier.clock()  # stamped just before this page's own request
@@ -334,13 +371,20 @@ class FullReconcile:
         # Keycloak's and the store's time instead of their sum.
         try:
             while (item := await pages.next_page()) is not None:
+                if scan is not None:  # read while the first pages were requested
+                    await scan
+                    scan = None
+                    log.info("store snapshot read", users=len(snapshot))
                 first, observed_at, page = item
                 self._check_listing(first + page.size, total)
-                await self._apply_page(summary, seen, observed_at, page)
+                await self._apply_page(summary, seen, observed_at, page, snapshot)
                 self._log_listing(summary, pages.applied, total, pages.complete)
                 await self._report(progress, summary, "listing", total, 0, 0)
         finally:
             await pages.close()  # a failure mid-run: no orphaned request
+            if scan is not None:
+                scan.cancel()
+                await asyncio.gather(scan, return_exceptions=True)
         if sizer.adaptive:
             log.info("full reconcile page sizes", last=sizer.size, recent=sizer.sizes[-20:])
         return seen
@@ -358,10 +402,24 @@ class FullReconcile:
             )
 
     async def _apply_page(
-        self, summary: RunSummary, seen: set[bytes], observed_at: datetime, page: UserPage
+        self,
+        summary: RunSummary,
+        seen: set[bytes],
+        observed_at: datetime,
+        page: UserPage,
+        snapshot: StoreSnapshot,
     ) -> None:
-        self._set_aside(summary, seen, page.unreadable)
-        observations = [Observation(user.id, user, observed_at) for user in page.users]
+        self._set_aside(summary, seen, snapshot, page.unreadable)
+        observations: list[Observation] = []
+        unchanged: list[Change] = []
+        for user in page.users:
+            key, observation = uuid.UUID(user.id).bytes, Observation(user.id, user, observed_at)
+            if snapshot.unchanged(key, observation):
+                unchanged.append(Change(Action.UNCHANGED, user.id))
+            else:
+                snapshot.forget(key)
+                observations.append(observation)
+        summary.add(report(((change, change.action) for change in unchanged), self._policy(summary)))
         # In batches of APPLY_BATCH_SIZE: a store read of N ids costs more than N/100 reads of 100 (measured on
         # SecantusDB, BENCHMARKS.md), so a larger page only makes the listing cheaper.
         for batch in batched(observations, self._applier.batch_size):
@@ -416,13 +474,25 @@ class FullReconcile:
     def _policy(self, summary: RunSummary) -> ApplyPolicy:
         return ApplyPolicy.reconcile(dry_run=summary.dry_run)
 
-    def _set_aside(self, summary: RunSummary, seen: set[bytes], unreadable: list[UnreadableUser]) -> None:
+    def _uses_snapshot(self) -> bool:
+        # Group and role names are not in the prints: with them mirrored every page is read by id.
+        return self._settings.reconcile_store_snapshot and not self._settings.sync_groups_and_roles
+
+    def _set_aside(
+        self,
+        summary: RunSummary,
+        seen: set[bytes],
+        snapshot: StoreSnapshot,
+        unreadable: list[UnreadableUser],
+    ) -> None:
         """Users Keycloak listed but we cannot read are left as the store has them: counted, logged, and
         marked seen so that they are never deactivated for it."""
         for user in unreadable:
             summary.unreadable += 1
             if user.user_id is not None:
-                seen.add(uuid.UUID(user.user_id).bytes)
+                key = uuid.UUID(user.user_id).bytes
+                seen.add(key)
+                snapshot.forget(key)  # not read again either
             if not summary.dry_run:
                 metrics.UNREADABLE_USERS.inc()
             log.error(

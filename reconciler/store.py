@@ -421,14 +421,12 @@ class UserStore:
             update["$setOnInsert"] = {**write.insert_fields, F.ID: str(uuid.uuid4())}
         return UpdateOne(guard, update, upsert=write.upsert)
 
-    async def list_active_external_ids(self, batch_size: int = 1000) -> AsyncIterator[str]:
-        """Stream the Keycloak ids of all active local users (only the id is transferred)."""
+    async def scan_users(self, fields: Sequence[str], batch_size: int = 1000) -> AsyncIterator[Document]:
+        """Stream these fields of every user document: one collection scan, `batch_size` at a time."""
+        projection = {name: 1 for name in fields} | {F.ID: 0}
         with _translated():
-            cursor = self.users.find({F.IS_ACTIVE: True}, {F.EXTERNAL_ID: 1, F.ID: 0}, batch_size=batch_size)
-            async for doc in cursor:
-                external_id = doc.get(F.EXTERNAL_ID)
-                if isinstance(external_id, str):
-                    yield external_id
+            async for doc in self.users.find({}, projection, batch_size=batch_size):
+                yield doc
 
     @_store_boundary
     async def count_active(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,16 @@ from hypothesis import strategies as st
 
 from reconciler.apply import ObservationClock
 from reconciler.models import KeycloakUser, Observation, SyncedBy
-from reconciler.plan import Action, ApplyPolicy, Change, desired_document, display_name, plan
+from reconciler.plan import (
+    PROFILE_FIELDS,
+    Action,
+    ApplyPolicy,
+    Change,
+    desired_document,
+    display_name,
+    plan,
+    profile_print,
+)
 from reconciler.reconcile import mass_deactivation_limit
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -411,3 +421,32 @@ def test_mass_deactivation_guard_threshold(candidates: int, active: int, trips: 
 
 def test_ids_are_uuids() -> None:
     assert uuid.UUID(UID)
+
+
+PROFILE = ("username", "enabled", "email", "email_verified", "first_name", "last_name", "avatar_url")
+
+
+@given(
+    listed=users,
+    other=users,
+    taken=st.sets(st.sampled_from(PROFILE), max_size=2),
+    deactivated_earlier=st.booleans(),
+)
+def test_a_stored_print_equal_to_the_listed_one_is_exactly_an_unchanged_decision(
+    listed: KeycloakUser, other: KeycloakUser, taken: set[str], deactivated_earlier: bool
+) -> None:
+    """The full reconcile's snapshot skips a listed user when the prints agree (reconciler/snapshot.py): that
+    must be what the apply core decides, for any stored state, both ways. The stored state is the listed
+    user with up to two fields taken from another one."""
+    stored_as = dataclasses.replace(listed, **{name: getattr(other, name) for name in taken})
+    doc = stored(stored_as)
+    if deactivated_earlier and not stored_as.enabled:
+        doc["deactivation_reason"] = "deleted_in_keycloak"
+    observation = Observation(UID, listed, T1)
+    same_print = profile_print(doc) == profile_print(desired_document(observation))
+    assert same_print is (one(observation, doc).action is Action.UNCHANGED)
+
+
+def test_the_print_covers_every_field_the_core_compares_and_ignores_unhashable_documents() -> None:
+    assert set(desired_document(Observation(UID, user(), T0))) == set(PROFILE_FIELDS)
+    assert profile_print({**stored(user()), "first_name": ["not", "a", "name"]}) is None

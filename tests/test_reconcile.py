@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -160,6 +161,71 @@ async def test_an_unchanged_second_run_writes_nothing(
     )
     assert summary.applied[Action.UNCHANGED] == summary.listed == len(before)
     assert await documents(store) == before  # not even observed_at moved
+
+
+async def test_an_unchanged_run_reads_no_document_by_id_unless_the_snapshot_is_off(
+    settings: Settings, store: UserStore, keycloak: KeycloakAdminClient, kc_admin: KeycloakTestAdmin
+) -> None:
+    """The store snapshot (one scan) answers an unchanged realm: no per-page read by id. Off, every page is
+    read by id again; both runs decide the same."""
+    while len(await kc_admin.list_users()) < 5:
+        await kc_admin.create_user()
+    await reconcile(settings, store, keycloak)
+    summaries: dict[bool, RunSummary] = {}
+    reads: dict[bool, int] = {}
+    for snapshot in (True, False):
+        with mock.patch.object(store, "find_by_external_ids", wraps=store.find_by_external_ids) as spy:
+            summaries[snapshot] = await reconcile(
+                override(settings, reconcile_store_snapshot=snapshot), store, keycloak
+            )
+        reads[snapshot] = spy.call_count
+    assert reads == {True: 0, False: -(-summaries[False].listed // settings.apply_batch_size)}
+    assert summaries[True].counts() == summaries[False].counts()
+    assert summaries[True].applied[Action.UNCHANGED] == summaries[True].listed
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "reads-by-id"])
+async def test_documents_changed_or_removed_during_the_listing_end_the_run_mirrored(
+    snapshot: bool,
+    stack_env: dict[str, str],
+    settings: Settings,
+    store: UserStore,
+    keycloak: KeycloakAdminClient,
+    kc_admin: KeycloakTestAdmin,
+) -> None:
+    """After the snapshot is read, someone else changes one stored user and removes another, both listed on
+    a later page. Reading each page by id catches that at the page; the snapshot catches it in its closing
+    scan and reads both users again. Either way the run ends with the store mirroring Keycloak."""
+    while len(await kc_admin.list_users()) < 6:
+        await kc_admin.create_user()
+    await reconcile(settings, store, keycloak)
+    last_two = (await kc_admin.list_users())[-2:]  # Keycloak's listing order: the last page
+    small_pages = make_settings(
+        stack_env,
+        keycloak_realm=settings.keycloak_realm,
+        mongodb_database=settings.mongodb_database,
+        keycloak_page_size=2,
+        keycloak_list_concurrency=1,
+        reconcile_store_snapshot=snapshot,
+    )
+    meddled: list[str] = []
+
+    async def meddle(progress: Progress) -> None:
+        if progress.phase == "listing" and not meddled:  # the first page is applied, the snapshot read
+            changed, removed = (user["id"] for user in last_two)
+            await store.users.update_one(
+                {"external_id": changed}, {"$set": {"first_name": "Meddled", "display_name": "Meddled"}}
+            )
+            await store.users.delete_one({"external_id": removed})
+            meddled.extend([changed, removed])
+
+    async with KeycloakAdminClient(small_pages) as small_client:
+        summary = await FullReconcile(small_pages, store, small_client).run(progress=meddle)
+
+    assert summary.outcome is Outcome.SUCCESS and len(meddled) == 2
+    assert summary.changed_during_listing == (2 if snapshot else 0)
+    assert summary.applied[Action.UPDATED] + summary.applied[Action.CREATED] == 2
+    await assert_mirror(kc_admin, store)
 
 
 async def test_profile_changes_are_updated(

@@ -299,15 +299,22 @@ async def test_grouped_reads_answer_each_user_with_few_store_reads(store: UserSt
     assert group.reads <= 4  # the first user alone, then 202 distinct users in batches of 100
 
 
-async def test_active_ids_are_streamed_and_counted(store: UserStore) -> None:
+async def test_users_are_scanned_with_the_asked_fields_only_and_active_ones_counted(store: UserStore) -> None:
     base = await store.count_active()
     ids = [new_id() for _ in range(5)]
     await store.write_users(
-        [UserWrite(i, at(1), {F.IS_ACTIVE: n % 2 == 0}, insert_fields={}) for n, i in enumerate(ids)]
+        [
+            UserWrite(i, at(1), {F.IS_ACTIVE: n % 2 == 0, F.USERNAME: f"u{n}"}, insert_fields={})
+            for n, i in enumerate(ids)
+        ]
     )
     assert await store.count_active() == base + 3
-    streamed = [i async for i in store.list_active_external_ids(batch_size=2)]
-    assert set(ids[::2]) <= set(streamed) and not set(ids[1::2]) & set(streamed)
+    scanned = {
+        doc[F.EXTERNAL_ID]: doc async for doc in store.scan_users((F.EXTERNAL_ID, F.IS_ACTIVE), batch_size=2)
+    }
+    assert {i: scanned[i] for i in ids} == {
+        i: {F.EXTERNAL_ID: i, F.IS_ACTIVE: n % 2 == 0} for n, i in enumerate(ids)
+    }
 
 
 # --- lease ----------------------------------------------------------------------------------------------------
