@@ -431,20 +431,27 @@ PROFILE = ("username", "enabled", "email", "email_verified", "first_name", "last
     other=users,
     taken=st.sets(st.sampled_from(PROFILE), max_size=2),
     deactivated_earlier=st.booleans(),
+    stored_later=st.booleans(),
 )
 def test_a_stored_print_equal_to_the_listed_one_is_exactly_an_unchanged_decision(
-    listed: KeycloakUser, other: KeycloakUser, taken: set[str], deactivated_earlier: bool
+    listed: KeycloakUser, other: KeycloakUser, taken: set[str], deactivated_earlier: bool, stored_later: bool
 ) -> None:
     """The full reconcile's snapshot skips a listed user when the prints agree (reconciler/snapshot.py): that
     must be what the apply core decides, for any stored state, both ways. The stored state is the listed
-    user with up to two fields taken from another one."""
+    user with up to two fields taken from another one. A document stored after the listing's observation
+    is stale to the core whatever it says (no write either); the snapshot counts it unchanged."""
     stored_as = dataclasses.replace(listed, **{name: getattr(other, name) for name in taken})
-    doc = stored(stored_as)
+    doc = stored(stored_as, observed_at=T1 + timedelta(seconds=1) if stored_later else T0)
     if deactivated_earlier and not stored_as.enabled:
         doc["deactivation_reason"] = "deleted_in_keycloak"
     observation = Observation(UID, listed, T1)
     same_print = profile_print(doc) == profile_print(desired_document(observation))
-    assert same_print is (one(observation, doc).action is Action.UNCHANGED)
+    decided = one(observation, doc)
+    if stored_later:
+        assert decided.action is Action.STALE and decided.write is None
+    else:
+        assert same_print is (decided.action is Action.UNCHANGED)
+        assert same_print is (decided.write is None)
 
 
 def test_the_print_covers_every_field_the_core_compares_and_ignores_unhashable_documents() -> None:
