@@ -39,7 +39,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from reconciler.models import DeactivationReason, Observation, SyncedBy
-from reconciler.store import F, UserWrite
+from reconciler.store import PROFILE_FIELDS, F, UserWrite
 
 ACCESS_FIELDS: Final[tuple[str, ...]] = (F.GROUPS, F.REALM_ROLES)
 
@@ -138,20 +138,6 @@ def desired_document(observation: Observation) -> dict[str, Any]:
     if user.realm_roles is not None:
         doc[F.REALM_ROLES] = sorted(set(user.realm_roles))
     return doc
-
-
-# The fields `desired_document` yields for a found user when groups and roles are not mirrored.
-PROFILE_FIELDS: Final[tuple[str, ...]] = (
-    F.USERNAME,
-    F.EMAIL,
-    F.EMAIL_VERIFIED,
-    F.FIRST_NAME,
-    F.LAST_NAME,
-    F.DISPLAY_NAME,
-    F.AVATAR_URL,
-    F.IS_ACTIVE,
-    F.DEACTIVATION_REASON,
-)
 
 
 def profile_print(fields: Mapping[str, Any]) -> int | None:

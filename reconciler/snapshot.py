@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from reconciler.models import Observation
-from reconciler.plan import PROFILE_FIELDS, desired_document, profile_print
-from reconciler.store import F, UserStore
+from reconciler.plan import desired_document, profile_print
+from reconciler.store import PROFILE_FIELDS, F, UserStore
 
 SCANNED_FIELDS: Final[tuple[str, ...]] = (F.EXTERNAL_ID, *PROFILE_FIELDS)
 

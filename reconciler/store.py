@@ -116,9 +116,8 @@ class F:
     REALM_ROLES: Final = "realm_roles"
 
 
-# What the apply core reads back to compare (never the whole document).
-COMPARED_PROJECTION: Final[tuple[str, ...]] = (
-    F.EXTERNAL_ID,
+# The fields `plan.desired_document` yields for a found user when groups and roles are not mirrored.
+PROFILE_FIELDS: Final[tuple[str, ...]] = (
     F.USERNAME,
     F.EMAIL,
     F.EMAIL_VERIFIED,
@@ -127,8 +126,14 @@ COMPARED_PROJECTION: Final[tuple[str, ...]] = (
     F.DISPLAY_NAME,
     F.AVATAR_URL,
     F.IS_ACTIVE,
-    F.DEACTIVATED_AT,
     F.DEACTIVATION_REASON,
+)
+
+# What the apply core reads back to compare (never the whole document).
+COMPARED_PROJECTION: Final[tuple[str, ...]] = (
+    F.EXTERNAL_ID,
+    *PROFILE_FIELDS,
+    F.DEACTIVATED_AT,
     F.OBSERVED_AT,
     F.GROUPS,
     F.REALM_ROLES,

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from reconciler.apply import ObservationClock
 from reconciler.models import KeycloakUser, Observation, SyncedBy
 from reconciler.plan import (
-    PROFILE_FIELDS,
     Action,
     ApplyPolicy,
     Change,
@@ -25,6 +24,7 @@ from reconciler.plan import (
     profile_print,
 )
 from reconciler.reconcile import mass_deactivation_limit
+from reconciler.store import PROFILE_FIELDS
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=1)

@@ -200,13 +200,8 @@ async def test_documents_changed_or_removed_during_the_listing_end_the_run_mirro
         await kc_admin.create_user()
     await reconcile(settings, store, keycloak)
     last_two = (await kc_admin.list_users())[-2:]  # Keycloak's listing order: the last page
-    small_pages = make_settings(
-        stack_env,
-        keycloak_realm=settings.keycloak_realm,
-        mongodb_database=settings.mongodb_database,
-        keycloak_page_size=2,
-        keycloak_list_concurrency=1,
-        reconcile_store_snapshot=snapshot,
+    small_pages = override(
+        settings, keycloak_page_size=2, keycloak_list_concurrency=1, reconcile_store_snapshot=snapshot
     )
     meddled: list[str] = []
 
@@ -294,13 +289,8 @@ async def test_users_created_and_deleted_while_paging_cause_no_false_deactivatio
         if not user["enabled"]:
             await kc_admin.set_enabled(user["id"], True)
     await reconcile(settings, store, keycloak)
-    small_pages = make_settings(  # one page at a time (tests/test_listing.py has the concurrent listing)
-        stack_env,
-        keycloak_realm=settings.keycloak_realm,
-        mongodb_database=settings.mongodb_database,
-        keycloak_page_size=3,
-        keycloak_list_concurrency=1,
-    )
+    # One page at a time (tests/test_listing.py has the concurrent listing).
+    small_pages = override(settings, keycloak_page_size=3, keycloak_list_concurrency=1)
     deleted: list[str] = []
     created: list[str] = []
 
@@ -345,13 +335,9 @@ async def test_keycloak_unreachable_mid_run_fails_the_run_and_deactivates_nothin
     gone = await kc_admin.create_user()
     await reconcile(settings, store, keycloak)
     await kc_admin.delete_user(gone)  # a real deactivation candidate
-    small_pages = make_settings(
-        stack_env,
-        keycloak_realm=settings.keycloak_realm,
-        mongodb_database=settings.mongodb_database,
-        keycloak_page_size=3,
-        keycloak_list_concurrency=1,  # one page at a time (tests/test_listing.py has pages in flight)
-        keycloak_retry_attempts=2,
+    # One page at a time (tests/test_listing.py has pages in flight).
+    small_pages = override(
+        settings, keycloak_page_size=3, keycloak_list_concurrency=1, keycloak_retry_attempts=2
     )
     dead_port = free_port()
 
