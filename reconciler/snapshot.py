@@ -3,9 +3,9 @@ collection scan while the listing's first pages are requested.
 
 A listed user whose stored print equals the print of what Keycloak lists is unchanged, exactly as the apply
 core would decide (`plan.profile_print`), so it costs no store read; only the others go through the apply
-core, read by id as before. (One difference in the counts only: a matching document stored after the page's
-observation is "stale" to the core and "unchanged" here; neither writes.) On SecantusDB a scan reads a document in about a third of the time of a read
-by id (BENCHMARKS.md, "Where the time goes").
+core, read by id as before. (One difference in the counts only: a matching document stored after the
+page's observation is "stale" to the core and "unchanged" here; neither writes.) On SecantusDB a scan reads
+a document in about a third of the time of a read by id (BENCHMARKS.md, "Where the time goes").
 
 The store may change while the listing runs (the event path, another replica, the application). So the
 closing scan after the listing compares every skipped user's document with its print again: a user whose
