@@ -32,7 +32,7 @@ from reconciler.plan import desired_document
 from reconciler.store import F, UserStore
 
 Spec = dict[str, Any]
-# (page size, pages in flight) tried for the best listing floor; the sequential floor is (page size, 1).
+# (page size, pages in flight) tried for the best listing floor; the sequential floor is one of them.
 LISTING_COMBOS: tuple[tuple[int, int], ...] = ((100, 1), (100, 4), (500, 4), (1000, 4))
 SEQUENTIAL: tuple[int, int] = (100, 1)  # issue 15's sequential floor: pages of 100, one after another
 

@@ -410,10 +410,11 @@ class FullReconcile:
         snapshot: StoreSnapshot,
     ) -> None:
         self._set_aside(summary, seen, snapshot, page.unreadable)
+        keys = [uuid.UUID(user.id).bytes for user in page.users]
         observations: list[Observation] = []
         unchanged: list[Change] = []
-        for user in page.users:
-            key, observation = uuid.UUID(user.id).bytes, Observation(user.id, user, observed_at)
+        for key, user in zip(keys, page.users, strict=True):
+            observation = Observation(user.id, user, observed_at)
             if snapshot.unchanged(key, observation):
                 unchanged.append(Change(Action.UNCHANGED, user.id))
             else:
@@ -426,7 +427,7 @@ class FullReconcile:
             result = await self._store_retried(self._applier.apply, batch, self._policy(summary))
             summary.add(result)
             self._collect_drift(summary, result.changes)
-        seen.update(uuid.UUID(user.id).bytes for user in page.users)
+        seen.update(keys)
         summary.listed += len(page.users)
 
     async def _store_retried(

@@ -187,7 +187,6 @@ async def test_an_unchanged_run_reads_no_document_by_id_unless_the_snapshot_is_o
 @pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "reads-by-id"])
 async def test_documents_changed_or_removed_during_the_listing_end_the_run_mirrored(
     snapshot: bool,
-    stack_env: dict[str, str],
     settings: Settings,
     store: UserStore,
     keycloak: KeycloakAdminClient,
@@ -273,7 +272,6 @@ async def test_disabled_and_deleted_users_are_deactivated_and_re_enabled_ones_re
 
 
 async def test_users_created_and_deleted_while_paging_cause_no_false_deactivation(
-    stack_env: dict[str, str],
     settings: Settings,
     store: UserStore,
     keycloak: KeycloakAdminClient,
@@ -325,7 +323,6 @@ async def test_users_created_and_deleted_while_paging_cause_no_false_deactivatio
 
 
 async def test_keycloak_unreachable_mid_run_fails_the_run_and_deactivates_nothing(
-    stack_env: dict[str, str],
     settings: Settings,
     store: UserStore,
     kc_admin: KeycloakTestAdmin,
