@@ -45,9 +45,12 @@ stack-status:
 
 PY_DIRS := $(wildcard reconciler tests scripts bench)
 
+# The layering contract (pyproject.toml [tool.importlinter]) is part of lint: a lower layer importing a higher
+# one fails here.
 lint: install
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy reconciler

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reconciler.config import Settings
+from reconciler.base.config import Settings
 from tests.support.settings import make_settings as stack_settings
 from tests.support.stack import HOW_TO_START, discover_stack_env
 

@@ -27,14 +27,16 @@ from pymongo import AsyncMongoClient, UpdateOne
 from bench import cpu, seed
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests
-from reconciler import hint_apply, metrics, workqueue
-from reconciler.config import Settings
-from reconciler.events import AFTER_COMMIT, PUBLISHED_HEADER, UserHint
-from reconciler.keycloak import KeycloakAdminClient
-from reconciler.reconcile import FullReconcile
-from reconciler.replay import replay
+from reconciler.base.config import Settings
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.domain.document import F
+from reconciler.domain.events import AFTER_COMMIT, PUBLISHED_HEADER, UserHint
+from reconciler.fullsync.reconcile import FullReconcile
+from reconciler.fullsync.replay import replay
+from reconciler.observability import metrics
 from reconciler.service import Service
-from reconciler.store import F, UserStore
+from reconciler.sources import hint_apply, workqueue
 from tests.support import kafka_offsets
 
 Spec = dict[str, Any]
@@ -180,7 +182,7 @@ def _trace_hints(recorder: LatencyRecorder) -> None:
         if later is None or not isinstance(result, later):
             now = datetime.now(UTC)
             for hint in hints:
-                if hint.event_time is not None and hint.operation != hint_apply.RECHECK_OPERATION:
+                if hint.event_time is not None and not hint.recheck:
                     recorder.observe(max(0.0, (now - hint.event_time).total_seconds()))
         return result
 

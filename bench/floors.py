@@ -26,10 +26,11 @@ from bench import seed
 from bench.env import make_settings, stack_env
 from bench.listing import listing_only
 from bench.measure import Stopwatch, install_store_counter
-from reconciler.keycloak import KeycloakAdminClient, user_from_representation
-from reconciler.models import Observation, SyncedBy
-from reconciler.plan import desired_document
-from reconciler.store import F, UserStore
+from reconciler.clients.keycloak import KeycloakAdminClient, user_from_representation
+from reconciler.clients.store import UserStore
+from reconciler.domain.document import F
+from reconciler.domain.models import Observation, SyncedBy
+from reconciler.domain.plan import desired_document
 
 Spec = dict[str, Any]
 # (page size, pages in flight) tried for the best listing floor; the sequential floor is one of them.

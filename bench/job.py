@@ -24,11 +24,11 @@ from bench import cpu, floors
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests, peak_rss_mb
 from bench.reference import SeedUserRepository, reference_sync
-from reconciler.config import Settings
-from reconciler.keycloak import KeycloakAdminClient
-from reconciler.logs import configure_logging
-from reconciler.reconcile import FullReconcile
-from reconciler.store import UserStore
+from reconciler.base.config import Settings
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.fullsync.reconcile import FullReconcile
+from reconciler.observability.logs import configure_logging
 
 T = TypeVar("T")
 Spec = dict[str, Any]

@@ -31,12 +31,12 @@ from typing import Any
 
 from bench import seed
 from bench.env import RESULTS_DIR, database_name, make_settings, realm_name, stack_env
-from reconciler.config import Settings
-from reconciler.keycloak import KeycloakAdminClient
-from reconciler.listing import OffsetPages, PageSizer
-from reconciler.logs import configure_logging
-from reconciler.reconcile import FullReconcile
-from reconciler.store import UserStore
+from reconciler.base.config import Settings
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.fullsync.listing import OffsetPages, PageSizer
+from reconciler.fullsync.reconcile import FullReconcile
+from reconciler.observability.logs import configure_logging
 
 
 def _ints(name: str, default: str) -> list[int]:

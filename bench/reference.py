@@ -24,8 +24,8 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
-from reconciler.keycloak import KeycloakAdminClient
-from reconciler.models import KeycloakUser
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.domain.models import KeycloakUser
 
 Document = dict[str, Any]
 

@@ -21,22 +21,22 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from reconciler.apply import Applier
-from reconciler.burst import ListingRoad
-from reconciler.config import Settings
-from reconciler.consumer import EventConsumer
-from reconciler.errors import Component, PermanentError, StoreRefused, TemporaryError
-from reconciler.events import UserHint, accepted_realms
-from reconciler.health import HealthRegistry, start_server
-from reconciler.hint_apply import hint_queue
-from reconciler.keycloak import KeycloakAdminClient
-from reconciler.logs import get_logger
-from reconciler.monitor import FailureMonitor
-from reconciler.retry import Backoff
-from reconciler.scheduler import ReconcileScheduler, make_holder_id
-from reconciler.store import UserStore
-from reconciler.sweep import Sweeper
-from reconciler.workqueue import CoalescingQueue, LoggingObserver
+from reconciler.apply.applier import Applier
+from reconciler.base.config import Settings
+from reconciler.base.errors import Component, PermanentError, StoreRefused, TemporaryError
+from reconciler.base.retry import Backoff
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.domain.events import UserHint, accepted_realms
+from reconciler.fullsync.scheduler import ReconcileScheduler, make_holder_id
+from reconciler.observability.health import HealthRegistry, start_server
+from reconciler.observability.logs import get_logger
+from reconciler.observability.monitor import FailureMonitor
+from reconciler.sources.consumer import EventConsumer
+from reconciler.sources.hint_apply import hint_queue
+from reconciler.sources.listing_road import ListingRoad
+from reconciler.sources.sweep import Sweeper
+from reconciler.sources.workqueue import CoalescingQueue, LoggingObserver
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.settings_doc import render_into
+from reconciler.base.settings_doc import render_into
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from reconciler.config import Settings
-from reconciler.store import UserStore
+from reconciler.base.config import Settings
+from reconciler.clients.store import UserStore
 from tests.support import kafka_clients
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.settings import make_settings as make_settings

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from reconciler.config import Settings
-from reconciler.errors import ConfigurationError, ExitStatus
-from reconciler.keycloak import KeycloakAdminClient
-from reconciler.logs import configure_logging
-from reconciler.outcomes import Outcome
-from reconciler.reconcile import RunSummary
-from reconciler.store import UserStore
+from reconciler.base.config import Settings
+from reconciler.base.errors import ConfigurationError, ExitStatus
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.domain.outcomes import Outcome
+from reconciler.fullsync.reconcile import RunSummary
+from reconciler.observability.logs import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 
-from reconciler import errors
+from reconciler.base import errors
+from reconciler.base.errors import EXIT_STATUS_HELP, ExitStatus
 from reconciler.cli import reconcile, replay, run, verify
 from reconciler.cli.common import CliExit, Subcommand
-from reconciler.errors import EXIT_STATUS_HELP, ExitStatus
-from reconciler.logs import get_logger, redact
+from reconciler.observability.logs import get_logger, redact
 
 log = get_logger(__name__)
 

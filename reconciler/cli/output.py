@@ -12,10 +12,10 @@ from rich import progress as rich_progress
 from rich.console import Console
 from rich.table import Table
 
-from reconciler.outcomes import Outcome
-from reconciler.plan import WRITING_ACTIONS, Action
-from reconciler.reconcile import Progress, RunSummary
-from reconciler.replay import ReplayProgress, ReplaySummary
+from reconciler.domain.outcomes import Outcome
+from reconciler.domain.plan import WRITING_ACTIONS, Action
+from reconciler.fullsync.reconcile import Progress, RunSummary
+from reconciler.fullsync.replay import ReplayProgress, ReplaySummary
 
 ProgressHook = Callable[[Progress], None]
 DRIFT_SHOWN_PER_ACTION = 50

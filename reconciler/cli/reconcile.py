@@ -9,15 +9,15 @@ import sys
 
 from rich.console import Console
 
+from reconciler.base.config import Settings
+from reconciler.base.errors import ExitStatus
 from reconciler.cli.common import CliExit, Subcommand, exit_for, load_settings, open_clients
 from reconciler.cli.output import print_summary, progress_ui
-from reconciler.config import Settings
-from reconciler.errors import ExitStatus
-from reconciler.keycloak import KeycloakAdminClient
-from reconciler.reconcile import FullReconcile, RunSummary
-from reconciler.scheduler import ReconcileScheduler, make_holder_id
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.fullsync.reconcile import FullReconcile, RunSummary
+from reconciler.fullsync.scheduler import ReconcileScheduler, make_holder_id
 from reconciler.service import stop_on_signals
-from reconciler.store import UserStore
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
+from reconciler.base.config import Settings
+from reconciler.base.errors import ConfigurationError, ExitStatus
 from reconciler.cli.common import Subcommand, exit_for, load_settings, open_clients
 from reconciler.cli.output import print_replay, progress_ui, replay_progress
-from reconciler.config import Settings
-from reconciler.errors import ConfigurationError, ExitStatus
-from reconciler.replay import ReplaySummary, replay
+from reconciler.fullsync.replay import ReplaySummary, replay
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

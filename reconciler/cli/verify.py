@@ -9,12 +9,12 @@ from typing import Final
 
 from rich.console import Console
 
+from reconciler.base.config import Settings
+from reconciler.base.errors import ExitStatus
 from reconciler.cli.common import Subcommand, exit_for, load_settings, open_clients
 from reconciler.cli.output import print_summary
-from reconciler.config import Settings
-from reconciler.errors import ExitStatus
-from reconciler.plan import Action
-from reconciler.reconcile import FullReconcile, RunSummary
+from reconciler.domain.plan import Action
+from reconciler.fullsync.reconcile import FullReconcile, RunSummary
 
 # What each planned action means when nothing is written: the words of `verify`.
 DRIFT_NAMES: Final = {

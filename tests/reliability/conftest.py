@@ -29,7 +29,7 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure
 
-from reconciler.config import Settings
+from reconciler.base.config import Settings
 from tests.reliability.harness import SecretsRegistry
 from tests.reliability.scenario import ScenarioEnv
 from tests.support import kafka_clients

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.config import Settings
+from reconciler.base.config import Settings
 from tests.reliability.harness import (
     CliResult,
     OffsetAudit,

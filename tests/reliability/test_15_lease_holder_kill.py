@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.scheduler import LEASE_NAME
+from reconciler.fullsync.scheduler import LEASE_NAME
 from tests.reliability.harness import (
     LeaseWatcher,
     ReconcilerProcess,

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from reconciler.events import parse_record
+from reconciler.domain.events import parse_record
 from tests.reliability.hostile import APPLY, DEAD_LETTER, IGNORE, HostileGenerator
 
 REALM = "t-hostile-generator"

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from reconciler.config import Settings
+from reconciler.base.config import Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

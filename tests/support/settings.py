@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.config import Settings
+from reconciler.base.config import Settings
 
 SECURITY_SETTINGS = (
     "kafka_security_protocol",
@@ -33,7 +33,7 @@ def make_settings(stack_env: dict[str, str], **overrides: Any) -> Settings:
         # The event-store sweep reads the realm's stored events too: tests of it switch it on themselves, so
         # the others see Kafka hints alone (and the Keycloak requests they count stay theirs).
         "sweep_enabled": False,
-        # Likewise the listing road for bursts (tests/test_burst.py): elsewhere a burst is read user by user.
+        # Likewise the listing road for bursts (tests/sources/test_listing_road.py): elsewhere a burst is read user by user.
         "event_burst_listing": False,
     }
     # A secure stack's Kafka SASL_SSL and Keycloak CA settings (absent on a plaintext one).

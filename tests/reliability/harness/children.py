@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.config import Settings
+from reconciler.base.config import Settings
 from tests.conftest import override
 from tests.reliability.harness.secrets import SecretsRegistry
 from tests.support.http_proxy import RecordingProxy
@@ -23,7 +23,7 @@ from tests.support.process import reconciler_command, run_reconciler_async, sett
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-MUTANTS_DIR = Path(__file__).resolve().parents[1] / "mutants"
+MUTANTS_DIR = Path(__file__).resolve().parents[2] / "mutants"
 
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from reconciler.config import Settings
+from reconciler.base.config import Settings
 from tests.support.kafka_offsets import (
     PartitionReader,
     end_offsets,

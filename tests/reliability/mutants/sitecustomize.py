@@ -23,7 +23,7 @@ MUTANT = os.environ.get("RELIABILITY_MUTANT", "")
 
 
 def _commit_before_apply() -> None:
-    from reconciler import offsets
+    from reconciler.sources import offsets
 
     original = offsets.PartitionOffsets.track
 
@@ -34,7 +34,7 @@ def _commit_before_apply() -> None:
 
 
 def _outage_as_deleted() -> None:
-    from reconciler import keycloak
+    from reconciler.clients import keycloak
 
     original = keycloak.KeycloakAdminClient.get_user
 
@@ -50,8 +50,8 @@ def _outage_as_deleted() -> None:
 def _no_confirmation() -> None:
     if "reconcile" not in sys.argv:
         return
-    from reconciler import apply
-    from reconciler.models import Observation
+    from reconciler.apply.applier import applier as apply
+    from reconciler.domain.models import Observation
 
     async def observe(self: Any, user_ids: Any) -> list[Observation]:
         return [Observation(user_id, None, self.clock()) for user_id in dict.fromkeys(user_ids)]
@@ -62,7 +62,8 @@ def _no_confirmation() -> None:
 def _no_observed_at_guard() -> None:
     from pymongo import UpdateOne
 
-    from reconciler import plan, store
+    from reconciler.clients import store
+    from reconciler.domain import plan
 
     def update_op(write: Any) -> UpdateOne:
         op = original_op(write)
@@ -81,7 +82,8 @@ def _no_observed_at_guard() -> None:
 
 
 def _unchecked_ids() -> None:
-    from reconciler import events, keycloak, models
+    from reconciler.clients import keycloak
+    from reconciler.domain import events, models
 
     def anything(value: object) -> bool:
         return isinstance(value, str) and bool(value)
@@ -91,7 +93,8 @@ def _unchecked_ids() -> None:
 
 
 def _leak_token() -> None:
-    from reconciler import keycloak, logs
+    from reconciler.clients import keycloak
+    from reconciler.observability import logs
 
     def no_redaction(text: str) -> str:
         return text

@@ -1,0 +1,102 @@
+"""The local user document: its field names, the guarded write the apply core decides, and the clock.
+
+Pure data shared by the apply core (`domain.plan`), the full reconcile's snapshot and the store adapter
+(`clients.store`), which executes `UserWrite`s; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+
+class F:
+    """Field names of the local user document (docs/ARCHITECTURE.md, "The local user document")."""
+
+    ID: Final = "_id"  # the application's own stable UUID string, generated at creation
+    EXTERNAL_ID: Final = "external_id"  # Keycloak id (unique index)
+    USERNAME: Final = "username"
+    EMAIL: Final = "email"
+    EMAIL_VERIFIED: Final = "email_verified"
+    FIRST_NAME: Final = "first_name"
+    LAST_NAME: Final = "last_name"
+    DISPLAY_NAME: Final = "display_name"
+    AVATAR_URL: Final = "avatar_url"
+    IS_ACTIVE: Final = "is_active"
+    DEACTIVATED_AT: Final = "deactivated_at"
+    DEACTIVATION_REASON: Final = "deactivation_reason"
+    CREATED_AT: Final = "created_at"
+    UPDATED_AT: Final = "updated_at"
+    OBSERVED_AT: Final = "observed_at"
+    SYNCED_BY: Final = "synced_by"
+    GROUPS: Final = "groups"  # only with group/role sync on
+    REALM_ROLES: Final = "realm_roles"
+
+
+# The fields `plan.desired_document` yields for a found user when groups and roles are not mirrored.
+PROFILE_FIELDS: Final[tuple[str, ...]] = (
+    F.USERNAME,
+    F.EMAIL,
+    F.EMAIL_VERIFIED,
+    F.FIRST_NAME,
+    F.LAST_NAME,
+    F.DISPLAY_NAME,
+    F.AVATAR_URL,
+    F.IS_ACTIVE,
+    F.DEACTIVATION_REASON,
+)
+
+# What the apply core reads back to compare (never the whole document).
+COMPARED_PROJECTION: Final[tuple[str, ...]] = (
+    F.EXTERNAL_ID,
+    *PROFILE_FIELDS,
+    F.DEACTIVATED_AT,
+    F.OBSERVED_AT,
+    F.GROUPS,
+    F.REALM_ROLES,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserWrite:
+    """One guarded write of one user document, as decided by the apply core.
+
+    `set_fields` and `unset_fields` are applied only if the stored document was observed before
+    `observed_at` (or has no `observed_at`); `observed_at` itself is always set. With `insert_fields` the write
+    is an upsert and a missing document is created with those fields plus a fresh `_id`; without it the
+    write never creates a document. `expect_absent` (with `insert_fields`): no document existed when the
+    apply core read the store, so the write is tried as a plain insert first (see the module docstring).
+    """
+
+    external_id: str
+    observed_at: datetime
+    set_fields: Mapping[str, Any]
+    unset_fields: tuple[str, ...] = ()
+    insert_fields: Mapping[str, Any] | None = None
+    expect_absent: bool = False
+
+    def __post_init__(self) -> None:
+        if self.expect_absent and self.insert_fields is None:
+            raise ValueError("a write expecting no document must say what to insert")
+
+    @property
+    def upsert(self) -> bool:
+        return self.insert_fields is not None
+
+
+class WriteStatus(StrEnum):
+    """What became of one `UserWrite`."""
+
+    INSERTED = "inserted"  # a new document was created
+    UPDATED = "updated"  # an existing document was overwritten
+    STALE = "stale"  # a document observed at or after this write's observation exists (or, for a
+    # non-upsert write, no document exists any more): nothing was written
+
+
+def utc_now() -> datetime:
+    """Current UTC time at BSON (millisecond) precision, so what is written compares equal when read back."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -1,0 +1,251 @@
+"""The periodic full reconcile: at start, then every `reconcile_interval_s` (plus jitter), one replica at a time.
+
+Coordination across replicas (invariant 6, docs/ARCHITECTURE.md) uses two things in the store:
+
+- the run records: a successful run that *ended* less than an interval ago (by any replica) means the next
+  run is not due yet, so replicas started together, or a restarted pod, do not repeat it;
+- a lease with expiry (`reconcile_lease_ttl_s`) held while running and renewed every third of its ttl: a
+  crashed holder blocks the others at most one ttl, never forever. Two overlapping runs (a paused holder
+  whose lease expired) do no harm: every write is a guarded, idempotent apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import socket
+import time
+from typing import Any, Final
+
+from reconciler.base.config import Settings
+from reconciler.base.errors import Component
+from reconciler.base.retry import Backoff
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.domain.document import utc_now
+from reconciler.domain.outcomes import Outcome
+from reconciler.fullsync.reconcile import FullReconcile, Progress, RunSummary
+from reconciler.observability import metrics
+from reconciler.observability.logs import get_logger
+from reconciler.observability.monitor import FailureMonitor
+
+log = get_logger(__name__)
+
+LEASE_NAME: Final = "full-reconcile"
+HEARTBEAT_INTERVAL_S: Final = 5.0  # the idle loop wakes this often to show it is alive
+
+
+def make_holder_id() -> str:
+    """hostname:pid:random — unique per process, readable in the lease document."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class ReconcileScheduler:
+    """Runs the full reconcile periodically until a stop event is set.
+
+    `last_progress` (monotonic seconds) moves while the loop idles and after every page of a run: a
+    liveness check can read it through `heartbeat()`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: UserStore,
+        keycloak: KeycloakAdminClient,
+        *,
+        holder: str | None = None,
+        monitor: FailureMonitor | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self.holder = holder or make_holder_id()
+        self._reconcile = FullReconcile(settings, store, keycloak, holder=self.holder)
+        self._monitor = monitor or FailureMonitor()
+        self._backoff = Backoff.reconciles(settings)
+        self._rng = random.Random()
+        self._requested: str | None = None  # why a run was asked for before it is due (see `request`)
+        self._requesters: list[asyncio.Future[RunSummary | None]] = []  # `run_soon` callers waiting
+        self._wake = asyncio.Event()
+        self._failures = 0
+        self.last_progress = time.monotonic()
+        self.last_summary: RunSummary | None = None
+        self.running = False
+
+    def request(self, reason: str) -> None:
+        """Run as soon as possible, due or not (the event-store sweep saw changes it cannot name per user).
+        The lease still makes it one run across replicas."""
+        log.info("full reconcile requested", reason=reason)
+        self._requested = reason
+        self._wake.set()
+
+    async def run_soon(self, reason: str) -> RunSummary | None:
+        """Request a run (see `request`) and wait for it: its summary, or None when no run happened here
+        (another replica holds the lease, or the process is stopping)."""
+        waiter: asyncio.Future[RunSummary | None] = asyncio.get_running_loop().create_future()
+        self._requesters.append(waiter)
+        self.request(reason)
+        return await waiter
+
+    def heartbeat(self) -> float:
+        """Monotonic time of the loop's last sign of progress (for the health server)."""
+        return self.last_progress
+
+    def _beat(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def _jitter(self) -> float:
+        return self._rng.uniform(0.0, self._settings.reconcile_jitter_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The loop: returns when `stop` is set (a run in progress is cancelled and recorded as such)."""
+        if not self._settings.reconcile_enabled:
+            log.info("periodic full reconcile disabled (RECONCILE_ENABLED=false)")
+            return
+        log.info(
+            "periodic full reconcile started",
+            holder=self.holder,
+            interval_s=self._settings.reconcile_interval_s,
+            jitter_s=self._settings.reconcile_jitter_s,
+        )
+        while not stop.is_set():
+            self._beat()
+            delay = await self.tick(stop)
+            if stop.is_set():
+                break
+            log.debug("next full reconcile check", in_s=round(delay, 1))
+            await self._sleep(delay, stop)
+        self._answer(self._requesters, None)
+        self._requesters = []
+        log.info("periodic full reconcile stopped")
+
+    async def tick(self, stop: asyncio.Event | None = None) -> float:
+        """Run the reconcile if it is due and the lease is ours; return the seconds until the next check."""
+        requesters, self._requesters = self._requesters, []
+        before = self.last_summary
+        try:
+            return await self._tick(stop)
+        finally:
+            self._answer(requesters, self.last_summary if self.last_summary is not before else None)
+
+    @staticmethod
+    def _answer(requesters: list[asyncio.Future[RunSummary | None]], summary: RunSummary | None) -> None:
+        for waiter in requesters:
+            if not waiter.done():
+                waiter.set_result(summary)
+
+    async def _tick(self, stop: asyncio.Event | None) -> float:
+        interval = self._settings.reconcile_interval_s
+        requested, self._requested = self._requested, None
+        self._wake.clear()
+        try:
+            wait_s = 0.0 if requested else await self._not_due_for()
+            if wait_s > 0:
+                log.info("full reconcile not due: a recent run succeeded", next_in_s=round(wait_s, 1))
+                return wait_s + self._jitter()
+            if not await self._store.acquire_lease(
+                LEASE_NAME, self.holder, self._settings.reconcile_lease_ttl_s
+            ):
+                holder = await self._store.lease_holder(LEASE_NAME)
+                metrics.RECONCILE_RUNS.labels(outcome=Outcome.SKIPPED_LEASE.value).inc()
+                log.info(
+                    "full reconcile skipped: another replica holds the lease",
+                    lease_holder=holder and holder[0],
+                )
+                return (  # retry when the holder's lease runs out, not up to a whole TTL after
+                    min(interval, max(0.0, (holder[1] - utc_now()).total_seconds()) if holder else 0.0)
+                    + self._jitter()
+                )
+        except Exception as error:
+            self._monitor.failed(error)
+            return self._after_failure(f"store: {type(error).__name__}")
+        try:
+            # Another replica may have finished a run between our check and our lease.
+            wait_s = 0.0 if requested else await self._not_due_for()
+            if wait_s > 0:
+                return wait_s + self._jitter()
+            summary = await self._run_with_lease(stop)
+        except Exception as error:
+            self._monitor.failed(error)
+            return self._after_failure(f"{type(error).__name__}")
+        finally:
+            with contextlib.suppress(Exception):
+                await self._store.release_lease(LEASE_NAME, self.holder)
+        if summary is None:  # stopped
+            return 0.0
+        self.last_summary = summary
+        if summary.outcome is Outcome.FAILED:
+            if summary.failure is not None:
+                self._monitor.failed(summary.failure)
+            return self._after_failure(summary.error or "failed")
+        self._monitor.succeeded(Component.KEYCLOAK, Component.STORE)
+        self._failures = 0
+        return interval + self._jitter()
+
+    def _after_failure(self, reason: str) -> float:
+        """A failed run is retried sooner than an interval, backing off up to it."""
+        self._failures += 1
+        delay = self._backoff.delay(self._failures, self._rng)
+        log.warning(
+            "full reconcile will be retried", reason=reason, failures=self._failures, retry_in_s=delay
+        )
+        return delay + self._jitter()
+
+    async def _not_due_for(self) -> float:
+        """Seconds until the next run is due, judging by the last successful run of any replica (0: due)."""
+        last = await self._store.last_successful_run()
+        if last is None:
+            return 0.0
+        finished = last.ended_at or last.started_at
+        elapsed = (utc_now() - finished).total_seconds()
+        return max(0.0, self._settings.reconcile_interval_s - elapsed)
+
+    async def _run_with_lease(self, stop: asyncio.Event | None) -> RunSummary | None:
+        """Run once while renewing the lease; None when `stop` was set first (the run is cancelled)."""
+        self.running = True
+        renewer = asyncio.create_task(self._renew_lease(), name="reconcile-lease-renewal")
+        run = asyncio.create_task(self._reconcile.run(progress=self._on_progress), name="full-reconcile")
+        stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+        try:
+            waiting: set[asyncio.Future[Any]] = {run}
+            if stopper is not None:
+                waiting.add(stopper)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                log.info("stopping: cancelling the running full reconcile")
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+                return None
+            return run.result()
+        finally:
+            self.running = False
+            for task in (renewer, stopper):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(renewer, *([stopper] if stopper else []), return_exceptions=True)
+
+    async def _renew_lease(self) -> None:
+        ttl = self._settings.reconcile_lease_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if not await self._store.acquire_lease(LEASE_NAME, self.holder, ttl):
+                    log.warning("full reconcile lease lost to another replica; finishing this run anyway")
+            except Exception as error:
+                log.warning("full reconcile lease renewal failed", error=type(error).__name__)
+
+    def _on_progress(self, progress: Progress) -> None:
+        self._beat()
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and not self._wake.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(remaining, HEARTBEAT_INTERVAL_S))
+            self._beat()

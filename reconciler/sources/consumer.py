@@ -1,0 +1,226 @@
+"""The consumer-group loop: Kafka records -> user hints -> the coalescing queue -> committed offsets.
+
+Offsets are committed per partition only up to the oldest record whose applies have not all succeeded
+(invariant 3, docs/ARCHITECTURE.md). On revocation the revoked partitions' in-flight work is finished and committed first; on stop
+the queue drains and the final offsets are committed. Bad messages go to the dead-letter topic (invariant 8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from reconciler.base.config import Settings
+from reconciler.clients.kafka import DeadLetters, client_options
+from reconciler.domain.events import ParseResult, UserHint, parse_record
+from reconciler.observability import metrics
+from reconciler.observability.logs import get_logger
+from reconciler.sources.offsets import OffsetTracker, PartitionOffsets
+from reconciler.sources.workqueue import CoalescingQueue
+
+log = get_logger(__name__)
+
+
+class EventConsumer:
+    """Runs the event path until `stop` is set, feeding `queue` (started by its owner; it owns retries).
+    On stop the queue is drained, so that what was applied is committed."""
+
+    def __init__(self, settings: Settings, queue: CoalescingQueue[UserHint], realms: frozenset[str]) -> None:
+        self._settings = settings
+        self._realms = realms
+        self._queue = queue
+        self._offsets = OffsetTracker()
+        self._dead_letters = DeadLetters(settings)
+        self._consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=settings.kafka_group_id,
+            group_instance_id=settings.kafka_group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.consumer_start_offset,
+            max_poll_records=settings.consumer_max_poll_records,
+            session_timeout_ms=int(settings.consumer_session_timeout_s * 1000),
+        )
+        self._paused = False
+        self.pauses = 0  # times fetching was paused because too much was pending
+        self._last_commit = 0.0
+        # per partition: the offset after the last record read (with the highwater: the unread backlog)
+        self._next_offsets: dict[TopicPartition, int] = {}
+        # readiness: the group has assigned us (possibly zero) partitions and their positions are known
+        self.joined = False
+        self._unpositioned: set[TopicPartition] | None = None
+        self.last_progress = time.monotonic()  # liveness: the poll loop is turning
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member holds now."""
+        return set(self._consumer.assignment())
+
+    @property
+    def queue(self) -> CoalescingQueue[UserHint]:
+        return self._queue
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._dead_letters.start()
+        try:
+            await self._consumer.start()
+            self._consumer.subscribe(self._settings.event_topics, listener=_Rebalance(self))
+            log.info(
+                "consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id
+            )
+            while not stop.is_set():
+                await self._resolve_positions()
+                self._apply_backpressure()
+                batches = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.consumer_max_poll_records
+                )
+                for records in batches.values():
+                    for record in records:
+                        await self._handle(record)
+                await self._commit(force=False)
+                self._update_lag()
+                self.last_progress = time.monotonic()
+            log.info("consumer stopping: draining in-flight work", pending_users=len(self._queue))
+            await self._queue.close(drain=True, timeout_s=self._settings.consumer_drain_timeout_s)
+            await self._commit(force=True)
+        finally:
+            await self._queue.close(drain=False)
+            await self._consumer.stop()
+            await self._dead_letters.stop()
+            log.info("consumer stopped")
+
+    def unread_records(self) -> int:
+        """Records in the assigned partitions not fetched yet (the backlog a burst decision looks at)."""
+        unread = 0
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            position = self._next_offsets.get(tp)
+            if highwater is not None and position is not None:
+                unread += max(0, highwater - position)
+        return unread
+
+    def waiting_users(self) -> float:
+        """Distinct users waiting: those queued, plus the unread records at the share of distinct users seen."""
+        return len(self._queue) + self.unread_records() * self._queue.distinct_share
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        offsets = self._offsets.partition(record.topic, record.partition)
+        result: ParseResult = parse_record(record.value, realms=self._realms, headers=record.headers)
+        if result.invalid is not None:
+            await self._dead_letters.publish(record, result.invalid, result.detail or "")
+            metrics.EVENTS.labels(topic=record.topic, outcome="dead_lettered").inc()
+            offsets.track(record.offset, parts=0)
+            return
+        if not result.hints:
+            metrics.EVENTS.labels(topic=record.topic, outcome=f"ignored_{result.ignored or 'other'}").inc()
+            offsets.track(record.offset, parts=0)
+            return
+        metrics.EVENTS.labels(topic=record.topic, outcome="hinted").inc()
+        offsets.track(record.offset, parts=len(result.hints))
+        received_at = datetime.now(UTC)
+        for hint in result.hints:
+            hint = dataclasses.replace(hint, received_at=received_at)
+            await self._queue.submit(hint.user_id, hint, _done(offsets, record.offset))
+
+    async def _resolve_positions(self) -> None:
+        """Fix where newly assigned partitions start (committed offset, or CONSUMER_START_OFFSET for a new
+        group) before saying ready: with `latest`, an event made after readiness is never skipped."""
+        if self._unpositioned is None:
+            return
+        for tp in self._unpositioned & self._consumer.assignment():
+            await self._consumer.position(tp)
+        self._unpositioned = None
+        self.joined = True
+
+    def _apply_backpressure(self) -> None:
+        """Pause fetching while too much is pending, so memory stays bounded and polling never starves."""
+        limit = self._settings.consumer_max_pending_users
+        pending = max(len(self._queue), self._offsets.pending_records() // 4)
+        assignment = self._consumer.assignment()
+        if not self._paused and pending >= limit and assignment:
+            self._consumer.pause(*assignment)
+            self._paused = True
+            self.pauses += 1
+            log.info("partitions paused: queue full", pending_users=len(self._queue))
+        elif self._paused and pending <= limit // 2:  # (<=: a limit of 1 resumes once empty)
+            self._consumer.resume(*assignment)
+            self._paused = False
+            log.info("partitions resumed", pending_users=len(self._queue))
+
+    async def _commit(self, force: bool, only: set[tuple[str, int]] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < self._settings.consumer_commit_interval_s:
+            return
+        moves = self._offsets.to_commit()
+        if only is not None:
+            moves = {key: point for key, point in moves.items() if key in only}
+        if not moves:
+            self._last_commit = now
+            return
+        try:
+            await self._consumer.commit(
+                {
+                    TopicPartition(topic, part): OffsetAndMetadata(point, "")
+                    for (topic, part), point in moves.items()
+                }
+            )
+        except (CommitFailedError, KafkaError) as error:
+            # A rebalance is under way or the broker is away: the same offsets are committed next time.
+            log.warning("offset commit failed; will retry", error=str(error))
+            return
+        self._offsets.mark_committed(moves)
+        self._last_commit = now
+        log.debug("offsets committed", offsets={f"{t}/{p}": o for (t, p), o in moves.items()})
+
+    def _update_lag(self) -> None:
+        for (topic, part), offsets in self._offsets.items():
+            highwater = self._consumer.highwater(TopicPartition(topic, part))
+            point = offsets.commit_point()
+            if highwater is not None and point is not None:
+                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(part)).set(max(0, highwater - point))
+            metrics.CONSUMER_LAG_SECONDS.labels(topic=topic, partition=str(part)).set(
+                offsets.oldest_pending_age_s()
+            )
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish the revoked partitions' in-flight records and commit them before another member takes over."""
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        deadline = time.monotonic() + self._settings.consumer_drain_timeout_s
+        # Records finish in the worker tasks; a short poll with a deadline is the simplest wait here.
+        while self._offsets.pending_in(keys) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self._offsets.pending_in(keys):
+            log.warning("revoked partitions not drained in time; their records will be redelivered")
+        await self._commit(force=True, only=keys)
+        for topic, part in keys:
+            self._offsets.forget(topic, part)
+            self._next_offsets.pop(TopicPartition(topic, part), None)
+        if keys:
+            log.info("partitions revoked", partitions=sorted(f"{t}/{p}" for t, p in keys))
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._unpositioned = set(assigned)
+        self._paused = False  # a new assignment starts unpaused
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+def _done(offsets: PartitionOffsets, offset: int) -> Callable[[], None]:
+    return lambda: offsets.done(offset)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: EventConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner.on_assigned(set(assigned))

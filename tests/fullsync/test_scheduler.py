@@ -1,0 +1,143 @@
+"""The periodic full reconcile on the real stack: due checks via run records, the lease, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from reconciler.base.config import Settings
+from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.store import UserStore
+from reconciler.fullsync.scheduler import LEASE_NAME, ReconcileScheduler
+from tests.conftest import make_settings
+from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+async def fresh(
+    stack_env: dict[str, str], realm: str, mongo_client: AsyncMongoClient[dict[str, Any]]
+) -> AsyncIterator[Any]:
+    """A factory of (settings, store) on a database of its own, dropped afterwards."""
+    database = f"t_sched_{uuid.uuid4().hex[:8]}"
+    stores: list[UserStore] = []
+
+    async def make(**overrides: Any) -> tuple[Settings, UserStore]:
+        values: dict[str, Any] = {
+            "keycloak_realm": realm,
+            "mongodb_database": database,
+            "reconcile_interval_s": 600,
+            "reconcile_jitter_s": 0,
+            "reconcile_lease_ttl_s": 60,
+        }
+        values.update(overrides)
+        settings = make_settings(stack_env, **values)
+        store = UserStore.from_settings(settings)
+        await store.ensure_indexes()
+        stores.append(store)
+        return settings, store
+
+    yield make
+    for store in stores:
+        await store.close()
+    if not os.environ.get("KEEP_TEST_DATABASES"):
+        await mongo_client.drop_database(database)
+
+
+async def test_disabled_scheduler_returns_at_once(fresh: Any) -> None:
+    settings, store = await fresh(reconcile_enabled=False)
+    async with KeycloakAdminClient(settings) as keycloak:
+        await asyncio.wait_for(ReconcileScheduler(settings, store, keycloak).run(asyncio.Event()), 2)
+    assert await store.runs.count_documents({}) == 0
+
+
+async def test_runs_at_start_and_not_again_within_the_interval(
+    fresh: Any, kc_admin: KeycloakTestAdmin
+) -> None:
+    await kc_admin.create_user()
+    settings, store = await fresh()
+    async with KeycloakAdminClient(settings) as keycloak:
+        first = ReconcileScheduler(settings, store, keycloak)
+        delay = await first.tick()
+        assert first.last_summary is not None and first.last_summary.ok
+        assert 590 <= delay <= 600
+        assert await store.lease_holder(LEASE_NAME) is None  # released after the run
+
+        # A restarted replica (new holder) sees the recent success and waits for the rest of the interval.
+        restarted = ReconcileScheduler(settings, store, keycloak)
+        delay = await restarted.tick()
+        assert restarted.last_summary is None and 500 < delay <= 600
+    assert await store.runs.count_documents({}) == 1
+
+
+async def test_two_replicas_ticking_together_run_once(fresh: Any) -> None:
+    settings, store = await fresh()
+    async with KeycloakAdminClient(settings) as keycloak:
+        replicas = [ReconcileScheduler(settings, store, keycloak) for _ in range(3)]
+        await asyncio.gather(*(r.tick() for r in replicas))
+        assert sum(r.last_summary is not None for r in replicas) == 1
+    assert await store.runs.count_documents({}) == 1
+
+
+async def test_a_lease_left_by_a_crashed_holder_expires_and_is_taken_over(fresh: Any) -> None:
+    settings, store = await fresh(reconcile_lease_ttl_s=1)
+    assert await store.acquire_lease(LEASE_NAME, "crashed-pod:1:dead", 1)
+    async with KeycloakAdminClient(settings) as keycloak:
+        scheduler = ReconcileScheduler(settings, store, keycloak)
+        delay = await scheduler.tick()
+        assert scheduler.last_summary is None and delay <= 1  # held: retry after the lease's ttl
+        await asyncio.sleep(1.1)
+        await scheduler.tick()
+        assert scheduler.last_summary is not None and scheduler.last_summary.ok
+    assert await store.runs.count_documents({"outcome": "success"}) == 1
+
+
+async def test_loop_stops_cleanly_and_keeps_a_heartbeat(fresh: Any) -> None:
+    settings, store = await fresh()
+    stop = asyncio.Event()
+    async with KeycloakAdminClient(settings) as keycloak:
+        scheduler = ReconcileScheduler(settings, store, keycloak)
+        started = time.monotonic()
+        loop = asyncio.create_task(scheduler.run(stop))
+        await eventually(lambda: store.runs.count_documents({"outcome": "success"}), until=lambda n: n == 1)
+        assert scheduler.heartbeat() >= started
+        stop.set()
+        await asyncio.wait_for(loop, 5)
+
+
+async def test_stop_during_a_run_cancels_it_records_it_and_frees_the_lease(fresh: Any) -> None:
+    settings, store = await fresh()
+
+    class SlowTransport(httpx.AsyncBaseTransport):
+        """The real Keycloak, answering slowly."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(0.5)
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    stop = asyncio.Event()
+    async with KeycloakAdminClient(settings, SlowTransport()) as keycloak:
+        scheduler = ReconcileScheduler(settings, store, keycloak)
+        loop = asyncio.create_task(scheduler.run(stop))
+        await eventually(lambda: store.runs.count_documents({"outcome": "running"}), until=lambda n: n == 1)
+        stop.set()
+        await asyncio.wait_for(loop, 5)
+    (run,) = [r async for r in store.runs.find({})]
+    assert run["outcome"] == "cancelled" and run["ended_at"] is not None
+    assert await store.lease_holder(LEASE_NAME) is None
