@@ -23,14 +23,16 @@ from typing import TypeVar
 
 from reconciler.apply.applier import Applier
 from reconciler.base.config import Settings
-from reconciler.base.errors import Component, PermanentError, StoreRefused, TemporaryError
+from reconciler.base.errors import Component, KafkaFailure, PermanentError, StoreRefused, TemporaryError
 from reconciler.base.retry import Backoff
+from reconciler.clients import kafka
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
 from reconciler.domain.events import UserHint, accepted_realms
 from reconciler.fullsync.scheduler import ReconcileScheduler, make_holder_id
+from reconciler.observability import metrics
 from reconciler.observability.health import HealthRegistry, start_server
-from reconciler.observability.logs import get_logger
+from reconciler.observability.logs import filtering, get_logger
 from reconciler.observability.monitor import FailureMonitor
 from reconciler.sources.consumer import EventConsumer
 from reconciler.sources.hint_apply import hint_queue
@@ -81,8 +83,14 @@ class Service:
         self.queue: CoalescingQueue[UserHint] | None = None
         self.http_port: int | None = None
         self._store_ok_until = 0.0
+        self._started_at = time.monotonic()
 
     async def run(self) -> int:
+        # aiokafka's connection-error lines become the monitor's calm outage lines (and readiness).
+        with filtering(kafka.KafkaOutageFold(self.monitor.failed)):
+            return await self._run()
+
+    async def _run(self) -> int:
         settings = self.settings
         async with KeycloakAdminClient(settings) as keycloak, UserStore.from_settings(settings) as store:
             self._watch(keycloak, store)
@@ -92,6 +100,8 @@ class Service:
                 self.http_port = _bound_port(runner.addresses)
             try:
                 if not await self._until_stopped(self._check_keycloak(keycloak)):
+                    return 0
+                if settings.consumer_enabled and not await self._until_stopped(self._check_kafka()):
                     return 0
                 return await self._supervise(await self._start_parts(keycloak, store))
             finally:
@@ -162,6 +172,15 @@ class Service:
         )
         return asyncio.create_task(sweeper.run(self.stop), name="sweep")
 
+    async def _check_kafka(self) -> None:
+        """Like Keycloak's: a refusal (SASL, certificate, ACLs) stops the start; an outage is reported."""
+        try:
+            await kafka.check_access(self.settings, self.settings.event_topics)
+        except TemporaryError as error:
+            self.monitor.failed(error)
+        else:
+            log.info("kafka access checked", topics=self.settings.event_topics)
+
     async def _check_keycloak(self, keycloak: KeycloakAdminClient) -> None:
         """A refusal stops the start (raised); an outage is reported and the start goes on."""
         try:
@@ -177,6 +196,8 @@ class Service:
         self.health.add_readiness("keycloak", lambda: self.monitor.readiness(Component.KEYCLOAK))
         self.health.add_readiness("store", lambda: self._store_ready(store))
         if self.settings.consumer_enabled:
+            self.monitor.add_probe(Component.KAFKA, lambda: kafka.check_access(self.settings))
+            self.health.add_readiness("kafka", lambda: self.monitor.readiness(Component.KAFKA))
             # Registered before the server starts: not ready until the consumer has joined (and exists).
             self.health.add_readiness("consumer", self._consumer_ready)
 
@@ -198,11 +219,29 @@ class Service:
                 return
 
     def _start_consumer(self, queue: CoalescingQueue[UserHint]) -> asyncio.Task[None]:
-        self.consumer = consumer = EventConsumer(
-            self.settings, queue, accepted_realms(self.settings.keycloak_realm)
-        )
-        self.health.add_heartbeat("consumer", lambda: consumer.last_progress, CONSUMER_MAX_SILENCE_S)
-        return asyncio.create_task(consumer.run(self.stop), name="consumer")
+        self.health.add_heartbeat("consumer", self._consumer_progress, CONSUMER_MAX_SILENCE_S)
+        return asyncio.create_task(self._run_consumer(queue), name="consumer")
+
+    async def _run_consumer(self, queue: CoalescingQueue[UserHint]) -> None:
+        """The event path, started again with new clients whenever Kafka fails it: while Kafka is away the
+        process is not ready and the sweep and the full reconcile go on (`Backoff.parts`, no limit)."""
+        backoff = Backoff.parts(self.settings)
+        attempt = 0
+        while not self.stop.is_set():
+            self.consumer = consumer = EventConsumer(
+                self.settings, queue, accepted_realms(self.settings.keycloak_realm), monitor=self.monitor
+            )
+            try:
+                await consumer.run(self.stop)
+                return
+            except KafkaFailure as error:
+                self.monitor.failed(error)
+                metrics.CONSUMER_RESTARTS.inc()
+                attempt = 1 if consumer.joined else attempt + 1
+                await self._sleep(backoff.delay(attempt))
+
+    def _consumer_progress(self) -> float:
+        return self.consumer.last_progress if self.consumer is not None else self._started_at
 
     async def _supervise(self, parts: dict[str, asyncio.Task[None]]) -> int:
         """Wait for the stop signal or the first part to end (store setup may end early); then stop all."""

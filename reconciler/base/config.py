@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = Field(default=None, description="SASL mechanism, e.g. SCRAM-SHA-512")
     kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password (never logged)")
+    kafka_retry_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Attempts of a one-shot command's Kafka connection (replay) before it gives up (exit 8); "
+        "`run` never gives up on Kafka: it is not ready and keeps trying",
+    )
     kafka_ssl_ca_file: Path | None = Field(
         default=None,
         description="PEM bundle of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL), trusted "
@@ -232,7 +239,7 @@ class Settings(BaseSettings):
     retry_request_backoff_s: float = Field(
         default=0.5,
         gt=0,
-        description="First delay between attempts of one Keycloak request or dead-letter publish",
+        description="First delay between attempts of one Keycloak request, store batch, Kafka connection or dead-letter publish",
     )
     retry_request_backoff_max_s: float = Field(
         default=10.0, gt=0, description="Longest delay between attempts of one request"

@@ -1,8 +1,8 @@
 """The error model: every failure is classified once, where it happens, into one of three kinds.
 
-In the spirit of kopf's `TemporaryError` / `PermanentError`: the Keycloak client and the store translate
-their drivers' exceptions at their boundary (httpx, PyMongo never escape them), and everything above decides
-by kind alone (docs/ARCHITECTURE.md, "The error model"):
+In the spirit of kopf's `TemporaryError` / `PermanentError`: the Keycloak client, the store and the Kafka
+clients translate their drivers' exceptions at their boundary (httpx, PyMongo, aiokafka never escape them),
+and everything above decides by kind alone (docs/ARCHITECTURE.md, "The error model"):
 
 - `TemporaryError`: an outage (connection refused, timeout, 5xx, 429). Retry with backoff; commit nothing.
 - `PermanentError`: wrong until someone acts (credentials, permissions, realm, configuration). Exit at start;
@@ -24,6 +24,7 @@ class Component(StrEnum):
 
     KEYCLOAK = "keycloak"
     STORE = "store"
+    KAFKA = "kafka"
     CONFIG = "config"
     INTERNAL = "internal"
 
@@ -88,6 +89,23 @@ class StoreRefused(StoreError, PermanentError):
     """MongoDB refused the credentials or the operation (authentication, authorisation)."""
 
 
+# --- Kafka -----------------------------------------------------------------------------------------------
+
+
+class KafkaFailure(ReconcilerError):
+    """Base of every error the Kafka clients (consumer, dead letters, replay) raise."""
+
+    component = Component.KAFKA
+
+
+class KafkaUnavailable(KafkaFailure, TemporaryError):
+    """No broker answers (connection refused, timeouts, no leader), or a publish failed after its retries."""
+
+
+class KafkaRefused(KafkaFailure, PermanentError):
+    """A broker refused the client: SASL credentials, an untrusted certificate, or missing ACLs."""
+
+
 # --- configuration ----------------------------------------------------------------------------------------
 
 
@@ -106,11 +124,13 @@ class ExitStatus(IntEnum):
     OK = 0
     FAILED = 1  # unexpected error, or an answer from Keycloak the client does not understand
     CONFIG = 2  # bad or missing configuration (environment variables) or command-line usage
-    KEYCLOAK_REFUSED = 3  # Keycloak refused the client's credentials or permissions, or realm/URL wrong
+    REFUSED = 3  # Keycloak or Kafka refused the client's credentials or permissions (or realm/URL wrong)
+    KEYCLOAK_REFUSED = 3  # the same status, by its older name
     KEYCLOAK_UNAVAILABLE = 4  # Keycloak unreachable, timing out or failing (after retries)
     STORE = 5  # MongoDB unreachable or refusing
     GUARD = 6  # the mass-deactivation guard refused the run's deactivations
     DRIFT = 7  # verify: the store differs from Keycloak
+    KAFKA_UNAVAILABLE = 8  # no Kafka broker answered (after retries)
     INTERRUPTED = 130
 
 
@@ -118,11 +138,13 @@ EXIT_STATUS_HELP = """exit status:
   0  success
   1  unexpected error (or an answer from Keycloak the client does not understand)
   2  bad or missing configuration (the environment variables named on stderr) or usage
-  3  Keycloak refused the credentials or permissions (client id/secret, view-users role, realm, URL)
+  3  Keycloak or Kafka refused the reconciler: Keycloak's client id/secret, view-users role, realm or URL;
+     Kafka's SASL user/password, the broker's certificate (KAFKA_SSL_CA_FILE) or the ACLs
   4  Keycloak unreachable or failing, after retries
   5  the store (MongoDB) is unreachable or refused the operation
   6  the mass-deactivation guard tripped: nothing was deactivated
   7  verify: the store differs from Keycloak
+  8  no Kafka broker answered (KAFKA_BOOTSTRAP_SERVERS), after retries
 130  interrupted"""
 
 
@@ -130,22 +152,27 @@ def exit_status(error: BaseException) -> ExitStatus:
     """The exit status a command ends with when `error` stops it."""
     if isinstance(error, ConfigurationError):
         return ExitStatus.CONFIG
-    if isinstance(error, KeycloakConfigError):
-        return ExitStatus.KEYCLOAK_REFUSED
+    if isinstance(error, KeycloakConfigError | KafkaRefused):
+        return ExitStatus.REFUSED
     if isinstance(error, KeycloakUnavailable):
         return ExitStatus.KEYCLOAK_UNAVAILABLE
     if isinstance(error, StoreError):
         return ExitStatus.STORE
+    if isinstance(error, KafkaUnavailable):
+        return ExitStatus.KAFKA_UNAVAILABLE
     return ExitStatus.FAILED
 
 
 def headline(error: BaseException) -> str:
     """What the exit status says, as the start of the one-line error."""
+    if isinstance(error, KafkaRefused):
+        return "Kafka refused the reconciler"
     return {
         ExitStatus.CONFIG: "configuration error",
-        ExitStatus.KEYCLOAK_REFUSED: "Keycloak refused the reconciler",
+        ExitStatus.REFUSED: "Keycloak refused the reconciler",
         ExitStatus.KEYCLOAK_UNAVAILABLE: "Keycloak unreachable",
         ExitStatus.STORE: "store unreachable or failing",
+        ExitStatus.KAFKA_UNAVAILABLE: "Kafka unreachable",
     }.get(exit_status(error), "unexpected error" if not isinstance(error, KeycloakError) else "Keycloak")
 
 

@@ -1,8 +1,18 @@
-"""Retry and backoff policy: one home, read from the settings, used by every path that waits and tries again.
+"""The failure policy: every retry, backoff and give-up of the process is decided here, from the settings.
 
-- `Backoff.requests(settings)`: between attempts of one Keycloak request or one dead-letter publish.
-- `Backoff.users(settings)`: before a user whose apply failed is tried again (the work queue, per key).
-- `Backoff.reconciles(settings)`: before a failed full reconcile is tried again (the scheduler).
+docs/ARCHITECTURE.md ("Who retries what") has the table. Callers pick a named policy and say only *what* is
+worth another attempt (an error kind, or a result); how long to wait and when to give up live here:
+
+| policy | retries | waits | gives up |
+|---|---|---|---|
+| `keycloak_request` | one Keycloak request: 5xx, 429, timeouts, connection errors | `RETRY_REQUEST_*` (a 429's Retry-After first) | after `KEYCLOAK_RETRY_ATTEMPTS`: `KeycloakUnavailable` |
+| `store_batch` | one batch of the full reconcile: store timeouts | `RETRY_REQUEST_*` | after `MONGODB_RETRY_ATTEMPTS`: the run fails |
+| `not_found_reread` | a 404 right after a create/update hint | from `EVENT_NOT_FOUND_BACKOFF_S`, at most `NOT_FOUND_BACKOFF_MAX_S` | after `EVENT_NOT_FOUND_RETRIES`: deleted |
+| `kafka_connect` | a one-shot command's first Kafka connection | `RETRY_REQUEST_*` | after `KAFKA_RETRY_ATTEMPTS`: `KafkaUnavailable` |
+| `dead_letter_publish` | a dead letter the broker has not acknowledged | `RETRY_REQUEST_*` | after `DEAD_LETTER_PUBLISH_DEADLINE_S`: the consumer restarts |
+| `Backoff.users` | a user whose apply failed (the work queue, per user) | `RETRY_USER_*` | never for outages and refusals; `EVENT_MAX_APPLY_ATTEMPTS` for the rest |
+| `Backoff.parts` | a part of `run` whose dependency is away (consumer, store set-up) | `RETRY_USER_*` | never while running |
+| `Backoff.reconciles` | a failed full reconcile (the scheduler) | from `RECONCILE_RETRY_BACKOFF_S` up to the interval | never |
 
 Delays grow exponentially from `initial_s` to `max_s`, with jitter so that replicas do not retry in step.
 """
@@ -10,11 +20,25 @@ Delays grow exponentially from `initial_s` to `max_s`, with jitter so that repli
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, stop_after_delay
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from reconciler.base.config import Settings
+
+# A 404 after a create/update hint is Keycloak's transaction not yet committed: it is seconds at most, so a
+# longer wait between re-reads would only delay the deletion it then is.
+NOT_FOUND_BACKOFF_MAX_S: Final = 10.0
+# A dead letter must be stored before its offset advances. Past this the consumer gives up, restarts its
+# clients (nothing was committed, so the record comes back) and the failure shows on /readyz.
+DEAD_LETTER_PUBLISH_DEADLINE_S: Final = 300.0
+
+BeforeSleep = Callable[[RetryCallState], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,5 +66,69 @@ class Backoff:
         return cls(settings.retry_user_backoff_s, settings.retry_user_backoff_max_s)
 
     @classmethod
+    def parts(cls, settings: Settings) -> Backoff:
+        """A part of `run` waiting for its dependency: as quick to resume as a user's retry."""
+        return cls.users(settings)
+
+    @classmethod
     def reconciles(cls, settings: Settings) -> Backoff:
         return cls(settings.reconcile_retry_backoff_s, settings.reconcile_interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How one kind of operation is tried again: the wait between attempts and when to give up."""
+
+    name: str
+    wait: wait_base
+    stop: stop_base
+
+    def retrying(self, retry: retry_base, *, before_sleep: BeforeSleep | None = None) -> AsyncRetrying:
+        """A tenacity loop that retries what `retry` says and raises the last error when it gives up."""
+        options: dict[str, Any] = {"before_sleep": before_sleep} if before_sleep is not None else {}
+        return AsyncRetrying(stop=self.stop, wait=self.wait, retry=retry, reraise=True, **options)
+
+    def waiting(self, wait: wait_base) -> RetryPolicy:
+        """The same policy with another wait (e.g. one that honours a server's Retry-After first)."""
+        return replace(self, wait=wait)
+
+    @classmethod
+    def keycloak_request(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            "keycloak_request",
+            Backoff.requests(settings).tenacity_wait(),
+            stop_after_attempt(settings.keycloak_retry_attempts),
+        )
+
+    @classmethod
+    def store_batch(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            "store_batch",
+            Backoff.requests(settings).tenacity_wait(),
+            stop_after_attempt(settings.mongodb_retry_attempts),
+        )
+
+    @classmethod
+    def not_found_reread(cls, settings: Settings) -> RetryPolicy:
+        backoff = Backoff(settings.event_not_found_backoff_s, NOT_FOUND_BACKOFF_MAX_S)
+        return cls(
+            "not_found_reread",
+            backoff.tenacity_wait(),
+            stop_after_attempt(settings.event_not_found_retries + 1),
+        )
+
+    @classmethod
+    def kafka_connect(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            "kafka_connect",
+            Backoff.requests(settings).tenacity_wait(),
+            stop_after_attempt(settings.kafka_retry_attempts),
+        )
+
+    @classmethod
+    def dead_letter_publish(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            "dead_letter_publish",
+            Backoff.requests(settings).tenacity_wait(),
+            stop_after_delay(DEAD_LETTER_PUBLISH_DEADLINE_S),
+        )

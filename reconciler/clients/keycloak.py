@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_base
 
 from reconciler.base.config import Settings, load_ca_bundle
@@ -25,7 +25,7 @@ from reconciler.base.errors import (
     KeycloakProtocolError,
     KeycloakUnavailable,
 )
-from reconciler.base.retry import Backoff
+from reconciler.base.retry import RetryPolicy
 from reconciler.clients.costs import RequestCosts
 from reconciler.domain.models import KeycloakUser, is_keycloak_id
 from reconciler.observability import logs, metrics
@@ -185,8 +185,9 @@ class KeycloakAdminClient:
         # One request per 1/rate seconds, no bursts: Keycloak sees an even load (None: unlimited).
         self._limiter = AsyncLimiter(1, 1.0 / rate) if rate > 0 else None
         self._attempts = settings.keycloak_retry_attempts
-        self._wait = _RetryAfterOrBackoff(
-            Backoff.requests(settings).tenacity_wait(), settings.keycloak_retry_after_max_s
+        policy = RetryPolicy.keycloak_request(settings)
+        self._retry_policy = policy.waiting(
+            _RetryAfterOrBackoff(policy.wait, settings.keycloak_retry_after_max_s)
         )
         self.costs = RequestCosts()  # measured per-request times (the event path's burst switch)
         self.last_count: int | None = None  # the realm's user count at the latest /users/count
@@ -454,12 +455,8 @@ class KeycloakAdminClient:
                 self._observe(operation, _outcome(status), started)
                 return response
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=lambda state: self._log_retry(operation, state),
-            reraise=True,
+        retrying = self._retry_policy.retrying(
+            retry_if_exception_type(_Transient), before_sleep=lambda state: self._log_retry(operation, state)
         )
         try:
             return await retrying(attempt)

@@ -48,13 +48,13 @@ from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, retry_if_exception_type
 
 from reconciler.apply.applier import Applier, ApplyResult, batched, report
 from reconciler.base import errors
 from reconciler.base.config import Settings
 from reconciler.base.errors import KeycloakProtocolError, StoreUnavailable
-from reconciler.base.retry import Backoff
+from reconciler.base.retry import RetryPolicy
 from reconciler.clients.keycloak import KeycloakAdminClient, UnreadableUser, UserPage
 from reconciler.clients.store import UserStore
 from reconciler.domain.document import F, utc_now
@@ -451,12 +451,8 @@ class FullReconcile:
                 error=redact(str(error))[:300],
             )
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.mongodb_retry_attempts),
-            wait=Backoff.requests(self._settings).tenacity_wait(),
-            retry=retry_if_exception_type(StoreUnavailable),
-            before_sleep=log_retry,
-            reraise=True,
+        retrying = RetryPolicy.store_batch(self._settings).retrying(
+            retry_if_exception_type(StoreUnavailable), before_sleep=log_retry
         )
         return await retrying(apply, batch, policy)
 

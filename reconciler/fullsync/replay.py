@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from reconciler.apply.applier import Applier, ApplyResult, batched
 from reconciler.base.config import Settings
-from reconciler.clients.kafka import client_options
+from reconciler.clients.kafka import client_options, connect_with_retries, started
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
 from reconciler.domain.events import accepted_realms, parse_record
@@ -79,10 +79,10 @@ async def collect_user_ids(
 ) -> set[str]:
     """Read the topics up to their end offsets at start; return the distinct user ids they hint at."""
     realms = accepted_realms(settings.keycloak_realm)
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
-    await consumer.start()
+    await connect_with_retries(settings, topics)  # an outage is tried again, a refusal ends the command
     user_ids: set[str] = set()
-    try:
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    async with started(consumer, settings):
         partitions = await topic_partitions(settings, topics)
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
@@ -103,8 +103,6 @@ async def collect_user_ids(
                     remaining.discard(tp)
             if progress:
                 progress("reading", summary.events_read, total)
-    finally:
-        await consumer.stop()
     summary.distinct_users = len(user_ids)
     return user_ids
 
@@ -123,12 +121,8 @@ def _tally(value: bytes | None, realms: frozenset[str], summary: ReplaySummary, 
 
 async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
     """Every partition of the topics; a topic that does not exist is a usage error (ValueError)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
+    async with started(AIOKafkaAdminClient(**client_options(settings)), settings) as admin:
         described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
     partitions: list[TopicPartition] = []
     for topic in described:
         if topic.get("error_code") or not topic.get("partitions"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from reconciler.base.errors import ConfigurationError
 from reconciler.observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -88,6 +89,12 @@ async def start_server(registry: HealthRegistry, host: str, port: int) -> web.Ap
     runner = web.AppRunner(build_app(registry), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as error:  # the port is taken or the address is not ours: a setting to change
+        await runner.cleanup()
+        raise ConfigurationError(
+            f"the health server cannot listen on HTTP_HOST={host} HTTP_PORT={port}: {error.strerror or error}"
+        ) from None
     log.info("health and metrics server listening", addresses=[str(a) for a in runner.addresses])
     return runner

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 from collections import deque
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -97,6 +98,19 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
     # Chatty libraries stay at WARNING unless we debug.
     for name in ("aiokafka", "kafka", "httpx", "httpcore", "pymongo"):
         logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")
+
+
+@contextlib.contextmanager
+def filtering(log_filter: logging.Filter) -> Iterator[None]:
+    """`log_filter` sees every line of the process (on the root handlers) while the block runs."""
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(log_filter)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

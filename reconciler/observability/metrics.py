@@ -64,6 +64,10 @@ HINTS_ABANDONED = Counter(
     f"{PREFIX}_hints_abandoned_total",
     "Users the event path gave up on after EVENT_MAX_APPLY_ATTEMPTS failures that were not outages",
 )
+CONSUMER_RESTARTS = Counter(
+    f"{PREFIX}_consumer_restarts_total",
+    "Times `run` started the event path's Kafka clients again after Kafka failed them (outage, refusal)",
+)
 HINTS_COVERED = Counter(
     f"{PREFIX}_hints_covered_total",
     "Event-path users the store had already observed after their hints (no Keycloak read)",

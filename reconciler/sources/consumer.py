@@ -19,10 +19,12 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from reconciler.base.config import Settings
-from reconciler.clients.kafka import DeadLetters, client_options
+from reconciler.base.errors import Component
+from reconciler.clients.kafka import DeadLetters, client_options, kafka_boundary, stop_quietly
 from reconciler.domain.events import ParseResult, UserHint, parse_record
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
+from reconciler.observability.monitor import FailureMonitor
 from reconciler.sources.offsets import OffsetTracker, PartitionOffsets
 from reconciler.sources.workqueue import CoalescingQueue
 
@@ -33,8 +35,15 @@ class EventConsumer:
     """Runs the event path until `stop` is set, feeding `queue` (started by its owner; it owns retries).
     On stop the queue is drained, so that what was applied is committed."""
 
-    def __init__(self, settings: Settings, queue: CoalescingQueue[UserHint], realms: frozenset[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: CoalescingQueue[UserHint],
+        realms: frozenset[str],
+        monitor: FailureMonitor | None = None,
+    ) -> None:
         self._settings = settings
+        self._monitor = monitor
         self._realms = realms
         self._queue = queue
         self._offsets = OffsetTracker()
@@ -67,33 +76,43 @@ class EventConsumer:
         return self._queue
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._dead_letters.start()
+        """Consume until `stop`, then drain the queue and commit. A Kafka failure is raised as the error
+        model's `KafkaFailure` with both clients closed; the queue then goes on (the sweep may feed it) and
+        the records in flight are redelivered to the next consumer (nothing past them was committed)."""
+        producer = self._dead_letters.producer
         try:
-            await self._consumer.start()
-            self._consumer.subscribe(self._settings.event_topics, listener=_Rebalance(self))
-            log.info(
-                "consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id
-            )
-            while not stop.is_set():
-                await self._resolve_positions()
-                self._apply_backpressure()
-                batches = await self._consumer.getmany(
-                    timeout_ms=200, max_records=self._settings.consumer_max_poll_records
-                )
-                for records in batches.values():
-                    for record in records:
-                        await self._handle(record)
-                await self._commit(force=False)
-                self._update_lag()
-                self.last_progress = time.monotonic()
-            log.info("consumer stopping: draining in-flight work", pending_users=len(self._queue))
-            await self._queue.close(drain=True, timeout_s=self._settings.consumer_drain_timeout_s)
-            await self._commit(force=True)
+            with kafka_boundary(self._settings):
+                await producer.start()
+                await self._consumer.start()
+                await self._consume(stop)
+                log.info("consumer stopping: draining in-flight work", pending_users=len(self._queue))
+                await self._queue.close(drain=True, timeout_s=self._settings.consumer_drain_timeout_s)
+                await self._commit(force=True)
         finally:
-            await self._queue.close(drain=False)
-            await self._consumer.stop()
-            await self._dead_letters.stop()
+            if stop.is_set():
+                await self._queue.close(drain=False)
+            await stop_quietly(self._consumer)
+            await stop_quietly(producer)
             log.info("consumer stopped")
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        self._consumer.subscribe(self._settings.event_topics, listener=_Rebalance(self))
+        log.info("consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id)
+        while not stop.is_set():
+            await self._resolve_positions()
+            self._apply_backpressure()
+            batches = await self._consumer.getmany(
+                timeout_ms=200, max_records=self._settings.consumer_max_poll_records
+            )
+            for records in batches.values():
+                for record in records:
+                    await self._handle(record)
+            if batches:
+                self._reachable()
+            await self._commit(force=False)
+            self._update_lag()
+            await self._probe_if_failing()
+            self.last_progress = time.monotonic()
 
     def unread_records(self) -> int:
         """Records in the assigned partitions not fetched yet (the backlog a burst decision looks at)."""
@@ -177,7 +196,19 @@ class EventConsumer:
             return
         self._offsets.mark_committed(moves)
         self._last_commit = now
+        self._reachable()
         log.debug("offsets committed", offsets={f"{t}/{p}": o for (t, p), o in moves.items()})
+
+    def _reachable(self) -> None:
+        """The broker answered (records fetched, offsets committed): a Kafka failure is over."""
+        if self._monitor is not None:
+            self._monitor.succeeded(Component.KAFKA)
+
+    async def _probe_if_failing(self) -> None:
+        """While the monitor has Kafka failing, probe it now and then (the monitor spaces the probes), so
+        that the failure clears in a quiet group too, also without a readiness endpoint."""
+        if self._monitor is not None and self._monitor.failing(Component.KAFKA) is not None:
+            await self._monitor.readiness(Component.KAFKA)
 
     def _update_lag(self) -> None:
         for (topic, part), offsets in self._offsets.items():

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, retry_if_result
 
 from reconciler.apply.applier import Applier
 from reconciler.apply.batching import GroupCommit
 from reconciler.base.config import Settings
-from reconciler.base.retry import Backoff
+from reconciler.base.retry import Backoff, RetryPolicy
 from reconciler.domain.events import HintReason, UserHint
 from reconciler.domain.models import Observation, SyncedBy
 from reconciler.domain.plan import ApplyPolicy
@@ -87,13 +87,12 @@ class HintApplier:
 
     async def _observe(self, user_id: str, *, expects_user: bool) -> Observation:
         """Read the user; when a hint says it should exist, re-read a 404 a few times before believing it."""
-        retries = self._settings.event_not_found_retries if expects_user else 0
-        retrying = AsyncRetrying(
-            retry=retry_if_result(lambda obs: obs.user is None),
-            stop=stop_after_attempt(retries + 1),
-            wait=wait_exponential(multiplier=self._settings.event_not_found_backoff_s, max=10),
-            retry_error_callback=_last_result,  # still 404 after the retries: it is gone
+        if not expects_user:
+            return await self._read(user_id)
+        retrying = RetryPolicy.not_found_reread(self._settings).retrying(
+            retry_if_result(lambda obs: obs.user is None)
         )
+        retrying = retrying.copy(retry_error_callback=_last_result)  # still 404 after the retries: it is gone
         observation: Observation = await retrying(self._read, user_id)
         return observation
 

@@ -10,7 +10,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,10 +73,21 @@ class ScenarioEnv:
         await import_users(self.kc_admin, users, settings=self.settings)
         return users
 
-    def consumer(self, label: str, *, watch_writes: bool = False, **overrides: Any) -> ConsumerUnderAudit:
-        """The scenario's `reconciler run` (static member `reliability-<label>-0`, log `<label>.log`)."""
+    def consumer(
+        self,
+        label: str,
+        *,
+        watch_writes: bool = False,
+        before_start: Callable[[], Awaitable[None]] | None = None,
+        **overrides: Any,
+    ) -> ConsumerUnderAudit:
+        """The scenario's `reconciler run` (static member `reliability-<label>-0`, log `<label>.log`).
+        `before_start` runs once the audit has read the group's start (e.g. a fault the process starts in);
+        then entering does not wait for the group's join."""
         config = self.settings_for(kafka_group_instance_id=f"reliability-{label}-0", **overrides)
-        return ConsumerUnderAudit(self, config, self.secrets.log_file(label), watch_writes=watch_writes)
+        return ConsumerUnderAudit(
+            self, config, self.secrets.log_file(label), watch_writes=watch_writes, before_start=before_start
+        )
 
     @contextlib.asynccontextmanager
     async def listings_held(self, delay_s: float) -> AsyncIterator[None]:
@@ -135,9 +146,16 @@ class ConsumerUnderAudit:
     """
 
     def __init__(
-        self, env: ScenarioEnv, config: Settings, log_file: Path, *, watch_writes: bool = False
+        self,
+        env: ScenarioEnv,
+        config: Settings,
+        log_file: Path,
+        *,
+        watch_writes: bool = False,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.env = env
+        self._before_start = before_start
         self.config = config
         self.mark = env.proxy.mark()  # the Keycloak requests of this scenario are the ones after it
         self.process = ReconcilerProcess(config, "run", log_file=log_file)
@@ -154,8 +172,11 @@ class ConsumerUnderAudit:
         try:
             if self.watcher is not None:
                 await self.watcher.__aenter__()
+            if self._before_start is not None:
+                await self._before_start()
             await self.process.start()
-            await self.process.wait_joined()
+            if self._before_start is None:
+                await self.process.wait_joined()
         except BaseException:
             await self._close()
             raise
