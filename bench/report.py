@@ -423,13 +423,13 @@ def _reconcile_section(results: dict[str, Any], size: str, suite: dict[str, Any]
                 )
                 note = f" ({knob})" if impl == "ref" else ""
                 lines.append(
-                    f"| {case} | {'ours' if impl == 'ours' else 'seed algorithm'} | not run{note} |"
+                    f"| {case} | {'reconciler' if impl == 'ours' else 'seed algorithm'} | not run{note} |"
                     + " |" * 8
                 )
                 continue
             speed = ratio(median(ref, "seconds"), secs) if impl == "ours" else None
             lines.append(
-                f"| {case} | {'ours' if impl == 'ours' else 'seed algorithm'} | {_m(s, 'seconds', '{:.2f}')} |"
+                f"| {case} | {'reconciler' if impl == 'ours' else 'seed algorithm'} | {_m(s, 'seconds', '{:.2f}')} |"
                 f" {_x(speed) if speed else ''} | {_x(ratio(secs, fl.get('sequential_s')))} |"
                 f" {_x(ratio(secs, fl.get('best_s')))} | {_x(ratio(secs, write_s)) if case == 'cold' else ''} |"
                 f" {_m(s, 'keycloak_requests')} | {_m(s, 'store_round_trips')} | {_m(s, 'store_user_docs_written')} |"
@@ -442,7 +442,7 @@ def _reconcile_section(results: dict[str, Any], size: str, suite: dict[str, Any]
         secs = median(t, "seconds")
         lines += [
             "",
-            f"Ours warm again at the best floor's page size x pages in flight ({combos}; `KEYCLOAK_PAGE_SIZE`,"
+            f"The reconciler warm again at the best floor's page size x pages in flight ({combos}; `KEYCLOAK_PAGE_SIZE`,"
             f" `KEYCLOAK_LIST_CONCURRENCY`): **{_m(t, 'seconds', '{:.2f}')} s**, {_x(ratio(secs, fl.get('best_s')))}"
             f" the best floor, {_m(t, 'keycloak_requests')} Keycloak requests, {_m(t, 'store_user_docs_written')}"
             f" documents written, peak RSS {_m(t, 'peak_rss_mb', '{:.1f}')} MB.",
@@ -457,7 +457,7 @@ def _reconcile_cpu_lines(suite: dict[str, Any]) -> list[str]:
         for impl in ("ours", "ref"):
             runs = suite["cases"][case][impl].get("runs") or []
             if runs:
-                rows.append(((case, "ours" if impl == "ours" else "seed algorithm"), runs[-1]))
+                rows.append(((case, "reconciler" if impl == "ours" else "seed algorithm"), runs[-1]))
     return _cpu_table(
         "CPU seconds per process during each timed run (last round; `reconciler` is the measured process):",
         ("case", "impl"),
@@ -501,8 +501,8 @@ def _curve_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "### Warm full reconcile against realm size (the plot's numbers; one round per extra size)",
         "",
-        "| users | ours s | seed algorithm s | sequential floor s | best floor s | ours vs best floor | seed vs ours"
-        " | ours peak RSS MB |",
+        "| users | reconciler s | seed algorithm s | sequential floor s | best floor s | reconciler vs best floor"
+        " | seed vs reconciler | reconciler peak RSS MB |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
@@ -562,11 +562,11 @@ def _events_section(results: dict[str, Any]) -> list[str]:
         "### Event path (consumer in its own process, lookups in the real Keycloak, every document drifted first;"
         " median (min-max))",
         "",
-        "Records as our listener publishes them (key = user id, header `x-published: after-commit`: no re-check"
+        "Records as the project's listener publishes them (key = user id, header `x-published: after-commit`: no re-check"
         " under the default EVENT_RECHECK=auto), except `distinct_recheck`: the same burst with neither key nor"
         " header, as a provider that publishes before commit sends it (every update hint gets a second GET)."
         f" Raw GET /users/{{id}} rate measured just before the bursts ({_concurrency(results)} in flight): {_n(get_rate)}/s"
-        f" (through our client: {_n(measured.get('client_per_s'))}/s).",
+        f" (through the reconciler's client: {_n(measured.get('client_per_s'))}/s).",
         "",
         "| scenario | header | burst listing | events | users | distinct share | events/s | users/s | users/s vs raw GET |"
         " Keycloak req. | docs written | p50 ms | p95 ms | p99 ms | store round trips | peak RSS MB |",
@@ -638,11 +638,11 @@ def render(results: dict[str, Any], json_name: str) -> str:
         if any(r.get("profiled") for r in impls["ours"]["runs"])
     ]
     if profiled:
-        lines.append(f"- **Profiled** (cProfile slows our process): {', '.join(profiled)}")
+        lines.append(f"- **Profiled** (cProfile slows the measured process): {', '.join(profiled)}")
     if results.get("plots"):
         lines.append("- **Plots**: " + ", ".join(f"`{p}`" for p in results["plots"]))
     lines.append("")
-    lines += ["### Targets (issue 15)", "", "| target | measured | met? |", "|---|---|---|"]
+    lines += ["### Targets", "", "| target | measured | met? |", "|---|---|---|"]
     for check in results["targets"]:
         met = {True: "**yes**", False: "**no**", None: "not measured"}[check["met"]]
         lines.append(f"| {check['target']} | {check['measured']} | {met} |")

@@ -1,4 +1,4 @@
-"""Rewrite the README's configuration table from the Settings class (`make docs`)."""
+"""Rewrite the configuration reference's settings table from the Settings class (`make docs`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from reconciler.base.settings_doc import render_into
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIGURATION = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 if __name__ == "__main__":
-    README.write_text(render_into(README.read_text()))
-    print(f"updated the settings table in {README}")
+    CONFIGURATION.write_text(render_into(CONFIGURATION.read_text()))
+    print(f"updated the settings table in {CONFIGURATION}")

@@ -221,3 +221,43 @@ def test_incomplete_sasl_settings_are_refused(values: dict[str, str], message: s
            "KEYCLOAK_CLIENT_SECRET": "s", "MONGODB_URI": "mongodb://127.0.0.1:1", "KAFKA_BOOTSTRAP_SERVERS": "x:1"}  # fmt: skip
     with pytest.raises(ValidationError, match=message):
         make_settings(env, **values)
+
+
+# --- Kafka refusals: exit 3 at start, one line naming what to check, no secret ------------------------------
+
+
+def _kafka_refused(result: subprocess.CompletedProcess[str], settings: Settings, *, names: str) -> None:
+    assert result.returncode == EXIT_KEYCLOAK_REFUSED, result.stderr[-3000:]
+    (line,) = _error_lines(result)
+    assert line.startswith("reconciler: error: Kafka refused the reconciler: "), line
+    assert names in line, line
+    output = result.stdout + result.stderr
+    assert "Unclosed" not in output and "unexpected error" not in output, output[-3000:]
+    _assert_clean(result, settings)
+
+
+@pytest.mark.parametrize("command", [("replay", "--no-reconcile"), ("run",)])
+def test_a_wrong_sasl_password_is_a_refusal(secure_settings: Settings, command: tuple[str, ...]) -> None:
+    wrong = override(secure_settings, kafka_sasl_password="wrong-" + uuid.uuid4().hex)
+    result = run_reconciler(wrong, *command, timeout_s=180)
+    _kafka_refused(result, wrong, names="check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+
+
+@pytest.mark.parametrize("command", [("replay", "--no-reconcile"), ("run",)])
+def test_an_untrusted_broker_certificate_is_a_refusal(
+    secure_settings: Settings, wrong_ca: Path, command: tuple[str, ...]
+) -> None:
+    wrong = override(secure_settings, kafka_ssl_ca_file=wrong_ca)
+    result = run_reconciler(wrong, *command, timeout_s=180)
+    _kafka_refused(result, wrong, names=f"not trusted by the CA in KAFKA_SSL_CA_FILE={wrong_ca}")
+
+
+@pytest.mark.parametrize("args", [("verify",), ("reconcile", "--once")])
+def test_commands_without_kafka_ignore_a_wrong_sasl_password(
+    secure_settings: Settings, args: tuple[str, ...]
+) -> None:
+    wrong = override(secure_settings, kafka_sasl_password="wrong-" + uuid.uuid4().hex)
+    result = run_reconciler(wrong, *args, timeout_s=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not _error_lines(result)
+    _assert_clean(result, wrong)

@@ -58,13 +58,14 @@ def test_prometheus_rule_carries_the_same_rules() -> None:
 
 
 def test_every_alert_has_a_for_duration_and_a_runbook_heading() -> None:
-    readme = gen_monitoring.README.read_text()
-    headings = {gen_monitoring.anchor(h) for h in re.findall(r"^#+ (.+)$", readme, flags=re.MULTILINE)}
+    runbook = gen_monitoring.RUNBOOK.read_text()
+    headings = {gen_monitoring.anchor(h) for h in re.findall(r"^#+ (.+)$", runbook, flags=re.MULTILINE)}
+    runbook_path = gen_monitoring.RUNBOOK.relative_to(gen_monitoring.ROOT).as_posix()
     for group in generated_groups()["groups"]:
         for rule in group["rules"]:
             assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
             page, _, fragment = rule["annotations"]["runbook_url"].partition("#")
-            assert page == "README.md" and fragment in headings, rule["alert"]
+            assert page == runbook_path and fragment in headings, rule["alert"]
 
 
 @pytest.mark.parametrize(

@@ -132,5 +132,6 @@ async def _kafka_over_sasl_ssl(env: ScenarioEnv, tmp_path: Path) -> None:
         registry=env.secrets,
         timeout_s=180,
     )
-    # Kafka refusing the login is not yet classified as a credentials error (exit 3): any failure will do here.
-    assert refused.code != 0, refused.stderr[-2000:]
+    # Kafka refusing the login is a refusal like Keycloak's: exit 3, one line naming what to check.
+    assert refused.code == EXIT_KEYCLOAK_AUTH, (refused.code, refused.stderr[-2000:])
+    assert "Kafka refused the reconciler" in refused.stderr, refused.stderr[-2000:]

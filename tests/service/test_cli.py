@@ -69,7 +69,8 @@ def test_help_documents_the_exit_codes() -> None:
     for code in (
         "0  success",
         "2  bad or missing configuration",
-        "3  Keycloak refused",
+        "3  Keycloak or Kafka refused",
+        "8  no Kafka broker answered",
         "6  the mass-deactivation",
     ):
         assert code in text
