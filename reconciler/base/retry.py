@@ -1,18 +1,8 @@
 """The failure policy: every retry, backoff and give-up of the process is decided here, from the settings.
 
-docs/ARCHITECTURE.md ("Who retries what") has the table. Callers pick a named policy and say only *what* is
-worth another attempt (an error kind, or a result); how long to wait and when to give up live here:
-
-| policy | retries | waits | gives up |
-|---|---|---|---|
-| `keycloak_request` | one Keycloak request: 5xx, 429, timeouts, connection errors | `RETRY_REQUEST_*` (a 429's Retry-After first) | after `KEYCLOAK_RETRY_ATTEMPTS`: `KeycloakUnavailable` |
-| `store_batch` | one batch of the full reconcile: store timeouts | `RETRY_REQUEST_*` | after `MONGODB_RETRY_ATTEMPTS`: the run fails |
-| `not_found_reread` | a 404 right after a create/update hint | from `EVENT_NOT_FOUND_BACKOFF_S`, at most `NOT_FOUND_BACKOFF_MAX_S` | after `EVENT_NOT_FOUND_RETRIES`: deleted |
-| `kafka_connect` | a one-shot command's first Kafka connection | `RETRY_REQUEST_*` | after `KAFKA_RETRY_ATTEMPTS`: `KafkaUnavailable` |
-| `dead_letter_publish` | a dead letter the broker has not acknowledged | `RETRY_REQUEST_*` | after `DEAD_LETTER_PUBLISH_DEADLINE_S`: the consumer restarts |
-| `Backoff.users` | a user whose apply failed (the work queue, per user) | `RETRY_USER_*` | never for outages and refusals; `EVENT_MAX_APPLY_ATTEMPTS` for the rest |
-| `Backoff.parts` | a part of `run` whose dependency is away (consumer, store set-up) | `RETRY_USER_*` | never while running |
-| `Backoff.reconciles` | a failed full reconcile (the scheduler) | from `RECONCILE_RETRY_BACKOFF_S` up to the interval | never |
+docs/ARCHITECTURE.md ("Who retries what") has the table: what each named policy retries, how long it
+waits, when it gives up and what happens then. Callers pick a policy and say only *what* is worth another
+attempt (an error kind, or a result); how long to wait and when to give up live here.
 
 Delays grow exponentially from `initial_s` to `max_s`, with jitter so that replicas do not retry in step.
 """
