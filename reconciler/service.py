@@ -34,6 +34,7 @@ from reconciler.observability import metrics
 from reconciler.observability.health import HealthRegistry, start_server
 from reconciler.observability.logs import filtering, get_logger
 from reconciler.observability.monitor import FailureMonitor
+from reconciler.sources.cdc import ChangeSource
 from reconciler.sources.consumer import EventConsumer
 from reconciler.sources.hint_apply import hint_queue
 from reconciler.sources.listing_road import ListingRoad
@@ -80,6 +81,7 @@ class Service:
         self.consumer: EventConsumer | None = None
         self.scheduler: ReconcileScheduler | None = None
         self.sweeper: Sweeper | None = None
+        self.changes: ChangeSource | None = None
         self.queue: CoalescingQueue[UserHint] | None = None
         self.http_port: int | None = None
         self._store_ok_until = 0.0
@@ -175,7 +177,7 @@ class Service:
     async def _check_kafka(self) -> None:
         """Like Keycloak's: a refusal (SASL, certificate, ACLs) stops the start; an outage is reported."""
         try:
-            await kafka.check_access(self.settings, self.settings.event_topics)
+            await kafka.check_access(self.settings, self.settings.consumed_topics)
         except TemporaryError as error:
             self.monitor.failed(error)
         else:
@@ -219,6 +221,14 @@ class Service:
                 return
 
     def _start_consumer(self, queue: CoalescingQueue[UserHint]) -> asyncio.Task[None]:
+        if self.settings.cdc_enabled:
+            scheduler = self.scheduler
+            self.changes = ChangeSource(self.settings, scheduler.request if scheduler is not None else None)
+            if self.settings.keycloak_realm_id is None:
+                log.warning(
+                    "database changes on without KEYCLOAK_REALM_ID: rows of every realm are read, and a read "
+                    "in this realm decides (set it to skip other realms' rows without a read)"
+                )
         self.health.add_heartbeat("consumer", self._consumer_progress, CONSUMER_MAX_SILENCE_S)
         return asyncio.create_task(self._run_consumer(queue), name="consumer")
 
@@ -229,7 +239,11 @@ class Service:
         attempt = 0
         while not self.stop.is_set():
             self.consumer = consumer = EventConsumer(
-                self.settings, queue, accepted_realms(self.settings.keycloak_realm), monitor=self.monitor
+                self.settings,
+                queue,
+                accepted_realms(self.settings.keycloak_realm, self.settings.keycloak_realm_id),
+                monitor=self.monitor,
+                changes=self.changes,
             )
             try:
                 await consumer.run(self.stop)

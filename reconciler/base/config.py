@@ -5,10 +5,15 @@ from __future__ import annotations
 import ssl
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Keycloak's tables whose rows name a user (`domain.changes.USER_ID_COLUMNS`, held equal by a test).
+CdcTable = Literal[
+    "user_entity", "user_attribute", "user_group_membership", "user_role_mapping", "federated_identity"
+]
 
 
 class Settings(BaseSettings):
@@ -19,6 +24,12 @@ class Settings(BaseSettings):
     # --- Keycloak -------------------------------------------------------------------------------------
     keycloak_url: AnyHttpUrl = Field(description="Base URL of Keycloak, e.g. https://sso.example.com")
     keycloak_realm: str = Field(min_length=1, description="Realm whose users are mirrored")
+    keycloak_realm_id: str | None = Field(
+        default=None,
+        description="The realm's internal id (Keycloak's `id` of the realm; often its name): database rows "
+        "(CDC) of users of other realms are then skipped without a read. Unset: every row is read and a "
+        "read in KEYCLOAK_REALM decides",
+    )
     keycloak_client_id: str = Field(
         default="user-reconciler",
         min_length=1,
@@ -235,6 +246,39 @@ class Settings(BaseSettings):
         description="Least time between two full reconciles the sweeper requests (imports, an old watermark)",
     )
 
+    # --- Database changes (CDC) -------------------------------------------------------------------------
+    cdc_enabled: bool = Field(
+        default=False,
+        description="Read the change topics Debezium writes from Keycloak's database (keycloak-spi-config/cdc/) "
+        "in the consumer group: every committed change of a user, also those no event announces (LDAP "
+        "syncs, imports, Workflows)",
+    )
+    cdc_topic_prefix: str = Field(
+        default="keycloak-db",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The connector's `topic.prefix`: change topics are `<prefix>.<schema>.<table>`, "
+        "heartbeats `__debezium-heartbeat.<prefix>`",
+    )
+    cdc_schema: str = Field(
+        default="public",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="The PostgreSQL schema of Keycloak's tables",
+    )
+    cdc_tables: Annotated[list[CdcTable], NoDecode] = Field(
+        default=["user_entity", "user_attribute", "user_group_membership", "user_role_mapping"],
+        min_length=1,
+        description="Keycloak's tables the connector publishes (its `table.include.list`), comma-separated; "
+        "each row names a user",
+    )
+    cdc_gap_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A change stream whose commit times jump by more than this (heartbeats come every 10 s) "
+        "lost changes (a dropped slot, a connector started anew): a full reconcile is requested",
+    )
+
     # --- Retries and batching ------------------------------------------------------------------------
     retry_request_backoff_s: float = Field(
         default=0.5,
@@ -275,6 +319,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field(default="json", description="JSON lines or human console")
 
     @field_validator(
+        "keycloak_realm_id",
         "kafka_group_instance_id",
         "kafka_sasl_mechanism",
         "kafka_sasl_username",
@@ -305,6 +350,13 @@ class Settings(BaseSettings):
             raise ValueError("KAFKA_SASL_MECHANISM needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         return self
 
+    @field_validator("cdc_tables", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _page_size_bounds(self) -> Settings:
         if self.keycloak_page_size_max and self.keycloak_page_size_max < self.keycloak_page_size:
@@ -329,8 +381,23 @@ class Settings(BaseSettings):
 
     @property
     def event_topics(self) -> list[str]:
-        """The topics the consumer reads (empty names are left out)."""
+        """The event topics the consumer reads (empty names are left out)."""
         return [t for t in (self.kafka_user_events_topic, self.kafka_admin_events_topic) if t]
+
+    @property
+    def cdc_topics(self) -> list[str]:
+        """The change topics (one per table) and the heartbeat topic, when CDC is on."""
+        if not self.cdc_enabled:
+            return []
+        tables = [
+            f"{self.cdc_topic_prefix}.{self.cdc_schema}.{table}" for table in dict.fromkeys(self.cdc_tables)
+        ]
+        return [*tables, f"__debezium-heartbeat.{self.cdc_topic_prefix}"]
+
+    @property
+    def consumed_topics(self) -> list[str]:
+        """Every topic the consumer group reads: the events, and the changes when CDC is on."""
+        return [*self.event_topics, *self.cdc_topics]
 
 
 def load_ca_bundle(path: Path) -> ssl.SSLContext:

@@ -39,7 +39,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reconciler.domain.models import is_keycloak_id
+from reconciler.domain.models import SyncedBy, is_keycloak_id
 
 __all__ = [
     "ACCEPTED_USER_EVENT_TYPES",
@@ -50,8 +50,11 @@ __all__ = [
     "ParseResult",
     "UserHint",
     "accepted_realms",
+    "describe_validation_error",
+    "event_time",
     "parse_record",
     "published_after_commit",
+    "show_value",
 ]
 
 MAX_RECORD_BYTES: Final = 1024 * 1024
@@ -80,6 +83,9 @@ class IgnoreReason(StrEnum):
     """Why a well-formed record needs no work (a metric label)."""
 
     TOMBSTONE = "tombstone"  # null record value
+    HEARTBEAT = "heartbeat"  # a change source's heartbeat: no row, only the time (the source's lag)
+    OTHER_TABLE = "other_table"  # a change record of a table whose rows name no user
+    NOT_A_ROW = "not_a_row"  # a change record that is no row: a truncate or a logical message
     OTHER_REALM = "other_realm"
     NOT_USER_RESOURCE = "not_user_resource"  # admin event on a client, realm, group, ...
     EVENT_TYPE = "event_type"  # user event type that cannot change mirrored fields (login, logout, ...)
@@ -98,6 +104,7 @@ class InvalidReason(StrEnum):
     INVALID_EVENT = "invalid_event"  # a used field has the wrong type or value, or no realm
     INVALID_RESOURCE_PATH = "invalid_resource_path"
     MISSING_USER_ID = "missing_user_id"
+    INVALID_CHANGE = "invalid_change"  # a change record (CDC) whose envelope has the wrong shape or types
     INVALID_USER_ID = "invalid_user_id"
 
 
@@ -110,7 +117,7 @@ class UserHint:
     event_time: datetime | None  # UTC, from the event's `time` (ms); None when the event had none
     realm: str  # the realm id or name that matched the accepted realms
     operation: str  # admin: CREATE, UPDATE, DELETE or ACTION; user event: its type, e.g. UPDATE_PROFILE
-    from_event_store: bool = False  # read by the sweep from Keycloak's event store, not from Kafka
+    source: SyncedBy = SyncedBy.EVENT  # where the hint came from: a Kafka event, the event store, a row
     after_commit: bool = False  # the record says it was published after Keycloak's transaction committed
     received_at: datetime | None = None  # when this process got the record (its own clock), for `covered`
     recheck: bool = False  # the event path's own follow-up read of an earlier hint, not an event
@@ -118,8 +125,9 @@ class UserHint:
     @property
     def expects_user(self) -> bool:
         """True when the user should exist after the event, so a 404 right after it may be Keycloak's
-        uncommitted transaction and is worth a re-read (a delete hint expects the 404)."""
-        return self.reason is not HintReason.USER_DELETED
+        uncommitted transaction and is worth a re-read (a delete hint expects the 404; a committed row's
+        404 is the truth: a user's delete removes all its rows)."""
+        return self.reason is not HintReason.USER_DELETED and self.source is not SyncedBy.CDC
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +142,8 @@ class ParseResult:
     # the full reconcile; the event-store sweep applies them (and requests a full reconcile after an
     # overwrite, which replaces the user under a new id and deletes the old one without any event).
     imported: UserHint | None = None
+    # A change record's commit time (CDC), also when it is ignored: heartbeats keep the source's lag true.
+    commit_time: datetime | None = None
 
     @classmethod
     def ignore(cls, reason: IgnoreReason) -> ParseResult:
@@ -285,7 +295,9 @@ def _parse_user_event(data: dict[str, Any], realms: frozenset[str] | None) -> Pa
     try:
         event = _UserEvent.model_validate(data)
     except ValidationError as exc:
-        return ParseResult.reject(InvalidReason.INVALID_EVENT, "user event: " + _describe(exc))
+        return ParseResult.reject(
+            InvalidReason.INVALID_EVENT, "user event: " + describe_validation_error(exc)
+        )
     realm = _our_realm(event, realms)
     if isinstance(realm, ParseResult):
         return realm
@@ -298,9 +310,10 @@ def _parse_user_event(data: dict[str, Any], realms: frozenset[str] | None) -> Pa
         return ParseResult.reject(InvalidReason.MISSING_USER_ID, f"{event.type} event without userId")
     if not is_keycloak_id(event.user_id):
         return ParseResult.reject(
-            InvalidReason.INVALID_USER_ID, f"{event.type} event: userId {_show(event.user_id)} is not a UUID"
+            InvalidReason.INVALID_USER_ID,
+            f"{event.type} event: userId {show_value(event.user_id)} is not a UUID",
         )
-    hint = UserHint(event.user_id.lower(), reason, _event_time(event.time), realm, event.type)
+    hint = UserHint(event.user_id.lower(), reason, event_time(event.time), realm, event.type)
     return ParseResult(hints=(hint,))
 
 
@@ -308,7 +321,9 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str] | None) -> P
     try:
         event = _AdminEvent.model_validate(data)
     except ValidationError as exc:
-        return ParseResult.reject(InvalidReason.INVALID_EVENT, "admin event: " + _describe(exc))
+        return ParseResult.reject(
+            InvalidReason.INVALID_EVENT, "admin event: " + describe_validation_error(exc)
+        )
     realm = _our_realm(event, realms)
     if isinstance(realm, ParseResult):
         return realm
@@ -333,9 +348,9 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str] | None) -> P
     if reason is None:
         return ParseResult.reject(
             InvalidReason.INVALID_RESOURCE_PATH,
-            f"{resource_type} event with resourcePath {_show(event.resource_path or '')}",
+            f"{resource_type} event with resourcePath {show_value(event.resource_path or '')}",
         )
-    hint = UserHint(parts[1].lower(), reason, _event_time(event.time), realm, event.operation_type)
+    hint = UserHint(parts[1].lower(), reason, event_time(event.time), realm, event.operation_type)
     return ParseResult(hints=(hint,))
 
 
@@ -347,7 +362,7 @@ def _partial_import(event: _AdminEvent, realm: str) -> ParseResult:
         return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)
     operation = event.operation_type or "UPDATE"
     reason = HintReason.USER_CREATED if operation == "CREATE" else HintReason.USER_UPDATED
-    hint = UserHint(parts[1].lower(), reason, _event_time(event.time), realm, f"IMPORT_{operation}")
+    hint = UserHint(parts[1].lower(), reason, event_time(event.time), realm, f"IMPORT_{operation}")
     return ParseResult(ignored=IgnoreReason.IMPORT, imported=hint)
 
 
@@ -359,16 +374,18 @@ def _user_path(resource_type: str, path: str | None) -> list[str] | ParseResult:
         )
     parts = _split_path(path)
     if parts is None:
-        return ParseResult.reject(InvalidReason.INVALID_RESOURCE_PATH, f"unsafe resourcePath {_show(path)}")
+        return ParseResult.reject(
+            InvalidReason.INVALID_RESOURCE_PATH, f"unsafe resourcePath {show_value(path)}"
+        )
     if resource_type in _ROLE_MAPPING_TYPES and parts[0] != "users":
         return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)  # a group's or client scope's role mapping
     if parts[0] != "users" or len(parts) < 2:
         return ParseResult.reject(
-            InvalidReason.INVALID_RESOURCE_PATH, f"{resource_type} event with resourcePath {_show(path)}"
+            InvalidReason.INVALID_RESOURCE_PATH, f"{resource_type} event with resourcePath {show_value(path)}"
         )
     if not is_keycloak_id(parts[1]):
         return ParseResult.reject(
-            InvalidReason.INVALID_USER_ID, f"user id {_show(parts[1])} in resourcePath is not a UUID"
+            InvalidReason.INVALID_USER_ID, f"user id {show_value(parts[1])} in resourcePath is not a UUID"
         )
     return parts
 
@@ -412,11 +429,11 @@ def _split_path(path: str) -> list[str] | None:
     return parts
 
 
-def _event_time(ms: int | None) -> datetime | None:
+def event_time(ms: int | None) -> datetime | None:
     return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
     """Field locations and messages, without the offending input values."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
@@ -425,8 +442,9 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _show(text: str, limit: int = 80) -> str:
-    """A bounded, quoted rendering of untrusted text for a detail message."""
+def show_value(value: object, limit: int = 80) -> str:
+    """A bounded, quoted rendering of an untrusted value for a detail message."""
+    text = value if isinstance(value, str) else type(value).__name__
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 

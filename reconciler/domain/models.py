@@ -25,6 +25,7 @@ class SyncedBy(StrEnum):
     RECONCILE = "reconcile"
     REPLAY = "replay"
     SWEEP = "sweep"  # a hint from Keycloak's event store: a change the Kafka hop had not delivered
+    CDC = "cdc"  # a hint from a committed row of Keycloak's database (Debezium): a change seen by no event
 
 
 class DeactivationReason(StrEnum):

@@ -64,6 +64,15 @@ HINTS_ABANDONED = Counter(
     f"{PREFIX}_hints_abandoned_total",
     "Users the event path gave up on after EVENT_MAX_APPLY_ATTEMPTS failures that were not outages",
 )
+CDC_LAG = Gauge(
+    f"{PREFIX}_cdc_lag_seconds",
+    "Now minus the commit time of the latest database change (or Debezium heartbeat) read; 0 before the first",
+)
+CDC_GAPS = Counter(
+    f"{PREFIX}_cdc_gaps_total",
+    "Jumps in the database change stream's commit times beyond CDC_GAP_S (changes may be lost: a full "
+    "reconcile was requested)",
+)
 CONSUMER_RESTARTS = Counter(
     f"{PREFIX}_consumer_restarts_total",
     "Times `run` started the event path's Kafka clients again after Kafka failed them (outage, refusal)",

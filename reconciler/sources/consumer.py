@@ -25,6 +25,7 @@ from reconciler.domain.events import ParseResult, UserHint, parse_record
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
 from reconciler.observability.monitor import FailureMonitor
+from reconciler.sources.cdc import ChangeSource
 from reconciler.sources.offsets import OffsetTracker, PartitionOffsets
 from reconciler.sources.workqueue import CoalescingQueue
 
@@ -41,9 +42,12 @@ class EventConsumer:
         queue: CoalescingQueue[UserHint],
         realms: frozenset[str],
         monitor: FailureMonitor | None = None,
+        changes: ChangeSource | None = None,
     ) -> None:
         self._settings = settings
         self._monitor = monitor
+        self._changes = changes
+        self._topics = settings.consumed_topics if changes is not None else settings.event_topics
         self._realms = realms
         self._queue = queue
         self._offsets = OffsetTracker()
@@ -96,8 +100,8 @@ class EventConsumer:
             log.info("consumer stopped")
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        self._consumer.subscribe(self._settings.event_topics, listener=_Rebalance(self))
-        log.info("consumer started", topics=self._settings.event_topics, group=self._settings.kafka_group_id)
+        self._consumer.subscribe(self._topics, listener=_Rebalance(self))
+        log.info("consumer started", topics=self._topics, group=self._settings.kafka_group_id)
         while not stop.is_set():
             await self._resolve_positions()
             self._apply_backpressure()
@@ -131,7 +135,7 @@ class EventConsumer:
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         offsets = self._offsets.partition(record.topic, record.partition)
-        result: ParseResult = parse_record(record.value, realms=self._realms, headers=record.headers)
+        result = self._parse(record)
         if result.invalid is not None:
             await self._dead_letters.publish(record, result.invalid, result.detail or "")
             metrics.EVENTS.labels(topic=record.topic, outcome="dead_lettered").inc()
@@ -147,6 +151,12 @@ class EventConsumer:
         for hint in result.hints:
             hint = dataclasses.replace(hint, received_at=received_at)
             await self._queue.submit(hint.user_id, hint, _done(offsets, record.offset))
+
+    def _parse(self, record: ConsumerRecord[bytes, bytes]) -> ParseResult:
+        """A change record (CDC) or an event, by its topic: both become the same user hints."""
+        if self._changes is not None and record.topic in self._changes.topics:
+            return self._changes.parse(record.topic, record.key, record.value)
+        return parse_record(record.value, realms=self._realms, headers=record.headers)
 
     async def _resolve_positions(self) -> None:
         """Fix where newly assigned partitions start (committed offset, or CONSUMER_START_OFFSET for a new

@@ -43,8 +43,11 @@ class HintApplier:
         self._settings = settings
         self.road = road
         self._policy = ApplyPolicy.event(synced_by=synced_by)
-        # What only the event store told us is marked so: how lossy the Kafka hop is, in numbers.
-        self._sweep_policy = ApplyPolicy.event(synced_by=SyncedBy.SWEEP)
+        # What only the event store or a database row told us is marked so: how lossy the Kafka hop is, and
+        # what no event announced, in numbers.
+        self._source_policies = {
+            source: ApplyPolicy.event(synced_by=source) for source in (SyncedBy.SWEEP, SyncedBy.CDC)
+        }
         # Users are read from Keycloak one by one, but written together: one bulk write per batch.
         self._group = GroupCommit(applier, max_batch=settings.apply_batch_size)
 
@@ -61,13 +64,19 @@ class HintApplier:
                 return Later(self._settings.reconcile_lease_ttl_s, wake=listing)
         observation = await self._observe(user_id, expects_user=any(h.expects_user for h in hints))
         metrics.LOOKUPS.labels(outcome="found" if observation.user else "not_found").inc()
-        swept = all(h.from_event_store for h in hints)
-        await self._group.apply(observation, self._sweep_policy if swept else self._policy)
+        await self._group.apply(observation, self._policy_for(hints))
         now = datetime.now(UTC)
         for hint in hints:
             if hint.event_time is not None and not hint.recheck:
                 metrics.APPLY_LATENCY.observe(max(0.0, (now - hint.event_time).total_seconds()))
         return self._recheck(hints)
+
+    def _policy_for(self, hints: list[UserHint]) -> ApplyPolicy:
+        """The sweep's or CDC's policy when every hint came from that one source, else this path's own."""
+        sources = {hint.source for hint in hints}
+        if len(sources) == 1:
+            return self._source_policies.get(sources.pop(), self._policy)
+        return self._policy
 
     def _recheck(self, hints: list[UserHint]) -> Again[UserHint] | None:
         """One follow-up read after the settle delay, for hints whose read may have come too early."""

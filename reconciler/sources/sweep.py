@@ -35,6 +35,7 @@ from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import SweepState, UserStore
 from reconciler.domain.document import utc_now
 from reconciler.domain.events import ACCEPTED_USER_EVENT_TYPES, ParseResult, UserHint, parse_event
+from reconciler.domain.models import SyncedBy
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
 from reconciler.sources.workqueue import CoalescingQueue
@@ -240,9 +241,9 @@ class Sweeper:
         # A stored event is visible only once Keycloak committed: a read after it sees the change, so its
         # hint is an after-commit one (no follow-up re-check, see EVENT_RECHECK).
         if result.imported is not None:
-            return replace(result.imported, from_event_store=True, after_commit=True)
+            return replace(result.imported, source=SyncedBy.SWEEP, after_commit=True)
         if result.hints:
-            return replace(result.hints[0], from_event_store=True, after_commit=True)
+            return replace(result.hints[0], source=SyncedBy.SWEEP, after_commit=True)
         outcome = f"ignored_{result.ignored}" if result.ignored else f"invalid_{result.invalid}"
         metrics.SWEEP_EVENTS.labels(source=read.source, outcome=outcome).inc()
         return None
