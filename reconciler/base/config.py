@@ -254,7 +254,7 @@ class Settings(BaseSettings):
         "syncs, imports, Workflows)",
     )
     cdc_topic_prefix: str = Field(
-        default="keycloak-db",
+        default="keycloak.cdc",
         min_length=1,
         pattern=r"^[A-Za-z0-9._-]+$",
         description="The connector's `topic.prefix`: change topics are `<prefix>.<schema>.<table>`, "

@@ -20,7 +20,7 @@ from reconciler.domain.models import SyncedBy, is_keycloak_id
 
 USER = str(uuid.uuid4())
 REALM_ID = "8d4b9a57-2b8e-4d7b-9c6a-1d2e3f405162"
-TOPIC = "keycloak-db.public.{}"
+TOPIC = "keycloak.cdc.public.{}"
 
 
 def record(
@@ -109,7 +109,7 @@ def test_other_realms_are_ignored_when_the_realm_id_is_known() -> None:
 def test_tombstones_heartbeats_truncates_and_other_tables_are_ignored() -> None:
     assert parse("user_entity", None, key={"id": USER}).ignored is IgnoreReason.TOMBSTONE
     beat = parse_change(
-        "__debezium-heartbeat.keycloak-db", None, b'{"ts_ms": 1800000000000}', realm="app", realm_ids=None
+        "__debezium-heartbeat.keycloak.cdc", None, b'{"ts_ms": 1800000000000}', realm="app", realm_ids=None
     )
     assert beat.ignored is IgnoreReason.HEARTBEAT and beat.commit_time is not None
     assert parse("user_entity", record("user_entity", "t")).ignored is IgnoreReason.NOT_A_ROW

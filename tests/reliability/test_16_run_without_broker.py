@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.reliability.harness import store_versions, wait_converged
 from tests.reliability.scenario import ScenarioEnv, expected_versions
+from tests.support.health import failing, readiness
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 
@@ -28,16 +28,6 @@ SWEEP_INTERVAL_S = 5.0
 # What "calm" means: the monitor's first line, one a minute while it lasts, the consumer's restarts (at
 # most one per RETRY_USER_BACKOFF_MAX_S) and the recovery line. aiokafka alone writes about 70 a second.
 MAX_OUTAGE_LINES_PER_MINUTE = 12
-
-
-async def readiness(port: int) -> tuple[int, dict[str, Any]]:
-    """`/readyz`'s status and body; (0, {}) while the server does not answer yet."""
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-            answer = await http.get(f"http://127.0.0.1:{port}/readyz")
-    except httpx.TransportError:
-        return 0, {}
-    return answer.status_code, answer.json()
 
 
 async def test_run_started_while_the_broker_is_down_is_not_ready_and_converges(env: ScenarioEnv) -> None:
@@ -63,7 +53,7 @@ async def test_run_started_while_the_broker_is_down_is_not_ready_and_converges(e
         started_at = time.monotonic()
         _, body = await eventually(
             lambda: readiness(http_port),
-            until=lambda answer: answer[0] == 503 and answer[1].get("checks", {}).get("kafka", "ok") != "ok",
+            until=lambda answer: failing(answer, "kafka"),
             timeout_s=60,
             what="not ready, naming Kafka",
         )

@@ -14,14 +14,13 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from reconciler.base.config import Settings
 from reconciler.base.errors import ExitStatus
 from tests.conftest import override
+from tests.support.health import failing, metric, readiness
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.process import reconciler_command, run_reconciler_async, settings_env, start_reconciler
@@ -68,24 +67,6 @@ async def test_commands_that_need_no_broker_do_not_notice_it(
     assert_clean(result.stdout + result.stderr)
 
 
-async def readiness(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-            answer = await http.get(f"http://127.0.0.1:{port}/readyz")
-    except httpx.TransportError:
-        return 0, {}
-    return answer.status_code, answer.json()
-
-
-async def restarts(port: int) -> float:
-    async with httpx.AsyncClient(timeout=5) as http:
-        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-    for line in text.splitlines():
-        if line.startswith("reconciler_consumer_restarts_total "):
-            return float(line.split()[1])
-    return 0.0
-
-
 async def test_run_with_no_broker_stays_up_not_ready_and_calm(no_broker: Settings, tmp_path: Path) -> None:
     """No crash loop: the process runs, `/readyz` says Kafka is unreachable, a few lines in all."""
     port = free_port()
@@ -103,14 +84,14 @@ async def test_run_with_no_broker_stays_up_not_ready_and_calm(no_broker: Setting
     try:
         _, body = await eventually(
             lambda: readiness(port),
-            until=lambda answer: answer[0] == 503 and answer[1].get("checks", {}).get("kafka", "ok") != "ok",
+            until=lambda answer: failing(answer, "kafka"),
             timeout_s=60,
             what="readiness naming Kafka",
         )
         assert body["checks"]["kafka"].startswith("temporary: no Kafka broker"), body
         # The consumer starts its clients again and again meanwhile (backoff up to 2 s here).
         await eventually(
-            lambda: restarts(port),
+            lambda: metric(port, "reconciler_consumer_restarts_total"),
             until=lambda count: count >= 4 or process.poll() is not None,
             timeout_s=60,
             interval_s=0.5,

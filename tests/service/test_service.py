@@ -50,7 +50,7 @@ async def test_health_readiness_and_metrics_endpoints(
         assert live.status_code == 200, live.text
         assert live.json()["checks"] == {"consumer": "ok", "reconcile": "ok"}
         ready = await eventually(lambda: _get(f"{base}/readyz"), until=lambda r: r.status_code == 200)
-        assert ready.json()["checks"] == {"keycloak": "ok", "store": "ok", "consumer": "ok"}
+        assert ready.json()["checks"] == {"keycloak": "ok", "store": "ok", "kafka": "ok", "consumer": "ok"}
 
         user_id = await kc_admin.create_user()
         await until_stored(users_collection, user_id, "created", is_active=True)

@@ -118,6 +118,12 @@ class KeycloakTestAdmin:
         representation["id"] = name
         await self.request("POST", "/admin/realms", json=representation)
 
+    async def set_event_listeners(self, listeners: list[str]) -> None:
+        """The realm's event listeners (e.g. without `kafka`: no event of this realm reaches Kafka)."""
+        config = (await self.request("GET", "/events/config")).json()
+        config["eventsListeners"] = listeners
+        await self.request("PUT", "/events/config", json=config)
+
     async def delete_realm(self, name: str) -> None:
         await self.request("DELETE", f"/admin/realms/{name}")
 
