@@ -19,10 +19,12 @@ from .common import (
     TLS_DIR,
     Service,
     StackError,
+    env_flag,
     log,
     port_open,
     stop_together,
 )
+from .connect import CONNECT, cdc_env, start_connect
 from .kafka import KAFKA, KAFKA_BROKERS, bootstrap_servers, kafka_brokers, start_kafka
 from .keycloak import (
     ADMIN_PASSWORD,
@@ -42,6 +44,9 @@ from .postgres import POSTGRES, start_postgres
 from .secantusdb import MONGO, MONGO_PORT, start_mongo
 from .tls import SASL_MECHANISM, kafka_passwords
 
+# STACK_CDC=1 adds Kafka Connect with Debezium's PostgreSQL connector (the CDC source); it needs PostgreSQL.
+CDC = env_flag("STACK_CDC")
+
 
 def check_shape() -> None:
     if KEYCLOAK_DB not in ("h2", "postgres"):
@@ -55,6 +60,11 @@ def check_shape() -> None:
     if SECURE and KEYCLOAK_NODES > 1:
         # The round-robin front speaks plain HTTP; a TLS front is not built yet.
         raise StackError("STACK_SECURE=1 supports one Keycloak node (STACK_KEYCLOAK_NODES=1)")
+    if CDC and KEYCLOAK_DB != "postgres":
+        raise StackError("STACK_CDC=1 reads Keycloak's PostgreSQL: it needs STACK_KEYCLOAK_DB=postgres")
+    if CDC and SECURE:
+        # The Connect worker's SASL_SSL client settings are not written yet.
+        raise StackError("STACK_CDC=1 does not support STACK_SECURE=1 yet")
 
 
 def services() -> tuple[Service, ...]:
@@ -63,7 +73,8 @@ def services() -> tuple[Service, ...]:
     database = (POSTGRES,) if KEYCLOAK_DB == "postgres" else ()
     front = (FRONT,) if KEYCLOAK_NODES > 1 else ()
     kafka = (broker.service for broker in kafka_brokers())
-    return (MONGO, *database, *kafka, *(node.service for node in keycloak_nodes()), *front)
+    cdc = (CONNECT,) if CDC else ()
+    return (MONGO, *database, *kafka, *(node.service for node in keycloak_nodes()), *front, *cdc)
 
 
 def starters() -> dict[str, Callable[[], None]]:
@@ -75,10 +86,11 @@ def starters() -> dict[str, Callable[[], None]]:
         **kafka,
         **keycloak,
         FRONT.name: start_front,
+        CONNECT.name: start_connect,
     }
 
 
-STOP_ORDER = ("keycloak-front", "keycloak", "kafka", "postgres", "secantusdb")
+STOP_ORDER = ("keycloak-front", "connect", "keycloak", "kafka", "postgres", "secantusdb")
 
 
 def stop_rank(service: Service) -> int:
@@ -88,7 +100,7 @@ def stop_rank(service: Service) -> int:
 def all_services() -> tuple[Service, ...]:
     """The chosen shape's services, then any other this state folder has a pid file of (another shape's)."""
     shape = {service.name: service for service in services()}
-    known = {service.name: service for service in (MONGO, POSTGRES, KAFKA, KEYCLOAK, FRONT)}
+    known = {service.name: service for service in (MONGO, POSTGRES, KAFKA, KEYCLOAK, FRONT, CONNECT)}
     others = [
         known.get(p.stem, Service(p.stem, ())) for p in sorted(STATE.glob("*.pid")) if p.stem not in shape
     ]
@@ -137,6 +149,8 @@ def write_env() -> Path:
             # The test CA's folder: the server certificate and key, for a test's own TLS server (a proxy).
             "STACK_TLS_DIR": str(TLS_DIR),
         }
+    if CDC:
+        values |= cdc_env()
     path = STATE / "env"
     path.touch(mode=0o600)  # it holds the stack's client secret and passwords
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
