@@ -34,7 +34,7 @@ from .common import (
     mvn_copy_dependencies,
     wait_for,
 )
-from .kafka import KAFKA_BROKERS, bootstrap_servers, kafka_libs
+from .kafka import KAFKA_BROKERS, bootstrap_servers, create_topics, kafka_brokers, kafka_libs
 from .postgres import POSTGRES_DATABASE, POSTGRES_PORT, psql
 
 CONNECT_PORT = int(os.environ.get("STACK_CONNECT_PORT", "8083"))
@@ -191,9 +191,18 @@ def connector_running(name: str, since: float) -> bool:
     return status["connector"]["state"] == "RUNNING" and bool(tasks) and tasks[0]["state"] == "RUNNING"
 
 
+def create_change_topics() -> None:
+    """Connect would create a change topic with its first record; a consumer group that subscribes before then
+    fails on the unknown topic, so the stack creates them (and the heartbeat topic) up front."""
+    env = cdc_env()
+    names = [*env["CDC_TOPICS"].split(","), env["CDC_HEARTBEAT_TOPIC"]]
+    create_topics(kafka_brokers()[0], {name: 3 for name in names})
+
+
 def start_connect() -> None:
     home = connect_home()
     prepare_database(home)
+    create_change_topics()
     (home / "worker.properties").write_text(worker_config())
     (home / "log4j2.properties").write_text(CONNECT_LOG4J)
     started = time.monotonic()

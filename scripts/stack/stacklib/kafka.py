@@ -181,9 +181,10 @@ def format_kafka_storage(broker: Broker, config: Path) -> None:
     marker.write_text(shape)
 
 
-def create_topics(broker: Broker) -> None:
+def create_topics(broker: Broker, topics: dict[str, int] = TOPICS) -> None:
+    """Create the topics (name -> partitions) that do not exist yet, replicated on every broker."""
     replicas = len(kafka_brokers())
-    for topic, partitions in TOPICS.items():
+    for topic, partitions in topics.items():
         run(
             [
                 *kafka_java(broker, "256m"),
