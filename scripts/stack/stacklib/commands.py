@@ -40,12 +40,15 @@ from .keycloak import (
     start_front,
     start_keycloak,
 )
+from .ldap import LDAP, ldap_env, start_ldap
 from .postgres import POSTGRES, start_postgres
 from .secantusdb import MONGO, MONGO_PORT, start_mongo
 from .tls import SASL_MECHANISM, kafka_passwords
 
 # STACK_CDC=1 adds Kafka Connect with Debezium's PostgreSQL connector (the CDC source); it needs PostgreSQL.
 CDC = env_flag("STACK_CDC")
+# STACK_LDAP=1 adds OpenLDAP and the realm's user federation on it.
+LDAP_ON = env_flag("STACK_LDAP")
 
 
 def check_shape() -> None:
@@ -74,7 +77,8 @@ def services() -> tuple[Service, ...]:
     front = (FRONT,) if KEYCLOAK_NODES > 1 else ()
     kafka = (broker.service for broker in kafka_brokers())
     cdc = (CONNECT,) if CDC else ()
-    return (MONGO, *database, *kafka, *(node.service for node in keycloak_nodes()), *front, *cdc)
+    ldap = (LDAP,) if LDAP_ON else ()
+    return (MONGO, *database, *kafka, *(node.service for node in keycloak_nodes()), *front, *ldap, *cdc)
 
 
 def starters() -> dict[str, Callable[[], None]]:
@@ -87,10 +91,11 @@ def starters() -> dict[str, Callable[[], None]]:
         **keycloak,
         FRONT.name: start_front,
         CONNECT.name: start_connect,
+        LDAP.name: start_ldap,
     }
 
 
-STOP_ORDER = ("keycloak-front", "connect", "keycloak", "kafka", "postgres", "secantusdb")
+STOP_ORDER = ("keycloak-front", "connect", "keycloak", "ldap", "kafka", "postgres", "secantusdb")
 
 
 def stop_rank(service: Service) -> int:
@@ -100,7 +105,7 @@ def stop_rank(service: Service) -> int:
 def all_services() -> tuple[Service, ...]:
     """The chosen shape's services, then any other this state folder has a pid file of (another shape's)."""
     shape = {service.name: service for service in services()}
-    known = {service.name: service for service in (MONGO, POSTGRES, KAFKA, KEYCLOAK, FRONT, CONNECT)}
+    known = {service.name: service for service in (MONGO, POSTGRES, KAFKA, KEYCLOAK, FRONT, CONNECT, LDAP)}
     others = [
         known.get(p.stem, Service(p.stem, ())) for p in sorted(STATE.glob("*.pid")) if p.stem not in shape
     ]
@@ -151,6 +156,8 @@ def write_env() -> Path:
         }
     if CDC:
         values |= cdc_env()
+    if LDAP_ON:
+        values |= ldap_env()
     path = STATE / "env"
     path.touch(mode=0o600)  # it holds the stack's client secret and passwords
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
