@@ -175,6 +175,7 @@ def prepare_database(home: Path) -> None:
 
 # A restarted worker first serves the status its previous run stored (FAILED, say) until the task restarts.
 FAILED_GRACE_S = 20
+STABLE_S = 5
 
 
 def connector_running(name: str, since: float) -> bool:
@@ -223,8 +224,18 @@ def start_connect() -> None:
     rest_s = time.monotonic() - started
     spec = connector()
     request("PUT", f"/connectors/{spec['name']}/config", spec["config"])
-    running = partial(connector_running, spec["name"], time.monotonic())
+    registered = time.monotonic()
+    running = partial(connector_running, spec["name"], registered)
     wait_for(f"connector {spec['name']} and its task RUNNING", running, 120, CONNECT)
+    # A task that cannot stream (its stored position is gone with a dropped slot, say) is RUNNING for a moment
+    # before it fails: it must stay running for a while to count as healthy.
+    held = time.monotonic() + STABLE_S
+    while time.monotonic() < held:
+        if not connector_running(spec["name"], registered - FAILED_GRACE_S):
+            raise StackError(
+                f"connector {spec['name']} stopped running right after its start; see {CONNECT.log_file}"
+            )
+        time.sleep(0.5)
     log(
         f"Kafka Connect ready on {CONNECT_URL} (REST after {rest_s:.0f}s, connector {spec['name']} running after "
         f"{time.monotonic() - started:.0f}s; topics {topic_prefix()}.public.*)"
