@@ -19,6 +19,8 @@ from tests.support.stack import ROOT, read_env_file
 
 STACK_SCRIPT = ROOT / "scripts" / "stack" / "stack.py"
 SERVICES = ("secantusdb", "postgres", "kafka", "keycloak")
+# Services of the optional shapes (STACK_CDC=1: Kafka Connect; STACK_LDAP=1: OpenLDAP), stoppable like the others.
+OPTIONAL_SERVICES = ("connect", "ldap")
 
 
 class StackCommandError(AssertionError):
@@ -100,9 +102,9 @@ class StackControl:
 
     async def stop(self, service: str) -> None:
         """`service` is one of SERVICES (on a cluster shape: all its members) or one member (`kafka-2`)."""
-        assert service.split("-")[0] in SERVICES, service
+        assert service.split("-")[0] in (*SERVICES, *OPTIONAL_SERVICES), service
         await self.arun("stop", service)
 
     async def start(self, service: str) -> None:
-        assert service.split("-")[0] in SERVICES, service
+        assert service.split("-")[0] in (*SERVICES, *OPTIONAL_SERVICES), service
         await self.arun("start", service)
