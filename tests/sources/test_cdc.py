@@ -7,16 +7,20 @@ whatever reaches the store here came through the committed rows alone (`synced_b
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from reconciler.base.config import Settings
 from reconciler.service import Service
 from tests.conftest import override
 from tests.sources.test_event_path import running_service, until_stored
+from tests.support.kafka import publish, watch_topic
 from tests.support.keycloak_admin import KeycloakTestAdmin
 
 pytestmark = pytest.mark.stack
@@ -91,3 +95,59 @@ async def test_an_attribute_set_and_removed_reaches_the_store(
     )
     await kc_admin.update_user(user_id, attributes={})
     await within(users_collection, user_id, "picture removed", avatar_url=None)
+
+
+def change(table: str, op: str, row: Any, *, realm_ts: int = 1_800_000_000_000) -> bytes:
+    body = {"before": None, "after": row, "op": op, "source": {"table": table, "ts_ms": realm_ts}}
+    return json.dumps(body).encode()
+
+
+async def test_hostile_change_records_are_dead_lettered_or_ignored_and_the_next_one_applied(
+    cdc_service: Service,
+    cdc_settings: Settings,
+    kc_admin: KeycloakTestAdmin,
+    users_collection: Any,
+    realm: str,
+) -> None:
+    """Wrong types, missing columns, ids that are not ids, rows of other realms, huge values: none becomes a
+    Keycloak read; the valid record after them (same partition) is applied."""
+    user_id = str(uuid.uuid4())  # a user made by partial import: no event, no row record of ours names it
+    await kc_admin.partial_import_users(
+        [{"id": user_id, "username": f"rowless-{user_id[:8]}", "enabled": True, "firstName": "Valid"}]
+    )
+    topic = f"{cdc_settings.cdc_topic_prefix}.public.user_entity"
+    hostile = [
+        b"\xff not json",
+        b'{"op": "c", "after": {"id": 42}, "source": {"table": "user_entity", "ts_ms": "soon"}}',
+        change("user_entity", "c", {"realm_id": realm}),  # no id column
+        change("user_entity", "u", {"id": "../../admin/realms", "realm_id": realm}),
+        change("user_entity", "u", {"id": "x" * 800_000, "realm_id": realm}),  # huge
+        change("user_entity", "u", {"id": str(uuid.uuid4()), "realm_id": "some-other-realm"}),
+    ]
+    lookups_before = REGISTRY.get_sample_value("reconciler_lookups_total", {"outcome": "found"}) or 0.0
+    bootstrap = cdc_settings.kafka_bootstrap_servers
+    async with watch_topic(bootstrap, cdc_settings.kafka_dead_letter_topic) as dead_letters:
+        valid = change("user_entity", "u", {"id": user_id, "realm_id": realm})
+        await publish(bootstrap, topic, [*hostile, valid], key=b"same-partition")
+        doc = await until_stored(
+            users_collection, user_id, "the valid row after the hostile ones", first_name="Valid"
+        )
+        assert doc["synced_by"] == "cdc"
+        reasons = []
+        for _ in range(5):
+            record = await dead_letters.next_record(timeout_s=10)
+            headers = dict(record.headers)
+            assert headers["dlq-source-topic"].decode() == topic
+            reasons.append(headers["dlq-reason"].decode())
+    assert sorted(reasons) == sorted(
+        ["not_json", "invalid_change", "missing_user_id", "invalid_user_id", "invalid_user_id"]
+    )
+    ignored = REGISTRY.get_sample_value(
+        "reconciler_events_total", {"topic": topic, "outcome": "ignored_other_realm"}
+    )
+    assert ignored is not None and ignored >= 1
+    # Only the valid row was read from Keycloak (others' rows may be read too, but never found in this realm).
+    lookups = (
+        REGISTRY.get_sample_value("reconciler_lookups_total", {"outcome": "found"}) or 0.0
+    ) - lookups_before
+    assert lookups == 1
