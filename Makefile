@@ -7,8 +7,9 @@ STACK := $(PYTHON) scripts/stack/stack.py
 # The local stack's shape for `make run`, `make test` and `make bench`: Kafka Connect with Debezium (the
 # database-change source, about 0.5 GB and 20-40 s more at start) and OpenLDAP federated into the realm.
 # `make stack-up STACK_CDC=0 STACK_LDAP=0` starts the smaller shape (the CDC and LDAP tests then fail).
-export STACK_CDC ?= 1
-export STACK_LDAP ?= 1
+# Only this stack: the reliability suite's stacks keep their own shapes.
+STACK_CDC ?= 1
+STACK_LDAP ?= 1
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
@@ -40,7 +41,7 @@ image: tools
 	LOCAL_BASE=1 scripts/image/build.sh keycloak-user-reconciler:dev
 
 stack-up: install
-	$(STACK) up
+	STACK_CDC=$(STACK_CDC) STACK_LDAP=$(STACK_LDAP) $(STACK) up
 
 stack-down:
 	$(STACK) down
