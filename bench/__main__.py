@@ -8,7 +8,8 @@ Environment (all optional):
   BENCH_REPEATS=2           reconcile rounds per size up to 10,000 users
   BENCH_LARGE_REPEATS=1     reconcile rounds per size above 10,000 users
   BENCH_EVENT_REPEATS=2     rounds of the distinct and duplicate bursts and of replay (others run once)
-  BENCH_PARTS=reconcile,events,replay
+  BENCH_PARTS=reconcile,events,replay,cdc   (cdc: commit-to-store latency through database changes beside the
+                            listener's, bench/cdc.py; needs the stack's Kafka Connect)
   BENCH_REF_COLD=1          time the reference's cold run even when its kept store is already filled
   BENCH_REF_CHURN=1         also time the reference's churn runs (no target needs them; minutes each here)
   BENCH_PROFILE=1           cProfile the last round of our reconciles and of the distinct burst
@@ -26,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import report, seed, suites
+from bench import cdc, report, seed, suites
 from bench.env import RESULTS_DIR, realm_name, stack_env
 from bench.plots import draw as draw_plots
 from bench.suites import Plan, console
@@ -39,8 +40,10 @@ def _sizes(name: str, default: str) -> tuple[int, ...]:
 def _plan() -> Plan:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     sizes = _sizes("BENCH_SIZES", "10000")
-    parts = frozenset(p.strip() for p in os.environ.get("BENCH_PARTS", "reconcile,events,replay").split(","))
-    unknown = parts - {"reconcile", "events", "replay"}
+    parts = frozenset(
+        p.strip() for p in os.environ.get("BENCH_PARTS", "reconcile,events,replay,cdc").split(",")
+    )
+    unknown = parts - {"reconcile", "events", "replay", "cdc"}
     if unknown or not sizes:
         raise SystemExit(f"bad BENCH_PARTS {sorted(unknown)} or empty BENCH_SIZES")
     rounds = "1" if quick else "2"
@@ -95,6 +98,9 @@ def main() -> int:
     if "replay" in plan.parts:
         console.print("[bold]replay[/bold]")
         results["replay"] = suites.replay_suite(env, plan.sizes[0], plan)
+    if "cdc" in plan.parts:
+        console.print("[bold]database changes (CDC) beside the listener[/bold]")
+        results["cdc"] = asyncio.run(cdc.cdc_suite(env))
     results["environment"]["machine"]["load_average_at_end"] = os.getloadavg()
     results["total_seconds"] = time.monotonic() - started
     results["targets"] = report.targets(results)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.support.stack import STACK_ENV_FILE
 
-SERVERS = ("secantusdb", "keycloak", "kafka", "postgres")
+SERVERS = ("secantusdb", "keycloak", "kafka", "postgres", "connect")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
