@@ -20,7 +20,6 @@ has one, so the consumer can measure the source's lag (heartbeats included). Nev
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,6 +31,7 @@ from reconciler.domain.events import (
     InvalidReason,
     ParseResult,
     UserHint,
+    decode_json,
     describe_validation_error,
     event_time,
     show_value,
@@ -188,14 +188,9 @@ def _key_row(key: bytes | None) -> dict[str, Any]:
 
 def _decode(value: bytes, max_bytes: int) -> dict[str, Any] | ParseResult:
     """The JSON object (a schema envelope's payload), or the result to return."""
-    if len(value) > max_bytes:
-        return ParseResult.reject(InvalidReason.TOO_LARGE, f"{len(value)} bytes, more than {max_bytes}")
-    try:
-        data: Any = json.loads(bytes(value).decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        return ParseResult.reject(InvalidReason.NOT_JSON, f"not UTF-8 at byte {exc.start}")
-    except (json.JSONDecodeError, RecursionError):
-        return ParseResult.reject(InvalidReason.NOT_JSON, "not JSON")
+    data = decode_json(bytes(value), max_bytes)
+    if isinstance(data, ParseResult):
+        return data
     if isinstance(data, dict) and "payload" in data and "schema" in data:
         data = data["payload"]
     if not isinstance(data, dict):

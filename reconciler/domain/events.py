@@ -50,6 +50,7 @@ __all__ = [
     "ParseResult",
     "UserHint",
     "accepted_realms",
+    "decode_json",
     "describe_validation_error",
     "event_time",
     "parse_record",
@@ -274,10 +275,20 @@ def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | ParseResult
         return ParseResult.reject(
             InvalidReason.NOT_JSON, f"record value is {type(value).__name__}, not bytes"
         )
+    data = decode_json(bytes(value), max_bytes)
+    if isinstance(data, ParseResult):
+        return data
+    if not isinstance(data, dict):
+        return ParseResult.reject(InvalidReason.NOT_AN_EVENT, f"JSON {_json_kind(data)}, not an object")
+    return data
+
+
+def decode_json(value: bytes, max_bytes: int) -> Any:
+    """A record's bytes as JSON (any JSON value), or the invalid `ParseResult` that says why they are not."""
     if len(value) > max_bytes:
         return ParseResult.reject(InvalidReason.TOO_LARGE, f"{len(value)} bytes, more than {max_bytes}")
     try:
-        data: Any = json.loads(bytes(value).decode("utf-8"))
+        return json.loads(value.decode("utf-8"))
     except UnicodeDecodeError as exc:
         return ParseResult.reject(InvalidReason.NOT_JSON, f"not UTF-8 at byte {exc.start}")
     except json.JSONDecodeError as exc:
@@ -286,9 +297,6 @@ def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | ParseResult
         return ParseResult.reject(InvalidReason.NOT_JSON, "JSON nested too deeply")
     except ValueError as exc:  # e.g. an integer literal longer than Python's int digit limit
         return ParseResult.reject(InvalidReason.NOT_JSON, f"not decodable JSON: {type(exc).__name__}")
-    if not isinstance(data, dict):
-        return ParseResult.reject(InvalidReason.NOT_AN_EVENT, f"JSON {_json_kind(data)}, not an object")
-    return data
 
 
 def _parse_user_event(data: dict[str, Any], realms: frozenset[str] | None) -> ParseResult:
