@@ -111,6 +111,11 @@ class Sweeper:
         self._deferred: str | None = None
         self.last_progress = time.monotonic()
 
+    @property
+    def holder(self) -> str:
+        """This sweeper's name in the lease document."""
+        return self._lease.holder
+
     async def check(self) -> bool:
         """May we read the event store, and does the realm fill it? One warning saying what to change if not."""
         try:

@@ -11,12 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from reconciler.base.config import Settings
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
-from reconciler.fullsync.scheduler import LEASE_NAME, ReconcileScheduler
+from reconciler.domain.document import utc_now
+from reconciler.domain.outcomes import Outcome
+from reconciler.fullsync.scheduler import ABANDONED_ERROR, LEASE_NAME, ReconcileScheduler
 from tests.conftest import make_settings
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
@@ -100,6 +103,33 @@ async def test_a_lease_left_by_a_crashed_holder_expires_and_is_taken_over(fresh:
         await scheduler.tick()
         assert scheduler.last_summary is not None and scheduler.last_summary.ok
     assert await store.runs.count_documents({"outcome": "success"}) == 1
+
+
+async def test_the_next_holder_closes_the_run_a_dead_holder_left_running(fresh: Any) -> None:
+    """A killed holder records nothing: its run stays `running` until the replica that takes over its
+    expired lease closes it (`abandoned`), before its own run. A run without the lease (`reconcile --once`)
+    is left alone."""
+    settings, store = await fresh(reconcile_lease_ttl_s=1)
+    dead, cli = "crashed-pod:1:dead", "cli:laptop:2:beef"
+    assert await store.acquire_lease(LEASE_NAME, dead, 0.5)
+    await store.start_run("killed-run", utc_now(), dead)
+    await store.start_run("cli-run", utc_now(), cli)
+    await eventually(lambda: store.lease_holder(LEASE_NAME), until=lambda h: h is None, interval_s=0.05)
+    abandoned_before = REGISTRY.get_sample_value("reconciler_reconcile_runs_total", {"outcome": "abandoned"})
+    async with KeycloakAdminClient(settings) as keycloak:
+        scheduler = ReconcileScheduler(settings, store, keycloak)
+        await scheduler.tick()
+        assert scheduler.last_summary is not None and scheduler.last_summary.ok
+    killed = await store.get_run("killed-run")
+    assert killed is not None and killed.outcome is Outcome.ABANDONED, killed
+    assert killed.error == ABANDONED_ERROR and killed.ended_at is not None
+    assert killed.ended_at <= scheduler.last_summary.started_at
+    still = await store.get_run("cli-run")
+    assert still is not None and still.outcome is Outcome.RUNNING
+    own = await store.get_run(scheduler.last_summary.run_id)
+    assert own is not None and own.outcome is Outcome.SUCCESS and own.holder == scheduler.holder
+    abandoned = REGISTRY.get_sample_value("reconciler_reconcile_runs_total", {"outcome": "abandoned"})
+    assert (abandoned or 0) - (abandoned_before or 0) == 1
 
 
 async def test_loop_stops_cleanly_and_keeps_a_heartbeat(fresh: Any) -> None:
