@@ -110,7 +110,8 @@ async def test_the_sweep_holder_stopped_with_sigterm_the_other_replica_sweeps_wi
         )
         swept_s = time.monotonic() - stopped
         assert doc["synced_by"] == "sweep" and doc["first_name"] == "Takeover"
-        assert stop(holder, signal.SIGTERM) == 0, holder_log.read_text()[-3000:]
+        # No second signal: one that lands after the service stopped meets Python's default handler.
+        assert holder.wait(timeout=60) == 0, holder_log.read_text()[-3000:]
         assert taken["holder"] != lease["holder"]
         written = await eventually(
             lambda: _async(_applied_by(other_log, user_id)), timeout_s=5, what="the write in its log"
