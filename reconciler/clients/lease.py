@@ -61,12 +61,17 @@ class Lease:
         return await self._store.lease_holder(self.name)
 
     async def wait_free(
-        self, stop: asyncio.Event, timeout_s: float, beat: Callable[[], None] | None = None
+        self,
+        stop: asyncio.Event,
+        timeout_s: float,
+        beat: Callable[[], None] | None = None,
+        wake: asyncio.Event | None = None,
     ) -> bool:
-        """Poll until the lease is free (released or expired), `stop` is set or `timeout_s` passed; True
-        when it is free. `beat` is called at every poll (a heartbeat for the waiting loop)."""
+        """Poll until the lease is free (released or expired), `stop` or `wake` is set (`wake` is seen at the
+        next poll) or `timeout_s` passed; True when it is free. `beat` is called at every poll (a heartbeat
+        for the waiting loop)."""
         deadline = time.monotonic() + timeout_s
-        while not stop.is_set():
+        while not stop.is_set() and not (wake is not None and wake.is_set()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

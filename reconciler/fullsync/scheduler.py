@@ -6,7 +6,8 @@ Coordination across replicas (invariant 6, docs/ARCHITECTURE.md) uses two things
   run is not due yet, so replicas started together, or a restarted pod, do not repeat it;
 - a lease with expiry (`reconcile_lease_ttl_s`, `clients.lease`) held while running, renewed every third of
   its ttl and released at the end of a run or on a stop: a crashed holder blocks the others at most one
-  ttl, never forever. Two overlapping runs (a paused holder whose lease expired) do no harm: every write is
+  ttl, never forever; a replica refused the lease watches it, so a holder's clean stop hands the run on
+  at once. Two overlapping runs (a paused holder whose lease expired) do no harm: every write is
   a guarded, idempotent apply. The replica that takes over an expired lease closes the run records its
   holder left `running` (outcome `abandoned`) before it starts its own.
 """
@@ -74,6 +75,7 @@ class ReconcileScheduler:
         self._requested: str | None = None  # why a run was asked for before it is due (see `request`)
         self._requesters: list[asyncio.Future[RunSummary | None]] = []  # `run_soon` callers waiting
         self._wake = asyncio.Event()
+        self._refused = False  # the last tick found the lease held by another replica
         self._failures = 0
         self.last_progress = time.monotonic()
         self.last_summary: RunSummary | None = None
@@ -121,7 +123,10 @@ class ReconcileScheduler:
             if stop.is_set():
                 break
             log.debug("next full reconcile check", in_s=round(delay, 1))
-            await self._sleep(delay, stop)
+            if self._refused:  # watch the lease: a holder that stops releases it, and the run is due here
+                await self._lease.wait_free(stop, delay, self._beat, wake=self._wake)
+            else:
+                await self._sleep(delay, stop)
         self._answer(self._requesters, None)
         self._requesters = []
         log.info("periodic full reconcile stopped")
@@ -145,12 +150,14 @@ class ReconcileScheduler:
         interval = self._settings.reconcile_interval_s
         requested, self._requested = self._requested, None
         self._wake.clear()
+        self._refused = False
         try:
             wait_s = 0.0 if requested else await self._not_due_for()
             if wait_s > 0:
                 log.info("full reconcile not due: a recent run succeeded", next_in_s=round(wait_s, 1))
                 return wait_s + self._jitter()
             if not await self._lease.acquire():
+                self._refused = True
                 holder = await self._lease.current_holder()
                 metrics.RECONCILE_RUNS.labels(outcome=Outcome.SKIPPED_LEASE.value).inc()
                 log.info(

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from reconciler.base.config import Settings
 from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.lease import LEASE_POLL_S
 from reconciler.clients.store import UserStore
 from reconciler.domain.document import utc_now
 from reconciler.domain.outcomes import Outcome
@@ -55,6 +56,21 @@ async def fresh(
         await store.close()
     if not os.environ.get("KEEP_TEST_DATABASES"):
         await mongo_client.drop_database(database)
+
+
+class SlowTransport(httpx.AsyncBaseTransport):
+    """The real Keycloak, answering slowly."""
+
+    def __init__(self, delay_s: float = 0.5) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.delay_s = delay_s
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(self.delay_s)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 async def test_disabled_scheduler_returns_at_once(fresh: Any) -> None:
@@ -148,19 +164,6 @@ async def test_loop_stops_cleanly_and_keeps_a_heartbeat(fresh: Any) -> None:
 async def test_stop_during_a_run_cancels_it_records_it_and_frees_the_lease(fresh: Any) -> None:
     settings, store = await fresh()
 
-    class SlowTransport(httpx.AsyncBaseTransport):
-        """The real Keycloak, answering slowly."""
-
-        def __init__(self) -> None:
-            self.inner = httpx.AsyncHTTPTransport()
-
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            await asyncio.sleep(0.5)
-            return await self.inner.handle_async_request(request)
-
-        async def aclose(self) -> None:
-            await self.inner.aclose()
-
     stop = asyncio.Event()
     async with KeycloakAdminClient(settings, SlowTransport()) as keycloak:
         scheduler = ReconcileScheduler(settings, store, keycloak)
@@ -171,3 +174,43 @@ async def test_stop_during_a_run_cancels_it_records_it_and_frees_the_lease(fresh
     (run,) = [r async for r in store.runs.find({})]
     assert run["outcome"] == "cancelled" and run["ended_at"] is not None
     assert await store.lease_holder(LEASE_NAME) is None
+
+
+async def test_a_holder_stopped_mid_run_hands_the_run_to_the_waiting_replica_at_once(fresh: Any) -> None:
+    # Refused, the waiting replica's next try would be when the holder's lease runs out (a minute); the
+    # release on the stop and its watch of the lease make it a second.
+    settings, store = await fresh(reconcile_lease_ttl_s=60)
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    async with (
+        KeycloakAdminClient(settings, SlowTransport(delay_s=3)) as slow,
+        KeycloakAdminClient(settings) as keycloak,
+    ):
+        a, b = ReconcileScheduler(settings, store, slow), ReconcileScheduler(settings, store, keycloak)
+        loop_a = asyncio.create_task(a.run(stop_a))
+        await eventually(lambda: store.runs.count_documents({"outcome": "running"}), until=lambda n: n == 1)
+        skipped = _skipped()
+        loop_b = asyncio.create_task(b.run(stop_b))
+        await eventually(lambda: _value(_skipped()), until=lambda n: n > skipped, what="B refused the lease")
+        stop_a.set()
+        stopped = time.monotonic()
+        await asyncio.wait_for(loop_a, 10)
+        await eventually(
+            lambda: store.runs.count_documents({"outcome": "success", "holder": b.holder}),
+            until=lambda n: n == 1,
+            timeout_s=LEASE_POLL_S + 5,
+            what="B's run",
+        )
+        assert time.monotonic() - stopped < LEASE_POLL_S + 5
+        stop_b.set()
+        await asyncio.wait_for(loop_b, 10)
+    outcomes = {r["holder"]: r["outcome"] async for r in store.runs.find({})}
+    assert outcomes == {a.holder: "cancelled", b.holder: "success"}
+    assert await store.lease_holder(LEASE_NAME) is None
+
+
+def _skipped() -> float:
+    return REGISTRY.get_sample_value("reconciler_reconcile_runs_total", {"outcome": "skipped_lease"}) or 0.0
+
+
+async def _value(value: float) -> float:
+    return value
