@@ -31,7 +31,6 @@ class Lease:
         self.name = name
         self.holder = holder
         self.ttl_s = ttl_s
-        self.held = False  # as far as this process knows: set by acquire, cleared by release or a refusal
         # Who held the lease before the last `acquire`, when that holder let it expire without releasing it
         # (killed, or stalled): its run records may still say `running`.
         self.expired_holder: str | None = None
@@ -39,16 +38,14 @@ class Lease:
     async def acquire(self) -> bool:
         """Take the lease or renew ours; False while another holder's is valid (see `expired_holder`)."""
         taken = await self._store.take_lease(self.name, self.holder, self.ttl_s)
-        self.held = taken is not None
         self.expired_holder = taken.expired_holder if taken is not None else None
         if self.expired_holder is not None:
             log.info("lease taken over from a holder that let it expire", lease=self.name)
-        return self.held
+        return taken is not None
 
     async def release(self) -> None:
         """Give the lease up if it is ours (a clean stop): the next holder need not wait for its expiry.
         Never raises: an unreleased lease only expires later."""
-        self.held = False
         try:
             await self._store.release_lease(self.name, self.holder)
         except Exception as error:
