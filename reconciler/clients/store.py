@@ -103,6 +103,14 @@ class SweepState:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseTaken:
+    """A lease taken or renewed; `expired_holder`: the holder whose lease had expired (it stopped renewing
+    without releasing it: killed, or stalled), when this take replaced one."""
+
+    expired_holder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One full reconcile run as recorded in `reconcile_runs`."""
 
@@ -350,25 +358,31 @@ class UserStore:
 
     # --- lease ----------------------------------------------------------------------------------------------
 
-    @_store_boundary
     async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take or renew the lease `name` for `ttl_s` seconds; False while another holder's lease is valid.
+        """Take or renew the lease `name` for `ttl_s` seconds; False while another holder's lease is valid."""
+        return await self.take_lease(name, holder, ttl_s) is not None
 
-        A lease is free when it does not exist or has expired, so a crashed holder blocks others at most
-        `ttl_s`. Expiry uses this process's clock: keep replica clocks in sync (NTP) and `ttl_s` well above
-        the skew.
+    @_store_boundary
+    async def take_lease(self, name: str, holder: str, ttl_s: float) -> LeaseTaken | None:
+        """Take or renew the lease `name` for `ttl_s` seconds; None while another holder's lease is valid.
+
+        A lease is free when it does not exist (released) or has expired, so a crashed holder blocks others
+        at most `ttl_s`. Expiry uses this process's clock: keep replica clocks in sync (NTP) and `ttl_s` well
+        above the skew. The answer names the holder whose expired lease this one replaced, if any.
         """
         now = utc_now()
         try:
-            await self.leases.find_one_and_update(
+            before = await self.leases.find_one_and_update(
                 {"_id": name, "$or": [{"expires_at": {"$lte": now}}, {"holder": holder}]},
                 {"$set": {"holder": holder, "expires_at": now + timedelta(seconds=ttl_s), "renewed_at": now}},
                 upsert=True,
-                return_document=ReturnDocument.AFTER,
+                return_document=ReturnDocument.BEFORE,
             )
         except DuplicateKeyError:
-            return False  # the lease exists, unexpired, held by someone else
-        return True
+            return None  # the lease exists, unexpired, held by someone else
+        if before is None or before.get("holder") == holder:
+            return LeaseTaken()  # free (never held or released), or renewed
+        return LeaseTaken(expired_holder=str(before.get("holder")))
 
     @_store_boundary
     async def release_lease(self, name: str, holder: str) -> bool:
@@ -436,6 +450,20 @@ class UserStore:
                 }
             },
         )
+
+    @_store_boundary
+    async def abandon_runs(self, holder: str, ended_at: datetime, error: str) -> list[str]:
+        """Close the records `holder` left `running` (it lost its lease without ending them): outcome
+        `abandoned`. Returns their run ids. A holder that was only stalled and ends its run later overwrites
+        this with the real outcome (`finish_run`)."""
+        running = {"holder": holder, "outcome": Outcome.RUNNING.value}
+        ids = [str(doc["_id"]) async for doc in self.runs.find(running, {"_id": 1})]
+        if ids:
+            await self.runs.update_many(
+                {**running, "_id": {"$in": ids}},
+                {"$set": {"ended_at": ended_at, "outcome": Outcome.ABANDONED.value, "error": error}},
+            )
+        return ids
 
     @_store_boundary
     async def get_run(self, run_id: str) -> RunRecord | None:

@@ -13,4 +13,5 @@ class Outcome(StrEnum):
     FAILED = "failed"
     GUARD_TRIPPED = "guard_tripped"
     CANCELLED = "cancelled"
+    ABANDONED = "abandoned"  # left `running` by a holder that lost its lease; closed by the next holder
     SKIPPED_LEASE = "skipped_lease"

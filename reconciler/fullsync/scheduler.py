@@ -4,9 +4,12 @@ Coordination across replicas (invariant 6, docs/ARCHITECTURE.md) uses two things
 
 - the run records: a successful run that *ended* less than an interval ago (by any replica) means the next
   run is not due yet, so replicas started together, or a restarted pod, do not repeat it;
-- a lease with expiry (`reconcile_lease_ttl_s`) held while running and renewed every third of its ttl: a
-  crashed holder blocks the others at most one ttl, never forever. Two overlapping runs (a paused holder
-  whose lease expired) do no harm: every write is a guarded, idempotent apply.
+- a lease with expiry (`reconcile_lease_ttl_s`, `clients.lease`) held while running, renewed every third of
+  its ttl and released at the end of a run or on a stop: a crashed holder blocks the others at most one
+  ttl, never forever; a replica refused the lease watches it, so a holder's clean stop hands the run on
+  at once. Two overlapping runs (a paused holder whose lease expired) do no harm: every write is
+  a guarded, idempotent apply. The replica that takes over an expired lease closes the run records its
+  holder left `running` (outcome `abandoned`) before it starts its own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from reconciler.base.config import Settings
 from reconciler.base.errors import Component
 from reconciler.base.retry import Backoff
 from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.lease import Lease
 from reconciler.clients.store import UserStore
 from reconciler.domain.document import utc_now
 from reconciler.domain.outcomes import Outcome
@@ -35,6 +39,7 @@ from reconciler.observability.monitor import FailureMonitor
 log = get_logger(__name__)
 
 LEASE_NAME: Final = "full-reconcile"
+ABANDONED_ERROR: Final = "holder lost its lease"
 HEARTBEAT_INTERVAL_S: Final = 5.0  # the idle loop wakes this often to show it is alive
 
 
@@ -62,6 +67,7 @@ class ReconcileScheduler:
         self._settings = settings
         self._store = store
         self.holder = holder or make_holder_id()
+        self._lease = Lease(store, LEASE_NAME, self.holder, settings.reconcile_lease_ttl_s)
         self._reconcile = FullReconcile(settings, store, keycloak, holder=self.holder)
         self._monitor = monitor or FailureMonitor()
         self._backoff = Backoff.reconciles(settings)
@@ -69,6 +75,7 @@ class ReconcileScheduler:
         self._requested: str | None = None  # why a run was asked for before it is due (see `request`)
         self._requesters: list[asyncio.Future[RunSummary | None]] = []  # `run_soon` callers waiting
         self._wake = asyncio.Event()
+        self._refused = False  # the last tick found the lease held by another replica
         self._failures = 0
         self.last_progress = time.monotonic()
         self.last_summary: RunSummary | None = None
@@ -116,7 +123,10 @@ class ReconcileScheduler:
             if stop.is_set():
                 break
             log.debug("next full reconcile check", in_s=round(delay, 1))
-            await self._sleep(delay, stop)
+            if self._refused:  # watch the lease: a holder that stops releases it, and the run is due here
+                await self._lease.wait_free(stop, delay, self._beat, wake=self._wake)
+            else:
+                await self._sleep(delay, stop)
         self._answer(self._requesters, None)
         self._requesters = []
         log.info("periodic full reconcile stopped")
@@ -140,15 +150,15 @@ class ReconcileScheduler:
         interval = self._settings.reconcile_interval_s
         requested, self._requested = self._requested, None
         self._wake.clear()
+        self._refused = False
         try:
             wait_s = 0.0 if requested else await self._not_due_for()
             if wait_s > 0:
                 log.info("full reconcile not due: a recent run succeeded", next_in_s=round(wait_s, 1))
                 return wait_s + self._jitter()
-            if not await self._store.acquire_lease(
-                LEASE_NAME, self.holder, self._settings.reconcile_lease_ttl_s
-            ):
-                holder = await self._store.lease_holder(LEASE_NAME)
+            if not await self._lease.acquire():
+                self._refused = True
+                holder = await self._lease.current_holder()
                 metrics.RECONCILE_RUNS.labels(outcome=Outcome.SKIPPED_LEASE.value).inc()
                 log.info(
                     "full reconcile skipped: another replica holds the lease",
@@ -162,6 +172,7 @@ class ReconcileScheduler:
             self._monitor.failed(error)
             return self._after_failure(f"store: {type(error).__name__}")
         try:
+            await self._close_abandoned_runs()
             # Another replica may have finished a run between our check and our lease.
             wait_s = 0.0 if requested else await self._not_due_for()
             if wait_s > 0:
@@ -171,8 +182,7 @@ class ReconcileScheduler:
             self._monitor.failed(error)
             return self._after_failure(f"{type(error).__name__}")
         finally:
-            with contextlib.suppress(Exception):
-                await self._store.release_lease(LEASE_NAME, self.holder)
+            await self._lease.release()
         if summary is None:  # stopped
             return 0.0
         self.last_summary = summary
@@ -193,6 +203,20 @@ class ReconcileScheduler:
         )
         return delay + self._jitter()
 
+    async def _close_abandoned_runs(self) -> None:
+        """The lease we took had expired: its holder died (or stalled) and left its run `running`."""
+        holder = self._lease.expired_holder
+        if holder is None:
+            return
+        run_ids = await self._store.abandon_runs(holder, utc_now(), ABANDONED_ERROR)
+        if run_ids:
+            metrics.RECONCILE_RUNS.labels(outcome=Outcome.ABANDONED.value).inc(len(run_ids))
+            log.warning(
+                "closed the run records of a holder that lost its lease",
+                outcome=Outcome.ABANDONED.value,
+                runs=run_ids,
+            )
+
     async def _not_due_for(self) -> float:
         """Seconds until the next run is due, judging by the last successful run of any replica (0: due)."""
         last = await self._store.last_successful_run()
@@ -205,14 +229,14 @@ class ReconcileScheduler:
     async def _run_with_lease(self, stop: asyncio.Event | None) -> RunSummary | None:
         """Run once while renewing the lease; None when `stop` was set first (the run is cancelled)."""
         self.running = True
-        renewer = asyncio.create_task(self._renew_lease(), name="reconcile-lease-renewal")
         run = asyncio.create_task(self._reconcile.run(progress=self._on_progress), name="full-reconcile")
         stopper = asyncio.create_task(stop.wait()) if stop is not None else None
         try:
             waiting: set[asyncio.Future[Any]] = {run}
             if stopper is not None:
                 waiting.add(stopper)
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            async with self._lease.kept():
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if not run.done():
                 log.info("stopping: cancelling the running full reconcile")
                 run.cancel()
@@ -222,20 +246,9 @@ class ReconcileScheduler:
             return run.result()
         finally:
             self.running = False
-            for task in (renewer, stopper):
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(renewer, *([stopper] if stopper else []), return_exceptions=True)
-
-    async def _renew_lease(self) -> None:
-        ttl = self._settings.reconcile_lease_ttl_s
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                if not await self._store.acquire_lease(LEASE_NAME, self.holder, ttl):
-                    log.warning("full reconcile lease lost to another replica; finishing this run anyway")
-            except Exception as error:
-                log.warning("full reconcile lease renewal failed", error=type(error).__name__)
+            if stopper is not None:
+                stopper.cancel()
+                await asyncio.gather(stopper, return_exceptions=True)
 
     def _on_progress(self, progress: Progress) -> None:
         self._beat()

@@ -16,6 +16,10 @@ core) and submits them to the same coalescing queue, so a user hinted by both so
   which becomes a hint; an import that *overwrote* users replaced them under new ids and deleted the old
   ones without any event, so it also requests a full reconcile, as does a watermark that is missing (first
   start) or older than the realm keeps events. Requests are spaced by `SWEEP_RECONCILE_SPACING_S`.
+- **One replica**: the lease `event-sweep` (`SWEEP_LEASE_TTL_S`, `clients.lease`) is renewed by every sweep
+  and released on a clean stop; the other replicas watch it every `LEASE_POLL_S` between their tries, so
+  after a rolling restart's stop the next sweeper starts within about a second, and after a kill within one
+  ttl.
 - **Optional source**: without `view-events`, or when the realm stores no events, the sweeper says in one
   warning what to change and stays off (`reconciler_sweep_active` 0); the Kafka path runs on.
 """
@@ -32,6 +36,7 @@ from typing import Any, Final
 from reconciler.base.config import Settings
 from reconciler.base.errors import KeycloakConfigError, ReconcilerError
 from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.lease import Lease
 from reconciler.clients.store import SweepState, UserStore
 from reconciler.domain.document import utc_now
 from reconciler.domain.events import ACCEPTED_USER_EVENT_TYPES, ParseResult, UserHint, parse_event
@@ -100,12 +105,17 @@ class Sweeper:
         self._keycloak = keycloak
         self._store = store
         self._queue = queue
-        self._holder = holder
+        self._lease = Lease(store, LEASE_NAME, holder, settings.sweep_lease_ttl_s)
         self._request_reconcile = request_reconcile
         self._expiration_s: float | None = None
         self._last_request = float("-inf")
         self._deferred: str | None = None
         self.last_progress = time.monotonic()
+
+    @property
+    def holder(self) -> str:
+        """This sweeper's name in the lease document."""
+        return self._lease.holder
 
     async def check(self) -> bool:
         """May we read the event store, and does the realm fill it? One warning saying what to change if not."""
@@ -143,27 +153,43 @@ class Sweeper:
         return False
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sweep every interval until `stop` is set; failures are logged and the next sweep tries again."""
-        while not stop.is_set():
-            self.last_progress = time.monotonic()
-            await self._sweep_once_logged()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._settings.sweep_interval_s)
+        """Sweep every interval until `stop` is set, then release the lease; failures are logged and the
+        next sweep tries again. A replica refused the lease tries again as soon as it is free."""
+        try:
+            while not stop.is_set():
+                self._beat()
+                if await self._sweep_once_logged(stop) == "skipped_lease":
+                    await self._lease.wait_free(stop, self._settings.sweep_interval_s, self._beat)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._settings.sweep_interval_s)
+        finally:
+            await self._lease.release()
 
-    async def _sweep_once_logged(self) -> None:
+    def _beat(self) -> None:
+        self.last_progress = time.monotonic()
+
+    async def _sweep_once_logged(self, stop: asyncio.Event) -> str:
         started = time.monotonic()
         try:
-            outcome = await self.sweep_once()
+            outcome = await self.sweep_once(stop)
         except ReconcilerError as error:
             outcome = "failed"
             log.warning("event-store sweep failed; the next one retries", error=str(error))
         metrics.SWEEPS.labels(outcome=outcome).inc()
         metrics.SWEEP_DURATION.observe(time.monotonic() - started)
+        return outcome
 
-    async def sweep_once(self) -> str:
-        """One sweep: read from the watermark, submit, wait for the applies, move the watermark."""
-        if not await self._store.acquire_lease(LEASE_NAME, self._holder, self._settings.sweep_lease_ttl_s):
+    async def sweep_once(self, stop: asyncio.Event | None = None) -> str:
+        """One sweep under the lease ("skipped_lease" without it): read from the watermark, submit, wait for
+        the applies (or `stop`), move the watermark past what was applied."""
+        if not await self._lease.acquire():
             return "skipped_lease"
+        async with self._lease.kept():
+            await self._sweep(stop)
+        return "ok"
+
+    async def _sweep(self, stop: asyncio.Event | None) -> None:
         self._fire_deferred()
         now_ms = _now_ms()
         state = await self._trusted_state(now_ms)
@@ -174,10 +200,23 @@ class Sweeper:
         ]
         pending = await self._submit(reads)
         if pending.times:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pending.all_done.wait(), timeout=self._settings.sweep_interval_s * 2)
+            await self._applied(pending, stop)
         await self._store.save_sweep_state(STATE_NAME, self._advanced(state, reads, pending, now_ms))
-        return "ok"
+
+    async def _applied(self, pending: _Pending, stop: asyncio.Event | None) -> None:
+        """Wait for the hints' applies, at most two intervals, and not past a stop: what is still pending
+        keeps the watermark before it, for the next sweep (here or on the next holder)."""
+        waits = [asyncio.ensure_future(pending.all_done.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(
+                waits, timeout=self._settings.sweep_interval_s * 2, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     @property
     def _overlap_ms(self) -> int:

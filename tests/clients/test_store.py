@@ -17,11 +17,13 @@ from reconciler.apply.applier import Applier
 from reconciler.apply.batching import GroupRead
 from reconciler.base.config import Settings
 from reconciler.clients.keycloak import KeycloakAdminClient
-from reconciler.clients.store import UserStore
+from reconciler.clients.store import LeaseTaken, UserStore
 from reconciler.domain.document import F, UserWrite, WriteStatus, utc_now
 from reconciler.domain.models import KeycloakUser, Observation
+from reconciler.domain.outcomes import Outcome
 from reconciler.domain.plan import Action, ApplyPolicy, plan
 from tests.conftest import make_settings
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -344,6 +346,17 @@ async def test_expired_lease_is_taken_over_and_release_only_by_the_holder(store:
     assert await store.acquire_lease(name, "third", 30)
 
 
+async def test_taking_an_expired_lease_names_the_holder_that_let_it_expire(store: UserStore) -> None:
+    name = f"lease-{uuid.uuid4().hex[:6]}"
+    assert await store.take_lease(name, "first", 30) == LeaseTaken()  # free: nobody replaced
+    assert await store.take_lease(name, "first", 0.2) == LeaseTaken()  # a renewal replaces nobody
+    assert await store.take_lease(name, "second", 30) is None
+    await eventually(lambda: store.lease_holder(name), until=lambda holder: holder is None, interval_s=0.05)
+    assert await store.take_lease(name, "second", 30) == LeaseTaken(expired_holder="first")
+    assert await store.release_lease(name, "second")
+    assert await store.take_lease(name, "third", 30) == LeaseTaken()  # released: nobody to clean up after
+
+
 # --- run records ----------------------------------------------------------------------------------------------
 
 
@@ -362,3 +375,27 @@ async def test_run_records_and_last_successful_run(store: UserStore) -> None:
     assert failed is not None and failed.outcome == "failed" and failed.error == "KeycloakUnavailable: down"
     running = await store.get_run("r-running")
     assert running is not None and running.outcome == "running" and running.ended_at is None
+
+
+async def test_abandoning_closes_only_the_running_records_of_that_holder(store: UserStore) -> None:
+    now = utc_now()
+    dead, alive = f"dead-{uuid.uuid4().hex[:6]}", f"alive-{uuid.uuid4().hex[:6]}"
+    await store.start_run(f"{dead}-done", now - timedelta(minutes=20), dead)
+    await store.finish_run(f"{dead}-done", now - timedelta(minutes=19), Outcome.SUCCESS, {"created": 1})
+    await store.start_run(f"{dead}-left", now - timedelta(minutes=5), dead)
+    await store.start_run(f"{alive}-running", now - timedelta(minutes=1), alive)
+
+    assert await store.abandon_runs(dead, now, "holder lost its lease") == [f"{dead}-left"]
+    left = await store.get_run(f"{dead}-left")
+    assert left is not None and left.outcome is Outcome.ABANDONED
+    assert left.ended_at is not None and abs((left.ended_at - now).total_seconds()) < 0.01
+    assert left.error == "holder lost its lease"
+    done = await store.get_run(f"{dead}-done")
+    assert done is not None and done.outcome is Outcome.SUCCESS and done.error is None
+    running = await store.get_run(f"{alive}-running")
+    assert running is not None and running.outcome is Outcome.RUNNING
+    assert await store.abandon_runs(dead, now, "again") == []
+    # A holder that was only stalled ends its run later: the real outcome replaces `abandoned`.
+    await store.finish_run(f"{dead}-left", utc_now(), Outcome.SUCCESS, {"created": 0})
+    finished = await store.get_run(f"{dead}-left")
+    assert finished is not None and finished.outcome is Outcome.SUCCESS

@@ -1,13 +1,15 @@
 """The event-store sweep on the real stack: with nothing reaching Kafka (the listener removed from the
 realm's event listeners) every kind of change still reaches the store within the sweep interval; a
-SIGKILLed process catches up from the stored watermark; partial imports are applied without waiting for
-the periodic run; an idle sweep costs at most two Keycloak requests; without `view-events` it stays off."""
+SIGKILLed process catches up from the stored watermark; a stopped sweeper frees its lease and a waiting one
+takes it within a poll; partial imports are applied without waiting for the periodic run; an idle sweep
+costs at most two Keycloak requests; without `view-events` it stays off."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +20,10 @@ from prometheus_client import REGISTRY
 
 from reconciler.base.config import Settings
 from reconciler.clients.keycloak import KeycloakAdminClient
+from reconciler.clients.lease import LEASE_POLL_S
 from reconciler.clients.store import UserStore
 from reconciler.service import Service
+from reconciler.sources.sweep import LEASE_NAME as SWEEP_LEASE
 from reconciler.sources.sweep import Sweeper
 from tests.conftest import override
 from tests.sources.test_event_path import until_stored
@@ -178,6 +182,50 @@ async def test_partial_imports_arrive_without_waiting_for_the_periodic_run(
             timeout_s=DEADLINE_S + 60,
             what="overwritten users' old ids deactivated by the requested full reconcile",
         )
+
+
+async def test_a_stopped_sweeper_frees_its_lease_and_a_waiting_one_takes_it_within_a_poll(
+    settings: Settings, kc_admin: KeycloakTestAdmin, quiet_realm: None, mongo_client: Any
+) -> None:
+    # The waiting replica's own next try is a whole interval away, and the lease lasts a minute: only the
+    # release and the waiting replica's watch of the lease make the takeover fast.
+    config = sweep_settings(settings, sweep_interval_s=30, sweep_lease_ttl_s=60)
+    assert LEASE_POLL_S + 3 < config.sweep_interval_s
+    leases = mongo_client[config.mongodb_database]["leases"]
+    replicas = [Service(config), Service(config)]
+    tasks = [asyncio.create_task(replica.run()) for replica in replicas]
+    try:
+        lease = await eventually(
+            lambda: leases.find_one({"_id": SWEEP_LEASE}), timeout_s=30, what="a sweeper holds the lease"
+        )
+        await eventually(
+            lambda: _value(float(all(r.sweeper is not None for r in replicas))), timeout_s=30, what="two"
+        )
+        held = [r.sweeper is not None and r.sweeper.holder == lease["holder"] for r in replicas]
+        holder, waiting = (0, 1) if held[0] else (1, 0)
+        waiting_sweeper = replicas[waiting].sweeper
+        assert held[holder] and waiting_sweeper is not None
+        replicas[holder].stop.set()
+        stopped = time.monotonic()
+        assert await asyncio.wait_for(tasks[holder], 60) == 0
+        left = await leases.find_one({"_id": SWEEP_LEASE})
+        assert left is None or left["holder"] == waiting_sweeper.holder, f"the stopped one kept it: {left}"
+        sweeps = _sweeps()  # from here on only the waiting replica sweeps
+        await eventually(
+            lambda: leases.find_one({"_id": SWEEP_LEASE}),
+            until=lambda doc: doc is not None and doc["holder"] == waiting_sweeper.holder,
+            timeout_s=LEASE_POLL_S + 3,
+            interval_s=0.05,
+            what="the waiting sweeper takes the lease",
+        )
+        await eventually(lambda: _value(_sweeps()), until=lambda n: n > sweeps, timeout_s=5, what="it sweeps")
+        assert time.monotonic() - stopped < 5
+    finally:
+        for replica in replicas:
+            replica.stop.set()
+        codes = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert codes == [0, 0]
+    assert await leases.find_one({"_id": SWEEP_LEASE}) is None  # both stopped cleanly: nobody holds it
 
 
 def _requests(operation: str | None = None) -> float:
