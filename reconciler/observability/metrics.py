@@ -30,7 +30,7 @@ STORE_WRITE_SECONDS = Histogram(f"{PREFIX}_store_write_duration_seconds", "Durat
 # --- Full reconcile -----------------------------------------------------------------------------------
 RECONCILE_RUNS = Counter(
     f"{PREFIX}_reconcile_runs_total", "Full reconcile runs by outcome", ["outcome"]
-)  # outcome: success, failed, guard_tripped, skipped_lease
+)  # outcome: success, failed, guard_tripped, cancelled, skipped_lease, abandoned (a dead holder's run, closed)
 RECONCILE_DURATION = Histogram(
     f"{PREFIX}_reconcile_duration_seconds",
     "Full reconcile run duration",

@@ -9,9 +9,9 @@ document and one to the users.
 
 Checked: A's lease expired within one TTL of the kill (it renewed every third of it) and B took the lease
 and started the next run within the jitter (+2 s for its loop) of that expiry; no holder ever took the lease
-while another holder's was still valid; B's run succeeded, and it is the only other run (A's stays
-`running`: a killed process records nothing); no write deactivated anyone; every update ended in the store,
-the group caught up, the offset audit holds; `verify` exits 0. Runs on any shape.
+while another holder's was still valid; B's run succeeded, and it is the only other run (A's, which a killed
+process cannot end, B closed as `abandoned` before starting its own); no write deactivated anyone; every
+update ended in the store, the group caught up, the offset audit holds; `verify` exits 0. Runs on any shape.
 """
 
 from __future__ import annotations
@@ -158,11 +158,12 @@ async def test_the_lease_holder_killed_mid_run_the_other_replica_takes_over_with
     assert not early, f"a lease taken before the previous holder's expired: {early}"
     assert len(lease.takeovers()) == 1, lease.takeovers()
 
-    # Two runs: A's (killed: still `running`) and B's, which started only after A's lease had expired.
+    # Two runs: A's (killed; closed by B as `abandoned`) and B's, which started only after A's lease expired.
     assert len(runs) == 2, runs
     a_run, b_run = runs
     assert [a_run["holder"].split(":")[-2], b_run["holder"].split(":")[-2]] == [str(a.pid), str(b.pid)]
-    assert a_run["outcome"] == "running" and a_run["ended_at"] is None, a_run
+    assert a_run["outcome"] == "abandoned" and a_run["error"] == "holder lost its lease", a_run
+    assert a_last.expires_at <= a_run["ended_at"] <= b_run["started_at"], (a_run, b_run)
     assert b_run["outcome"] == "success", b_run
     assert b_run["started_at"] >= a_last.expires_at, (b_run["started_at"], a_last.expires_at)
     run_started_after_kill_s = (b_run["started_at"] - killed_at).total_seconds()
