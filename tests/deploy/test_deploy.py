@@ -259,8 +259,8 @@ def test_manifests_validate_against_kubernetes_schemas(directory: Path) -> None:
     versions = kubernetes_versions()
     assert versions, "kubernetes-validate bundles no schema for the supported versions"
     for doc in kustomize(directory):
-        if doc["apiVersion"].startswith(f"{operator_crds.GROUP}/"):
-            continue  # the Prometheus Operator's kinds: test_operator_resources_match_the_operator_crds
+        if operator_crds.group_of(doc) in operator_crds.GROUPS:
+            continue  # the operators' kinds: test_operator_resources_match_the_operator_crds
         for version in versions:
             try:
                 k8s_schemas.validate(doc, version, strict=True)
@@ -272,9 +272,10 @@ def test_manifests_validate_against_kubernetes_schemas(directory: Path) -> None:
 
 
 def test_operator_resources_match_the_operator_crds(overlay: list[Doc]) -> None:
-    monitoring = [d for d in overlay if d["apiVersion"].startswith(f"{operator_crds.GROUP}/")]
-    assert sorted(d["kind"] for d in monitoring) == ["PodMonitor", "PrometheusRule"]
-    for doc in monitoring:
+    custom = [d for d in overlay if operator_crds.group_of(d) in operator_crds.GROUPS]
+    kinds = ["KafkaConnect", "KafkaConnector", "PodMonitor", "PrometheusRule"]
+    assert sorted(d["kind"] for d in custom) == kinds
+    for doc in custom:
         try:
             operator_crds.validate(doc)
         except jsonschema.ValidationError as error:
@@ -449,6 +450,167 @@ def test_overlay_shows_sasl_ssl_and_ca_files_from_a_mounted_secret(
     assert all("change-me" in value for value in ca_secret["stringData"].values()), "a template only"
     settings = settings_of_pod(overlay, clean_env, f"{APP}-0")
     assert settings.kafka_ssl_ca_file is not None and settings.keycloak_ca_file is not None
+
+
+# --- Database changes (CDC) with Strimzi -----------------------------------------------------------------
+
+CDC_COMPONENT = ROOT / "deploy" / "components" / "cdc"
+CDC_DIR = ROOT / "keycloak-spi-config" / "cdc"
+SHIPPED_CONNECTOR = CDC_DIR / "keycloak-users-connector.json"
+GRANTS = CDC_DIR / "grants.sql"
+DEBEZIUM_POM = ROOT / "scripts" / "stack" / "debezium-pom.xml"
+# Strimzi sets these from the resource's own fields; its config may not hold them.
+STRIMZI_CONNECTOR_FIELDS = {"name": None, "connector.class": "class", "tasks.max": "tasksMax"}
+SECRETS_PLACEHOLDER = re.compile(r"\$\{secrets:(?P<namespace>[^/:]+)/(?P<secret>[^:]+):(?P<key>[^}]+)\}")
+
+
+def cdc_on_base() -> list[Doc]:
+    """The base with the CDC component (without the example overlay's values)."""
+    return kustomize(CDC_COMPONENT, kustomize(BASE))
+
+
+def connect_of(docs: list[Doc]) -> Doc:
+    (connect,) = [d for d in docs if d["kind"] == "KafkaConnect"]
+    return connect
+
+
+def connector_of(docs: list[Doc]) -> Doc:
+    (connector,) = [d for d in docs if d["kind"] == "KafkaConnector"]
+    return connector
+
+
+def connector_value(value: Any) -> str:
+    """A KafkaConnector config value as Connect receives it (Strimzi sends YAML numbers and booleans as text)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def secret_keys(docs: list[Doc], name: str) -> set[str]:
+    secret = find(docs, "Secret", name)
+    return set(secret.get("stringData", {})) | set(secret.get("data", {}))
+
+
+def test_cdc_component_renders_the_connect_cluster_and_its_connector(
+    base: list[Doc], overlay: list[Doc]
+) -> None:
+    added = cdc_on_base()[len(base) :]
+    assert sorted(d["kind"] for d in added) == sorted(
+        ["KafkaConnect", "KafkaConnector", "Role", "RoleBinding", "Secret", "Secret"]
+    )
+    connect, connector = connect_of(overlay), connector_of(overlay)
+    assert connect["metadata"]["annotations"]["strimzi.io/use-connector-resources"] == "true"
+    assert connector["metadata"]["labels"]["strimzi.io/cluster"] == connect["metadata"]["name"]
+    assert connector["metadata"]["namespace"] == connect["metadata"]["namespace"]
+    assert connector["spec"]["state"] == "running"
+
+
+def test_cdc_connector_mirrors_the_shipped_connector() -> None:
+    """Everything but the credentials' source equals keycloak-users-connector.json, which the local stack
+    registers and the CDC tests run against."""
+    shipped = json.loads(SHIPPED_CONNECTOR.read_text())
+    connector = connector_of(cdc_on_base())
+    spec, config = connector["spec"], connector["spec"]["config"]
+    assert connector["metadata"]["name"] == shipped["name"]
+    assert spec["class"] == shipped["config"]["connector.class"]
+    assert str(spec["tasksMax"]) == shipped["config"]["tasks.max"]
+    assert not set(config) & set(STRIMZI_CONNECTOR_FIELDS), "Strimzi refuses these in config"
+    expected = {
+        k: v
+        for k, v in shipped["config"].items()
+        if k not in STRIMZI_CONNECTOR_FIELDS and not k.startswith("database.")
+    }
+    ours = {k: connector_value(v) for k, v in config.items() if not k.startswith("database.")}
+    assert ours == expected
+    database = {k for k in shipped["config"] if k.startswith("database.")}
+    assert set(k for k in config if k.startswith("database.")) == database
+
+
+def test_cdc_database_credentials_come_from_a_secret_through_the_provider(overlay: list[Doc]) -> None:
+    """The password is never in a manifest nor in the connector's stored config: Strimzi's Kubernetes
+    secrets provider reads it at start, with a service account that may read that one Secret only."""
+    connect, connector = connect_of(overlay), connector_of(overlay)
+    namespace = connector["metadata"]["namespace"]
+    worker = connect["spec"]["config"]
+    assert worker["config.providers"] == "secrets"
+    assert worker["config.providers.secrets.class"] == "io.strimzi.kafka.KubernetesSecretConfigProvider"
+    config = connector["spec"]["config"]
+    references = {}
+    for key in ("database.user", "database.password"):
+        match = SECRETS_PLACEHOLDER.fullmatch(config[key])
+        assert match is not None, f"{key} must be a ${{secrets:...}} placeholder"
+        assert match["namespace"] == namespace, f"{key} names another namespace than the Secret's"
+        assert match["key"] in secret_keys(overlay, match["secret"])
+        references[match["secret"]] = find(overlay, "Secret", match["secret"])
+    (secret_name,) = references
+    assert references[secret_name]["stringData"]["password"] == "change-me", "a template only"
+    for key, value in config.items():
+        if "password" in key:
+            assert SECRETS_PLACEHOLDER.fullmatch(str(value)), f"{key} holds a literal"
+    (role,) = [d for d in overlay if d["kind"] == "Role"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret_name], "verbs": ["get"]}
+    ]
+    (binding,) = [d for d in overlay if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"],
+    }  # fmt: skip
+    # Strimzi runs the Connect pods as <KafkaConnect name>-connect.
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{connect['metadata']['name']}-connect", "namespace": namespace}
+    ]
+
+
+def test_cdc_connect_uses_secrets_the_overlay_has(overlay: list[Doc]) -> None:
+    spec = connect_of(overlay)["spec"]
+    (trusted,) = spec["tls"]["trustedCertificates"]
+    assert trusted["certificate"] in secret_keys(overlay, trusted["secretName"])
+    password = spec["authentication"]["passwordSecret"]
+    assert password["password"] in secret_keys(overlay, password["secretName"])
+    assert find(overlay, "Secret", password["secretName"])["stringData"]["password"] == "change-me"
+    # The same brokers as the reconciler's.
+    assert spec["bootstrapServers"] == config_data(overlay)["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def test_cdc_connect_builds_the_debezium_version_the_stack_runs() -> None:
+    connect = connect_of(cdc_on_base())
+    (plugin,) = connect["spec"]["build"]["plugins"]
+    (artifact,) = plugin["artifacts"]
+    stack_version = re.search(r"<debezium\.version>([^<]+)</debezium\.version>", DEBEZIUM_POM.read_text())
+    assert stack_version is not None
+    assert (artifact["type"], artifact["group"], artifact["artifact"]) == (
+        "maven",
+        "io.debezium",
+        "debezium-connector-postgres",
+    )
+    assert artifact["version"] == stack_version[1]
+    assert artifact["version"] in connect["spec"]["build"]["output"]["image"]
+
+
+def test_cdc_reconciler_settings_match_the_connector(
+    overlay: list[Doc], clean_env: pytest.MonkeyPatch
+) -> None:
+    settings = settings_of_pod(overlay, clean_env, f"{APP}-0")
+    config = connector_of(overlay)["spec"]["config"]
+    assert settings.cdc_enabled
+    assert settings.cdc_topic_prefix == config["topic.prefix"]
+    tables = {rf"{settings.cdc_schema}\.{table}" for table in settings.cdc_tables}
+    assert set(config["table.include.list"].split(",")) == tables
+    # Heartbeats alone must never look like a gap in the stream.
+    assert int(config["heartbeat.interval.ms"]) / 1000 < settings.cdc_gap_s
+    assert settings.cdc_topics[-1] == f"__debezium-heartbeat.{config['topic.prefix']}"
+
+
+def test_cdc_connector_uses_what_grants_sql_creates() -> None:
+    config = connector_of(cdc_on_base())["spec"]["config"]
+    grants = GRANTS.read_text()
+    assert f"CREATE PUBLICATION {config['publication.name']} FOR TABLE" in grants
+    published = re.search(r"CREATE PUBLICATION \w+ FOR TABLE([^;]+);", grants)
+    assert published is not None
+    tables = {t.strip() for t in published[1].split(",")}
+    heartbeat_table = re.fullmatch(r"UPDATE (\S+) SET .*", config["heartbeat.action.query"])
+    assert heartbeat_table is not None and heartbeat_table[1] in tables
+    assert {t.replace("\\.", ".") for t in config["table.include.list"].split(",")} < tables
+    user = find(cdc_on_base(), "Secret", "keycloak-cdc-database")["stringData"]["username"]
+    assert f"CREATE ROLE {user} LOGIN REPLICATION" in grants
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------------
