@@ -275,8 +275,9 @@ class Settings(BaseSettings):
     cdc_gap_s: float = Field(
         default=60.0,
         gt=0,
-        description="A change stream whose commit times jump by more than this (heartbeats come every 10 s) "
-        "lost changes (a dropped slot, a connector started anew): a full reconcile is requested",
+        description="Two consecutive Debezium heartbeats (every 10 s) further apart than this mean the "
+        "connector was stopped or its slot lost and made anew, and changes of that time may be lost: a full "
+        "reconcile is requested",
     )
 
     # --- Retries and batching ------------------------------------------------------------------------

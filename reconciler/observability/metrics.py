@@ -66,12 +66,13 @@ HINTS_ABANDONED = Counter(
 )
 CDC_LAG = Gauge(
     f"{PREFIX}_cdc_lag_seconds",
-    "Now minus the commit time of the latest database change (or Debezium heartbeat) read; 0 before the first",
+    "Now minus the commit time of the latest database change (or Debezium heartbeat) read; before the first "
+    "one, now minus the start of the source",
 )
 CDC_GAPS = Counter(
     f"{PREFIX}_cdc_gaps_total",
-    "Jumps in the database change stream's commit times beyond CDC_GAP_S (changes may be lost: a full "
-    "reconcile was requested)",
+    "Silences of the database change stream longer than CDC_GAP_S between two consecutive heartbeats "
+    "(changes may be lost: a full reconcile was requested)",
 )
 CONSUMER_RESTARTS = Counter(
     f"{PREFIX}_consumer_restarts_total",

@@ -4,10 +4,17 @@ them), and the watch over the stream itself.
 
 A replication slot is a production hazard (docs/operations.md): while nothing reads it PostgreSQL keeps
 its WAL, and when it is dropped or the connector starts anew the changes in between are lost. The watch
-makes both visible: `reconciler_cdc_lag_seconds` is now minus the commit time of the last record read
-(heartbeats included, so a quiet database keeps it low), and a jump in commit times larger than
-`CDC_GAP_S` between two records means the stream skipped changes: a full reconcile is requested at once,
-as the sweep does for a watermark older than the event store keeps.
+makes both visible:
+
+- `reconciler_cdc_lag_seconds`: now minus the commit time of the latest change or heartbeat this process
+  read (minus its start while it has read none, so a stream that never delivered shows too). The
+  connector's heartbeat (every 10 s) keeps it low in a quiet database on the replica that reads the
+  heartbeat partition: the lowest lag over the replicas is the stream's.
+- A gap: two *consecutive* heartbeat records (offsets n and n + 1 of one partition) whose commit times lie
+  more than `CDC_GAP_S` apart mean the connector emitted nothing in between: it was stopped, or its slot
+  was lost and made anew. Its changes of that time may be lost, so a full reconcile is requested at once, as
+  the sweep does for a watermark older than the event store keeps. Heartbeats all land on one partition,
+  so one replica watches; records it did not read in a row (a rebalance, a restart) are no evidence.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from reconciler.base.config import Settings
-from reconciler.domain.changes import parse_change
-from reconciler.domain.events import ParseResult
+from reconciler.domain.changes import HEARTBEAT_TOPIC_PREFIX, parse_change
+from reconciler.domain.events import IgnoreReason, ParseResult
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
 
@@ -35,29 +42,38 @@ class ChangeSource:
         self._realm_ids = frozenset({settings.keycloak_realm_id}) if settings.keycloak_realm_id else None
         self._request_reconcile = request_reconcile
         self._last_commit: datetime | None = None
+        self._beats: dict[int, tuple[int, datetime]] = {}  # heartbeat partition -> last (offset, commit time)
+        self._started = datetime.now(UTC)
         metrics.CDC_LAG.set_function(self.lag_s)
 
-    def parse(self, topic: str, key: bytes | None, value: bytes | None) -> ParseResult:
+    def parse(
+        self, topic: str, key: bytes | None, value: bytes | None, *, partition: int = 0, offset: int = -1
+    ) -> ParseResult:
         result = parse_change(
             topic, key, value, realm=self._settings.keycloak_realm, realm_ids=self._realm_ids
         )
         if result.commit_time is not None:
             self._observed(result.commit_time)
+            if result.ignored is IgnoreReason.HEARTBEAT and topic.startswith(HEARTBEAT_TOPIC_PREFIX):
+                self._heartbeat(partition, offset, result.commit_time)
         return result
 
     def lag_s(self) -> float:
-        """Now minus the commit time of the latest change or heartbeat read (0 before the first one)."""
-        if self._last_commit is None:
-            return 0.0
-        return max(0.0, (datetime.now(UTC) - self._last_commit).total_seconds())
+        """Now minus the commit time of the latest change or heartbeat read (or this source's start)."""
+        return max(0.0, (datetime.now(UTC) - (self._last_commit or self._started)).total_seconds())
 
     def _observed(self, commit_time: datetime) -> None:
-        last = self._last_commit
-        if last is not None and (commit_time - last).total_seconds() > self._settings.cdc_gap_s:
-            gap_s = round((commit_time - last).total_seconds(), 1)
+        if self._last_commit is None or commit_time > self._last_commit:
+            self._last_commit = commit_time
+
+    def _heartbeat(self, partition: int, offset: int, commit_time: datetime) -> None:
+        previous = self._beats.get(partition)
+        self._beats[partition] = (offset, commit_time)
+        if previous is None or offset != previous[0] + 1:
+            return  # not read in a row here: no evidence either way
+        gap_s = (commit_time - previous[1]).total_seconds()
+        if gap_s > self._settings.cdc_gap_s:
             metrics.CDC_GAPS.inc()
-            log.warning("database change stream skipped time: changes may be lost", gap_s=gap_s)
+            log.warning("database change stream was silent: changes may be lost", gap_s=round(gap_s, 1))
             if self._request_reconcile is not None:
                 self._request_reconcile("cdc_gap")
-        if last is None or commit_time > last:
-            self._last_commit = commit_time

@@ -155,7 +155,9 @@ class EventConsumer:
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> ParseResult:
         """A change record (CDC) or an event, by its topic: both become the same user hints."""
         if self._changes is not None and record.topic in self._changes.topics:
-            return self._changes.parse(record.topic, record.key, record.value)
+            return self._changes.parse(
+                record.topic, record.key, record.value, partition=record.partition, offset=record.offset
+            )
         return parse_record(record.value, realms=self._realms, headers=record.headers)
 
     async def _resolve_positions(self) -> None:

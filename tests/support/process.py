@@ -22,6 +22,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
+        if isinstance(value, list):  # a list setting is comma-separated in the environment
+            value = ",".join(str(item) for item in value)
         env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
