@@ -22,6 +22,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
+        if isinstance(value, list):  # CDC_TABLES: comma-separated, as an operator writes it
+            env[name.upper()] = ",".join(str(item) for item in value)
+            continue
         env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
