@@ -1,10 +1,10 @@
 """`reconciler run`: the consumer, the periodic full reconcile and the health server in one process.
 
-Each part is switched by a setting (CONSUMER_ENABLED, RECONCILE_ENABLED, HTTP_ENABLED). At start Keycloak's
-answer to the client is checked first: a refusal (bad secret, missing view-users, unknown realm) stops the
-process with `KeycloakConfigError` (exit 3) before anything runs, and so does a store that refuses the
-credentials (exit 5). An *outage* of either is no reason to crash-loop: the process starts, is not ready,
-and converges once they are back.
+Each part is switched by a setting (CONSUMER_ENABLED, RECONCILE_ENABLED, SWEEP_ENABLED, HTTP_ENABLED, and
+ERASE_DELETED_AFTER_S for the due erasures). At start Keycloak's answer to the client is checked first: a
+refusal (bad secret, missing view-users, unknown realm) stops the process with `KeycloakConfigError` (exit
+3) before anything runs, and so does a store that refuses the credentials (exit 5). An *outage* of either
+is no reason to crash-loop: the process starts, is not ready, and converges once they are back.
 
 SIGTERM and SIGINT set one stop event: the consumer drains (bounded by CONSUMER_DRAIN_TIMEOUT_S) and commits
 what was applied, a running reconcile is cancelled and recorded, then the process exits 0. Whatever is
@@ -22,6 +22,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from reconciler.apply.applier import Applier
+from reconciler.apply.erasure import Eraser, ErasureSchedule
 from reconciler.base.config import Settings
 from reconciler.base.errors import Component, KafkaFailure, PermanentError, StoreRefused, TemporaryError
 from reconciler.base.retry import Backoff
@@ -135,6 +136,10 @@ class Service:
             sweep = await self._start_sweep(keycloak, store, self.queue)
             if sweep is not None:
                 parts["sweep"] = sweep
+        eraser = Eraser(store, settings)
+        if eraser.enabled:
+            schedule = ErasureSchedule(eraser, store, settings, make_holder_id(), self.monitor)
+            parts["erasure"] = asyncio.create_task(schedule.run(self.stop), name="erasure")
         if len(parts) == 1:
             log.warning("nothing to run: the consumer, the sweep and the periodic reconcile are all off")
         return parts

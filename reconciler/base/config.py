@@ -221,6 +221,21 @@ class Settings(BaseSettings):
         "for the run. Not used with SYNC_GROUPS_AND_ROLES",
     )
 
+    # --- Erasure -------------------------------------------------------------------------------------
+    erase_deleted_after_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds a user deleted in Keycloak keeps its personal fields in the store (e.g. "
+        "2592000: 30 days); after that they are removed and the document is marked `erased_at`, its ids "
+        "kept. 0: never (off)",
+    )
+    erase_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often `reconciler run` erases the users that are due (one replica, by a lease); "
+        "used only when ERASE_DELETED_AFTER_S is above 0",
+    )
+
     # --- Event-store sweep ----------------------------------------------------------------------------
     sweep_enabled: bool = Field(
         default=True,

@@ -131,6 +131,7 @@ class ExitStatus(IntEnum):
     GUARD = 6  # the mass-deactivation guard refused the run's deactivations
     DRIFT = 7  # verify: the store differs from Keycloak
     KAFKA_UNAVAILABLE = 8  # no Kafka broker answered (after retries)
+    ERASE_REFUSED = 9  # erase: Keycloak still has the user (enabled, or disabled without --force)
     INTERRUPTED = 130
 
 
@@ -145,6 +146,7 @@ EXIT_STATUS_HELP = """exit status:
   6  the mass-deactivation guard tripped: nothing was deactivated
   7  verify: the store differs from Keycloak
   8  no Kafka broker answered (KAFKA_BOOTSTRAP_SERVERS), after retries
+  9  erase: Keycloak still has the user (enabled; or disabled, without --force), nothing was erased
 130  interrupted"""
 
 

@@ -8,13 +8,19 @@ import sys
 
 from reconciler.base import errors
 from reconciler.base.errors import EXIT_STATUS_HELP, ExitStatus
-from reconciler.cli import reconcile, replay, run, verify
+from reconciler.cli import erase, reconcile, replay, run, verify
 from reconciler.cli.common import CliExit, Subcommand
 from reconciler.observability.logs import get_logger, redact
 
 log = get_logger(__name__)
 
-SUBCOMMANDS: tuple[Subcommand, ...] = (run.COMMAND, reconcile.COMMAND, replay.COMMAND, verify.COMMAND)
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    run.COMMAND,
+    reconcile.COMMAND,
+    replay.COMMAND,
+    verify.COMMAND,
+    erase.COMMAND,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

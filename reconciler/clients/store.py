@@ -38,7 +38,15 @@ from pymongo.errors import ConfigurationError as MongoConfigurationError
 
 from reconciler.base.config import Settings
 from reconciler.base.errors import StoreError, StoreRefused, StoreUnavailable
-from reconciler.domain.document import COMPARED_PROJECTION, F, UserWrite, WriteStatus, utc_now
+from reconciler.domain.document import (
+    COMPARED_PROJECTION,
+    PERSONAL_FIELDS,
+    F,
+    UserWrite,
+    WriteStatus,
+    utc_now,
+)
+from reconciler.domain.models import DeactivationReason
 from reconciler.domain.outcomes import Outcome
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger, redact
@@ -337,7 +345,12 @@ class UserStore:
         # "observed before this write, or never": `$not` also matches a document without the field. Not an
         # `$or` of the two cases: SecantusDB (tests, local stack) then ignores the external_id index and scans
         # the collection for every write (a 10,000-user cold reconcile took minutes instead of seconds).
-        guard = {F.EXTERNAL_ID: write.external_id, F.OBSERVED_AT: {"$not": {"$gte": write.observed_at}}}
+        guard: Document = {
+            F.EXTERNAL_ID: write.external_id,
+            F.OBSERVED_AT: {"$not": {"$gte": write.observed_at}},
+        }
+        if write.unless_erased:
+            guard[F.ERASED_AT] = None  # missing (or null): an erasure since the read wins
         update: Document = {"$set": {**write.set_fields, F.OBSERVED_AT: write.observed_at}}
         if write.unset_fields:
             update["$unset"] = dict.fromkeys(write.unset_fields, "")
@@ -351,6 +364,43 @@ class UserStore:
         with _translated():
             async for doc in self.users.find({}, projection, batch_size=batch_size):
                 yield doc
+
+    # --- erasure --------------------------------------------------------------------------------------------
+    # The filters are guards, like `observed_at`: a document reactivated (or no longer deleted) between the
+    # decision and the write is not erased.
+
+    @_store_boundary
+    async def due_erasures(self, deleted_before: datetime, limit: int) -> list[str]:
+        """external_ids of documents deactivated as deleted in Keycloak at or before `deleted_before` and not
+        erased yet (at most `limit`)."""
+        cursor = self.users.find(
+            {**_deleted_since(deleted_before), F.ERASED_AT: None}, {F.EXTERNAL_ID: 1, F.ID: 0}, limit=limit
+        )
+        return [str(doc[F.EXTERNAL_ID]) async for doc in cursor]
+
+    @_store_boundary
+    async def erase_user(
+        self, external_id: str, erased_at: datetime, *, deleted_before: datetime | None = None
+    ) -> str | None:
+        """Remove the personal fields of one inactive document not erased yet, and mark it `erased_at`.
+
+        With `deleted_before`, only a document still deactivated as deleted in Keycloak since then (a due
+        erasure). The `_id` of the erased document, or None when no document matched (absent, active,
+        erased already, or no longer due).
+        """
+        guard: Document = {F.EXTERNAL_ID: external_id, F.IS_ACTIVE: False, F.ERASED_AT: None}
+        if deleted_before is not None:
+            guard.update(_deleted_since(deleted_before))
+        doc = await self.users.find_one_and_update(
+            guard,
+            {
+                "$unset": dict.fromkeys(PERSONAL_FIELDS, ""),
+                "$set": {F.ERASED_AT: erased_at, F.UPDATED_AT: erased_at},
+            },
+            projection={F.ID: 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else str(doc[F.ID])
 
     @_store_boundary
     async def count_active(self) -> int:
@@ -475,6 +525,14 @@ class UserStore:
         """The most recently started run that succeeded, by any replica."""
         doc = await self.runs.find_one({"outcome": Outcome.SUCCESS.value}, sort=[("started_at", DESCENDING)])
         return None if doc is None else _run_record(doc)
+
+
+def _deleted_since(deleted_before: datetime) -> Document:
+    return {
+        F.IS_ACTIVE: False,
+        F.DEACTIVATION_REASON: DeactivationReason.DELETED.value,
+        F.DEACTIVATED_AT: {"$lte": deleted_before},
+    }
 
 
 def _known_statuses(details: Mapping[str, Any], skip: frozenset[int] = frozenset()) -> dict[int, WriteStatus]:

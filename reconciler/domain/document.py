@@ -34,6 +34,7 @@ class F:
     SYNCED_BY: Final = "synced_by"
     GROUPS: Final = "groups"  # only with group/role sync on
     REALM_ROLES: Final = "realm_roles"
+    ERASED_AT: Final = "erased_at"  # set when the personal fields were erased; absent otherwise
 
 
 # The fields `plan.desired_document` yields for a found user when groups and roles are not mirrored.
@@ -57,7 +58,40 @@ COMPARED_PROJECTION: Final[tuple[str, ...]] = (
     F.OBSERVED_AT,
     F.GROUPS,
     F.REALM_ROLES,
+    F.ERASED_AT,
 )
+
+# Erasure removes these from a document (they say who the person is); every other field the reconciler
+# writes is in KEPT_ON_ERASURE, and a test holds the two lists to every name of `F`.
+PERSONAL_FIELDS: Final[tuple[str, ...]] = (
+    F.USERNAME,
+    F.EMAIL,
+    F.EMAIL_VERIFIED,
+    F.FIRST_NAME,
+    F.LAST_NAME,
+    F.DISPLAY_NAME,
+    F.AVATAR_URL,
+    F.GROUPS,
+    F.REALM_ROLES,
+)
+# What an erased document keeps: its ids (the application's references hold), its state and the times.
+KEPT_ON_ERASURE: Final[tuple[str, ...]] = (
+    F.ID,
+    F.EXTERNAL_ID,
+    F.IS_ACTIVE,
+    F.DEACTIVATED_AT,
+    F.DEACTIVATION_REASON,
+    F.CREATED_AT,
+    F.UPDATED_AT,
+    F.OBSERVED_AT,
+    F.SYNCED_BY,
+    F.ERASED_AT,
+)
+
+
+def is_erased(doc: Mapping[str, Any]) -> bool:
+    """True when the document's personal fields were erased (and no newer read of Keycloak brought them back)."""
+    return doc.get(F.ERASED_AT) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +103,8 @@ class UserWrite:
     is an upsert and a missing document is created with those fields plus a fresh `_id`; without it the
     write never creates a document. `expect_absent` (with `insert_fields`): no document existed when the
     apply core read the store, so the write is tried as a plain insert first (see the module docstring).
+    `unless_erased`: the write sets personal fields that an erasure since the read must not bring back, so
+    it matches only a document that is not erased (the guard refuses it otherwise: stale).
     """
 
     external_id: str
@@ -77,6 +113,7 @@ class UserWrite:
     unset_fields: tuple[str, ...] = ()
     insert_fields: Mapping[str, Any] | None = None
     expect_absent: bool = False
+    unless_erased: bool = False
 
     def __post_init__(self) -> None:
         if self.expect_absent and self.insert_fields is None:

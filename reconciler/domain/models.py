@@ -26,6 +26,7 @@ class SyncedBy(StrEnum):
     REPLAY = "replay"
     SWEEP = "sweep"  # a hint from Keycloak's event store: a change the Kafka hop had not delivered
     CDC = "cdc"  # a hint from a committed row of Keycloak's database (Debezium): a change seen by no event
+    ERASE = "erase"  # the read of `reconciler erase USER_ID` before it erases the user
 
 
 class DeactivationReason(StrEnum):

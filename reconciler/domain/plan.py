@@ -28,6 +28,13 @@ Decisions:
 - Empty strings from Keycloak (first name, last name, email, picture) are stored as null.
 - Group and realm-role names (sorted) are mirrored only with `sync_groups_and_roles`; otherwise those fields
   are neither compared nor written.
+- Erased documents (`erased_at` set, personal fields removed: `apply.erasure`) get personal fields back only
+  from a read that finds the user *enabled* in Keycloak: the user reappeared, so it is mirrored again and
+  `erased_at` is removed. A 404 writes only the deactivated state (as for every document), and a user found
+  disabled writes only `is_active` and `deactivation_reason`, so a replay, a late event, a sweep, a database
+  change or a full reconcile never brings personal data back. A write that sets the personal fields of a
+  disabled user is `unless_erased`: an erasure between the store read and the write wins. Every write that
+  sets personal fields removes `erased_at`, so a document never has both.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from reconciler.domain.document import PROFILE_FIELDS, F, UserWrite
+from reconciler.domain.document import PROFILE_FIELDS, F, UserWrite, is_erased
 from reconciler.domain.models import DeactivationReason, Observation, SyncedBy
 
 ACCESS_FIELDS: Final[tuple[str, ...]] = (F.GROUPS, F.REALM_ROLES)
@@ -204,20 +211,25 @@ def _plan_one(obs: Observation, doc: Mapping[str, Any] | None, policy: ApplyPoli
         return Change(Action.STALE, obs.user_id)
     stamp = {F.UPDATED_AT: now, F.SYNCED_BY: policy.synced_by.value}
     if obs.user is None:
-        return _plan_deleted(obs, doc, desired, stamp, now)
+        return _plan_state_only(obs, doc, desired, stamp, now)
     if doc is None:
         return _plan_created(obs, desired, stamp, now)
+    if is_erased(doc) and not obs.user.enabled:
+        # Erased, and Keycloak still has the user but disabled: the state is mirrored, never the person.
+        state = {F.IS_ACTIVE: False, F.DEACTIVATION_REASON: DeactivationReason.DISABLED.value}
+        return _plan_state_only(obs, doc, state, stamp, now)
     return _plan_existing(obs, doc, desired, stamp, now)
 
 
-def _plan_deleted(
+def _plan_state_only(
     obs: Observation,
     doc: Mapping[str, Any] | None,
     desired: dict[str, Any],
     stamp: dict[str, Any],
     now: datetime,
 ) -> Change:
-    """Deleted in Keycloak: only a document that says otherwise is touched; none is ever created."""
+    """Deleted in Keycloak (or an erased document of a disabled user): only the deactivated state is
+    written, only to a document that says otherwise; none is ever created."""
     diff = _diff(doc, desired) if doc is not None else {}
     if doc is None or not diff:
         return Change(Action.UNCHANGED, obs.user_id)
@@ -250,11 +262,13 @@ def _plan_existing(
     base: dict[str, Any] = {F.EXTERNAL_ID: obs.user_id, F.CREATED_AT: now}
     was_active = doc.get(F.IS_ACTIVE, True) is not False
     set_fields = {**desired, **stamp}
-    unset: tuple[str, ...] = ()
+    if is_erased(doc):  # Keycloak has the user enabled again: mirrored again, no longer erased
+        diff[F.ERASED_AT] = (doc.get(F.ERASED_AT), None)
+    unset: tuple[str, ...] = (F.ERASED_AT,)
     insert_fields = dict(base)
     if will_be_active:
         set_fields.pop(F.DEACTIVATION_REASON)
-        unset = (F.DEACTIVATED_AT, F.DEACTIVATION_REASON)
+        unset = (F.DEACTIVATED_AT, F.DEACTIVATION_REASON, F.ERASED_AT)
         action = Action.UPDATED if was_active else Action.REACTIVATED
     elif was_active:
         set_fields[F.DEACTIVATED_AT] = now
@@ -266,7 +280,9 @@ def _plan_existing(
         action = Action.UPDATED
     # All desired fields are set (not only the changed ones): if the document vanished since it was read,
     # the upsert recreates it whole.
-    write = UserWrite(obs.user_id, obs.observed_at, set_fields, unset, insert_fields)
+    write = UserWrite(
+        obs.user_id, obs.observed_at, set_fields, unset, insert_fields, unless_erased=not will_be_active
+    )
     return Change(action, obs.user_id, write, diff)
 
 

@@ -26,6 +26,11 @@ USER_CHANGES = Counter(
     ["action", "synced_by"],  # action: created, updated, deactivated, reactivated, unchanged, stale
 )
 STORE_WRITE_SECONDS = Histogram(f"{PREFIX}_store_write_duration_seconds", "Duration of one store bulk write")
+ERASURES = Counter(
+    f"{PREFIX}_erasures_total",
+    "User documents whose personal fields were erased",
+    ["trigger"],  # due (ERASE_DELETED_AFTER_S passed), request (`reconciler erase USER_ID`)
+)
 
 # --- Full reconcile -----------------------------------------------------------------------------------
 RECONCILE_RUNS = Counter(

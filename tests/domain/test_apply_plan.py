@@ -229,7 +229,7 @@ def test_re_enabled_user_is_reactivated_and_deactivation_fields_removed() -> Non
     change = one(Observation(UID, user(), T1), doc)
     assert change.action is Action.REACTIVATED
     assert change.write.set_fields["is_active"] is True
-    assert set(change.write.unset_fields) == {"deactivated_at", "deactivation_reason"}
+    assert set(change.write.unset_fields) == {"deactivated_at", "deactivation_reason", "erased_at"}
     assert not set(change.write.unset_fields) & set(change.write.set_fields)
 
 
