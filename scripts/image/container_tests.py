@@ -1,12 +1,12 @@
 """Runs tests through the testcontainers fixtures (tests/support/containers.py) on Podman's Docker API.
 
-    scripts/image/container_tests.py [PYTEST ARGS...]        # `make test-containers` (TESTS=... chooses)
+    scripts/image/container_tests.py [PYTEST ARGS...]        # `make test-containers` (CONTAINER_TESTS=... chooses)
 
-Builds the local images (local_images.py; a TEST_*_IMAGE already set is used as it is, and
-TEST_IMAGES=official skips the build, so the fixtures pull the official images), starts
-`podman system service` on a private socket (unless DOCKER_HOST names an engine already), runs pytest with
-TEST_STACK=containers so no local stack is used, then removes whatever containers and networks of this run
-are left and stops the service. Run it with the project's virtual environment's Python.
+Without DOCKER_HOST it builds the local images (local_images.py; a TEST_*_IMAGE already set is used as it
+is) and starts `podman system service` on a private socket; with DOCKER_HOST (a Docker engine, say) it uses
+that engine and the official images. TEST_IMAGES=local or TEST_IMAGES=official overrides that choice. Then
+it runs pytest with TEST_STACK=containers, so no local stack is used, removes whatever containers and
+networks of this run are left, and stops the service it started. Run it with the virtual environment's Python.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def log(message: str) -> None:
     print(f"container-tests: {message}", file=sys.stderr, flush=True)
 
 
-def image_settings() -> dict[str, str]:
-    if os.environ.get("TEST_IMAGES") == "official":
+def image_settings(default: str) -> dict[str, str]:
+    if os.environ.get("TEST_IMAGES", default) == "official":
         return {}
     started = time.monotonic()
     settings = {name: os.environ.get(name) or tag for name, tag in local_images.build_all().items()}
@@ -117,9 +117,10 @@ def run_tests(url: str, images: dict[str, str], pytest_args: list[str]) -> int:
 
 def main(pytest_args: list[str]) -> int:
     os.chdir(local_images.ROOT)
-    images = image_settings()
-    if os.environ.get("DOCKER_HOST"):
-        return run_tests(os.environ["DOCKER_HOST"], images, pytest_args)
+    engine = os.environ.get("DOCKER_HOST")
+    images = image_settings("official" if engine else "local")
+    if engine:
+        return run_tests(engine, images, pytest_args)
     with podman_service() as url:
         return run_tests(url, images, pytest_args)
 

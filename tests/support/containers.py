@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
+import docker
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pymongo import MongoClient
@@ -38,6 +40,7 @@ KEYCLOAK_IMAGE = os.environ.get("TEST_KEYCLOAK_IMAGE") or "quay.io/keycloak/keyc
 MONGO_IMAGE = os.environ.get("TEST_MONGO_IMAGE") or "mongo:7.0"
 # Containers and networks carry this label, so a runner can remove what an interrupted run left behind.
 RUN_LABEL = "reconciler.test-run"
+LISTENER_LABEL = "reconciler.listener-sha256"
 LISTENER_DIR = ROOT / "keycloak-spi-config" / "kafka-listener"
 LISTENER_JAR = LISTENER_DIR / "target" / "keycloak-kafka-listener.jar"
 TOPICS = {"keycloak.events": 3, "keycloak.admin-events": 3, "keycloak.events.dlq": 1}
@@ -149,17 +152,31 @@ def mongo_ready(uri: str) -> bool:
         return False
 
 
+def has_listener(image: str) -> bool:
+    """The image holds this listener jar already (the local image does, see scripts/image/local_images.py).
+    Mounting it again would give it another modification time, and Keycloak would redo its build (about
+    30 s) at every start."""
+    client = docker.from_env()
+    try:
+        found = client.images.get(image).labels.get(LISTENER_LABEL)
+    except docker.errors.ImageNotFound:
+        return False
+    finally:
+        client.close()
+    return found == hashlib.sha256(LISTENER_JAR.read_bytes()).hexdigest()
+
+
 def keycloak_container(network: Network, kafka_address: str) -> tuple[DockerContainer, int]:
     container = (
         DockerContainer(KEYCLOAK_IMAGE)
         .with_network(network)
         # Keycloak's listener reaches the broker by the name it advertises, `kafka`.
         .with_kwargs(extra_hosts={"kafka": kafka_address}, labels=labels())
-        .with_volume_mapping(str(LISTENER_JAR), "/opt/keycloak/providers/keycloak-kafka-listener.jar", "ro")
         .with_volume_mapping(str(REALM_FILE), "/opt/keycloak/data/import/app-realm.json", "ro")
         .with_env("KC_BOOTSTRAP_ADMIN_USERNAME", "admin")
         .with_env("KC_BOOTSTRAP_ADMIN_PASSWORD", "admin")
         .with_env("JAVA_OPTS_KC_HEAP", "-Xms256m -Xmx1024m")
+        # The build options (health, metrics) are those the local image is built with (keycloak-prebuild.sh).
         .with_command(
             [
                 "start-dev",
@@ -172,6 +189,8 @@ def keycloak_container(network: Network, kafka_address: str) -> tuple[DockerCont
             ]
         )
     )
+    if not has_listener(KEYCLOAK_IMAGE):
+        container.with_volume_mapping(str(LISTENER_JAR), f"/opt/keycloak/providers/{LISTENER_JAR.name}", "ro")
     return container, publish(container, 8080)
 
 
