@@ -95,10 +95,13 @@ reliability-stack-down:
 	STACK_STATE_DIR=$${RELIABILITY_STATE_DIR:-.stack-reliability-production} $(STACK) down
 
 # The testcontainers fixtures on Podman's Docker API, with local images built on the Debian base (no registry
-# needed; cached, so a second run only starts containers). CONTAINER_TESTS chooses the tests.
-CONTAINER_TESTS ?= tests/test_event_path.py tests/test_reconcile.py
+# needed; cached, so a second run only starts containers). CONTAINER_TESTS chooses the tests (by default the
+# event-path and full-reconcile modules, wherever the test tree keeps them).
+CONTAINER_TESTS ?= $(wildcard tests/test_event_path.py tests/*/test_event_path.py tests/test_reconcile.py \
+	tests/*/test_reconcile.py)
 
 test-containers: install tools
+	@test -n "$(strip $(CONTAINER_TESTS))" || { echo "CONTAINER_TESTS names no test file" >&2; exit 1; }
 	$(BIN)/python scripts/image/container_tests.py $(CONTAINER_TESTS) $(PYTEST_ARGS)
 
 docs: install
