@@ -110,7 +110,10 @@ def run_tests(url: str, images: dict[str, str], pytest_args: list[str]) -> int:
         "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
     }
     try:
-        return subprocess.run([sys.executable, "-m", "pytest", *pytest_args], env=env).returncode
+        # The per-test timeout covers the test bodies only: the containers' start (the first test's setup,
+        # 4 min for a loaded 2-core machine) has its own deadlines in tests/support/containers.py.
+        pytest = [sys.executable, "-m", "pytest", "-o", "timeout_func_only=true"]
+        return subprocess.run([*pytest, *pytest_args], env=env).returncode
     finally:
         remove_leftovers(url, run_id)
 
