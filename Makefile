@@ -13,7 +13,7 @@ STACK_LDAP ?= 1
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
-.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-production reliability-production-all reliability-stack-down docs clean
+.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-production reliability-production-all reliability-stack-down test-containers docs clean
 
 help:
 	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench        benchmarks (not part of make test)"
 	@echo "make reliability  fault-injection suite on a second stack of its own (CI runs it after make test)"
 	@echo "make reliability-production  scenarios 9-12 on two Keycloak nodes and three brokers (CI runs it last)"
+	@echo "make test-containers  the event-path and full-reconcile tests on containers (testcontainers, podman)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -101,6 +102,16 @@ reliability-production-all: install
 reliability-stack-down:
 	STACK_STATE_DIR=$${RELIABILITY_STATE_DIR:-.stack-reliability} $(STACK) down
 	STACK_STATE_DIR=$${RELIABILITY_STATE_DIR:-.stack-reliability-production} $(STACK) down
+
+# The testcontainers fixtures on Podman's Docker API, with local images built on the Debian base (no registry
+# needed; cached, so a second run only starts containers). CONTAINER_TESTS chooses the tests (by default the
+# event-path and full-reconcile modules, wherever the test tree keeps them).
+CONTAINER_TESTS ?= $(wildcard tests/test_event_path.py tests/*/test_event_path.py tests/test_reconcile.py \
+	tests/*/test_reconcile.py)
+
+test-containers: install tools
+	@test -n "$(strip $(CONTAINER_TESTS))" || { echo "CONTAINER_TESTS names no test file" >&2; exit 1; }
+	$(BIN)/python scripts/image/container_tests.py $(CONTAINER_TESTS) $(PYTEST_ARGS)
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,16 +36,28 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def docker_available() -> bool:
-    if shutil.which("docker") is None:
+    """A Docker API answers (DOCKER_HOST, else the default socket): Docker's, or Podman's `system service`."""
+    import docker  # testcontainers' client; imported here so that the local-stack path never needs it
+
+    try:
+        client = docker.from_env(timeout=10)
+    except docker.errors.DockerException:
         return False
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        return bool(client.ping())
+    except (docker.errors.DockerException, OSError):
         return False
+    finally:
+        client.close()
 
 
 def discover_stack_env() -> dict[str, str] | None:
-    """The endpoints of a running stack, or None when there is none (the caller may then try Docker)."""
+    """The endpoints of a running stack, or None when there is none (the caller may then try Docker).
+
+    TEST_STACK=containers ignores any local stack, so the fixtures start containers (`make test-containers`).
+    """
+    if os.environ.get("TEST_STACK") == "containers":
+        return None
     if all(os.environ.get(key) for key in REQUIRED):
         return {key: value for key, value in os.environ.items() if key.isupper()}
     if STACK_ENV_FILE.exists():
