@@ -71,6 +71,7 @@ def test_help_documents_the_exit_codes() -> None:
         "2  bad or missing configuration",
         "3  Keycloak or Kafka refused",
         "8  no Kafka broker answered",
+        "9  erase: Keycloak still has the user",
         "6  the mass-deactivation",
     ):
         assert code in text
