@@ -23,7 +23,7 @@ from tests.support.process import reconciler_command, run_reconciler_async, sett
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-MUTANTS_DIR = Path(__file__).resolve().parents[2] / "mutants"
+MUTANTS_DIR = Path(__file__).resolve().parents[1] / "mutants"
 
 
 def child_env(settings: Settings) -> dict[str, str]:
