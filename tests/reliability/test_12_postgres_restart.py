@@ -40,9 +40,7 @@ async def test_postgres_restart_mid_reconcile_fails_cleanly_or_completes_and_dea
             first = await run_task
         errors_seen = sum(1 for r in env.proxy.since(mark) if r.status is None or r.status >= 500)
         second = await run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
-        await scenario.writes.drain()
-        exit_code = await scenario.stop()
-    assert exit_code == 0, scenario.process.tail()
+        await scenario.stop_cleanly()
     records = await run_records(env.users)
     outcomes = [r["outcome"] for r in records]
     if first.code == 0:

@@ -47,7 +47,7 @@ async def test_overlapping_full_reconciles_and_events_never_write_an_older_obser
         for run in runs:
             assert run.code == 0, run.stderr[-2000:]
         await scenario.converge(stream, what="store converged")
-        await scenario.stop_audited()
+        await scenario.stop_cleanly()
     records = await run_records(env.users)
     assert len(records) == 2 and all(r["outcome"] == "success" for r in records), records
     a, b = records
