@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,9 +24,9 @@ from reconciler.clients.keycloak import (
 )
 from tests.conftest import override
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.scripted_keycloak import USER_ID, FakeKeycloak, scripted, user_json
 
 SECRET = "unit-test-client-secret-value"
-USER_ID = "0b6c7a58-6c1e-4a43-9d2b-5b1a5f0b2f11"
 
 
 def counter(name: str, **labels: str) -> float:
@@ -55,48 +55,6 @@ def unit_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-def user_json(user_id: str = USER_ID) -> dict[str, Any]:
-    return {"id": user_id, "username": "alice", "enabled": True, "createdTimestamp": 1}
-
-
-AdminHandler = Callable[[httpx.Request], Awaitable[httpx.Response]]
-
-
-class FakeKeycloak:
-    """Token endpoint plus a scripted admin API; records every request."""
-
-    def __init__(self, admin: AdminHandler, token_delay_s: float = 0.0) -> None:
-        self.admin = admin
-        self.token_delay_s = token_delay_s
-        self.token_requests = 0
-        self.admin_requests: list[httpx.Request] = []
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/protocol/openid-connect/token"):
-            self.token_requests += 1
-            await asyncio.sleep(self.token_delay_s)
-            token = f"token-{self.token_requests}"
-            return httpx.Response(
-                200, json={"access_token": token, "expires_in": 300, "token_type": "Bearer"}
-            )
-        self.admin_requests.append(request)
-        return await self.admin(request)
-
-    @property
-    def requests_seen(self) -> int:
-        return self.token_requests + len(self.admin_requests)
-
-
-def scripted(*responses: httpx.Response) -> AdminHandler:
-    """Answer admin requests with `responses` in order, repeating the last one."""
-    queue = list(responses)
-
-    async def handler(_: httpx.Request) -> httpx.Response:
-        return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    return handler
 
 
 def client_for(fake: FakeKeycloak, **changes: Any) -> KeycloakAdminClient:

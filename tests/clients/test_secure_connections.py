@@ -25,10 +25,10 @@ from pymongo import AsyncMongoClient
 
 from reconciler.base.config import Settings
 from tests.conftest import make_settings, override
-from tests.sources.test_event_path import running_service, until_stored
 from tests.support import kafka_clients
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.process import reconciler_command, run_reconciler, settings_env
+from tests.support.service import running_service, until_stored
 from tests.support.stack import REALM_FILE, ROOT, discover_stack_env
 from tests.support.stack_control import StackControl
 

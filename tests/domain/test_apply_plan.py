@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,74 +17,13 @@ from reconciler.domain.document import PROFILE_FIELDS
 from reconciler.domain.models import KeycloakUser, Observation, SyncedBy
 from reconciler.domain.plan import (
     Action,
-    ApplyPolicy,
-    Change,
     desired_document,
     display_name,
     plan,
     profile_print,
 )
 from reconciler.fullsync.reconcile import mass_deactivation_limit
-
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-T1 = T0 + timedelta(seconds=1)
-NOW = T0 + timedelta(minutes=5)
-UID = "0b7f1c2e-8d0e-4c35-9a55-0d7a0a3f6c11"
-
-
-def user(**fields: Any) -> KeycloakUser:
-    values: dict[str, Any] = {
-        "id": UID,
-        "username": "alice",
-        "enabled": True,
-        "email": "alice@example.test",
-        "email_verified": True,
-        "first_name": "Alice",
-        "last_name": "Liddell",
-    }
-    values.update(fields)
-    return KeycloakUser(**values)
-
-
-def stored(u: KeycloakUser, observed_at: datetime = T0, **overrides: Any) -> dict[str, Any]:
-    """The document the store would hold after applying `u` observed at `observed_at`."""
-    doc = {
-        "external_id": u.id,
-        "observed_at": observed_at,
-        **desired_document(Observation(u.id, u, observed_at)),
-    }
-    if doc["is_active"]:
-        doc.pop("deactivation_reason")
-    else:
-        doc["deactivated_at"] = observed_at
-    doc.update(overrides)
-    return doc
-
-
-def policy(
-    synced_by: SyncedBy = SyncedBy.RECONCILE,
-    touch_unchanged: bool = False,
-    sync_groups_and_roles: bool = False,
-) -> ApplyPolicy:
-    return ApplyPolicy(synced_by, touch_unchanged=touch_unchanged, sync_access=sync_groups_and_roles)
-
-
-def one(
-    obs: Observation,
-    doc: dict[str, Any] | None,
-    tombstones: dict[str, datetime] | None = None,
-    **policy_fields: Any,
-) -> Change:
-    planned = plan(
-        [obs],
-        {obs.user_id: doc} if doc is not None else {},
-        policy(**policy_fields),
-        now=NOW,
-        tombstones=tombstones,
-    )
-    assert len(planned.changes) == 1
-    return planned.changes[0]
-
+from tests.support.plans import NOW, T0, T1, UID, one, policy, stored, stored_after, user, users
 
 # --- desired_document --------------------------------------------------------------------------------------
 
@@ -295,41 +234,13 @@ def test_several_observations_of_one_user_collapse_into_the_latest() -> None:
 
 # --- properties ---------------------------------------------------------------------------------------------
 
-names = st.one_of(st.none(), st.text(max_size=12))
-users = st.builds(
-    KeycloakUser,
-    id=st.just(UID),
-    username=st.text(min_size=1, max_size=12),
-    enabled=st.booleans(),
-    email=names,
-    email_verified=st.booleans(),
-    first_name=names,
-    last_name=names,
-    avatar_url=names,
-)
-
-
-def _after(doc: dict[str, Any] | None, change: Any) -> dict[str, Any] | None:
-    """What the store holds after executing `change` on `doc` (the store's semantics, in memory)."""
-    if change.write is None:
-        return doc
-    write = change.write
-    if doc is None:
-        if not write.upsert:
-            return None
-        doc = {**write.insert_fields}
-    doc = {**doc, **write.set_fields, "observed_at": write.observed_at}
-    for name in write.unset_fields:
-        doc.pop(name, None)
-    return doc
-
 
 @given(first=st.one_of(st.none(), users), second=st.one_of(st.none(), users))
 def test_applying_twice_converges_and_the_second_apply_is_a_no_op(
     first: KeycloakUser | None, second: KeycloakUser | None
 ) -> None:
-    doc = _after(None, one(Observation(UID, first, T0), None))
-    doc = _after(doc, one(Observation(UID, second, T1), doc))
+    doc = stored_after(None, one(Observation(UID, first, T0), None))
+    doc = stored_after(doc, one(Observation(UID, second, T1), doc))
     again = one(Observation(UID, second, T1 + timedelta(seconds=1)), doc)
     assert again.action is Action.UNCHANGED
     if second is None:
@@ -356,7 +267,7 @@ def test_any_order_of_observations_converges_to_the_latest(
     died_at: datetime | None = None
     for obs in shuffled:
         tombstones = {UID: died_at} if died_at is not None else {}
-        doc = _after(
+        doc = stored_after(
             doc, one(obs, doc, synced_by=SyncedBy.EVENT, touch_unchanged=True, tombstones=tombstones)
         )
         if obs.user is None and doc is None:
@@ -385,7 +296,7 @@ def test_event_path_records_observed_at_of_an_unchanged_user_and_the_reconcile_d
 
 
 def test_an_older_observation_after_a_tombstone_is_stale_and_a_newer_one_creates() -> None:
-    doc = _after(None, one(Observation(UID, None, T1), None))
+    doc = stored_after(None, one(Observation(UID, None, T1), None))
     assert doc is None  # no document for a user Keycloak does not have; the Applier records a tombstone
     assert one(Observation(UID, user(), T0), None, tombstones={UID: T1}).action is Action.STALE
     assert one(Observation(UID, user(), T1 + timedelta(seconds=1)), None, tombstones={UID: T1}).action is (

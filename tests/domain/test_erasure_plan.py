@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from reconciler.domain.document import KEPT_ON_ERASURE, PERSONAL_FIELDS, F
 from reconciler.domain.models import KeycloakUser, Observation, SyncedBy
 from reconciler.domain.plan import Action
-from tests.domain.test_apply_plan import T0, T1, UID, _after, one, stored, user, users
+from tests.support.plans import T0, T1, UID, one, stored, stored_after, user, users
 
 
 def erased(u: KeycloakUser | None = None, **overrides: Any) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def test_no_observation_but_an_enabled_user_writes_a_personal_field_to_an_erased
         change = one(obs, doc, synced_by=SyncedBy.EVENT, touch_unchanged=touch, sync_groups_and_roles=access)
         if doc.get(F.ERASED_AT) is not None and (state is None or not state.enabled):
             assert not written_personal(change)
-        after = _after(doc, change)
+        after = stored_after(doc, change)
         assert after is not None  # never deleted
         doc = after
         has_personal = any(doc.get(name) is not None for name in PERSONAL_FIELDS if name != F.EMAIL_VERIFIED)

@@ -26,8 +26,8 @@ from reconciler.domain.plan import Action
 from reconciler.fullsync.listing import PageSizer
 from reconciler.fullsync.reconcile import FullReconcile, Progress, ProgressCallback, RunSummary
 from tests.conftest import make_settings, override
-from tests.fullsync.test_reconcile import assert_mirror, documents
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.mirror import assert_mirror, documents
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.stack

@@ -31,6 +31,7 @@ from reconciler.domain.plan import Action, ApplyPolicy
 from reconciler.fullsync.reconcile import FullReconcile, Progress, RunSummary
 from tests.conftest import make_settings, override
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.mirror import assert_mirror, documents
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.stack import REALM_FILE
@@ -53,36 +54,6 @@ async def reconcile(
         summary
     )
     return summary
-
-
-async def documents(store: UserStore) -> dict[str, dict[str, Any]]:
-    return {doc["external_id"]: doc async for doc in store.users.find({})}
-
-
-async def assert_mirror(kc_admin: KeycloakTestAdmin, store: UserStore) -> None:
-    """Every Keycloak user is mirrored exactly; every other local user is deactivated as deleted."""
-    kc_users = {u["id"]: u for u in await kc_admin.list_users()}
-    docs = await documents(store)
-    for user_id, user in kc_users.items():
-        doc = docs.get(user_id)
-        assert doc is not None, f"user {user['username']} not in the store"
-        first, last = user.get("firstName") or None, user.get("lastName") or None
-        assert doc["username"] == user["username"]
-        assert doc["email"] == (user.get("email") or None)
-        assert doc["email_verified"] is user.get("emailVerified", False)
-        assert doc["first_name"] == first and doc["last_name"] == last
-        assert doc["display_name"] == (" ".join(p for p in (first, last) if p) or user["username"])
-        assert doc["avatar_url"] == ((user.get("attributes") or {}).get("picture") or [None])[0]
-        assert doc["is_active"] is user["enabled"]
-        if user["enabled"]:
-            assert "deactivated_at" not in doc and "deactivation_reason" not in doc
-        else:
-            assert doc["deactivation_reason"] == "disabled_in_keycloak" and doc["deactivated_at"]
-        assert uuid.UUID(doc["_id"]) and doc["_id"] != user_id
-    for user_id, doc in docs.items():
-        if user_id not in kc_users:
-            assert doc["is_active"] is False, f"{doc.get('username')} is gone from Keycloak but active"
-            assert doc["deactivation_reason"] == "deleted_in_keycloak"
 
 
 def guard_trips_total() -> float:

@@ -10,11 +10,11 @@ import pytest
 
 from reconciler.base.config import Settings
 from tests.conftest import override
-from tests.sources.test_event_path import running_service, until_stored
 from tests.support.kafka import watch_topic
 from tests.support.kafka_offsets import committed_offsets
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.process import run_reconciler
+from tests.support.service import running_service, until_stored
 
 pytestmark = pytest.mark.stack
 

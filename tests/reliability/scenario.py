@@ -1,7 +1,9 @@
 """The frame every reliability scenario shares: its random seed, its `reconciler run` consumer under audit
-(with the load stopped and the process terminated however the scenario ends), the expected final versions,
-the end of a stream through a Kafka fault, a full reconcile paging slowly enough to be hit mid-run, and the
-closing checks (verify, requests seen by Keycloak, secrets in logs)."""
+(with the load stopped and the process terminated however the scenario ends), the faults (a stack service
+away, the consumer SIGKILLed and restarted), the expected final versions, the end of a stream (the store
+converged, the group caught up, a clean drain and a last offset audit: nothing lost), the end of a stream
+through a Kafka fault, a full reconcile paging slowly enough to be hit mid-run, and the closing checks
+(verify, requests seen by Keycloak, secrets in logs)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from reconciler.base.config import Settings
 from tests.reliability.harness import (
     CliResult,
+    CommitCheck,
     OffsetAudit,
+    Outage,
     ReconcilerProcess,
     SecretsRegistry,
     StoreWatcher,
@@ -72,6 +76,17 @@ class ScenarioEnv:
         users = seed_users(count, prefix)
         await import_users(self.kc_admin, users, settings=self.settings)
         return users
+
+    def outage(self, service: str, *, crash: bool = False) -> Outage:
+        """`async with env.outage(service):` the service is away inside (stopped, or SIGKILLed with `crash`)
+        and started again on leaving unless the scenario ended the outage itself (`Outage.end`)."""
+        return Outage(self.stack, service, crash=crash)
+
+    async def restart(self, service: str) -> Outage:
+        """The service stopped and started again at once (the Outage, for its times)."""
+        async with self.outage(service) as restart:
+            pass
+        return restart
 
     def consumer(
         self,
@@ -231,6 +246,56 @@ class ConsumerUnderAudit:
                 await self.watcher.__aexit__(None, None, None)
             await self.audit.__aexit__(None, None, None)
 
+    @contextlib.asynccontextmanager
+    async def crashed(self) -> AsyncIterator[CommitCheck]:
+        """SIGKILLs the consumer and gives the offset audit of that moment (the process is dead: the store holds
+        exactly what it applied, so every committed update must be in it); leaving restarts the consumer and
+        waits until it joined its group again (not after a failed check: the scenario ends there)."""
+        await self.process.kill()
+        yield await self.audit.check()
+        await self.process.start()
+        await self.process.wait_joined()
+
+    async def converge(
+        self,
+        stream: UpdateStream,
+        *,
+        what: str = "store equals Keycloak",
+        timeout_s: float = 180,
+        lag_timeout_s: float = 180,
+    ) -> Convergence:
+        """The end of a stream: the load finishes, the store converges to the versions Keycloak holds (the
+        stream's last ones) and the group catches up (lag 0)."""
+        await self.finish_load()
+        finished_at = time.monotonic()
+        expected = await expected_versions(self.env.kc_admin, stream)
+        expected_at = time.monotonic()
+        await wait_converged(self.env.users, expected, timeout_s, what)
+        converged_at = time.monotonic()
+        await self.audit.wait_caught_up(lag_timeout_s)
+        return Convergence(expected, finished_at, expected_at, converged_at, time.monotonic())
+
+    async def stop_cleanly(self) -> None:
+        """The change stream (if any) has seen every write, then the consumer drains and exits 0 on SIGTERM."""
+        if self.watcher is not None:
+            await self.watcher.drain()
+        exit_code = await self.stop()
+        assert exit_code == 0, self.process.tail()
+
+    async def stop_audited(self) -> CommitCheck:
+        """Nothing lost at the end: `stop_cleanly`, and with the consumer gone every committed update is in the
+        store (a last offset audit)."""
+        await self.stop_cleanly()
+        final = await self.audit.check()
+        assert not final.violations, final.violations[:10]
+        return final
+
+    @property
+    def writes(self) -> StoreWatcher:
+        """The change stream's recorder (a consumer made with `watch_writes=True`)."""
+        assert self.watcher is not None, "this consumer watches no writes (watch_writes=True)"
+        return self.watcher
+
     async def finish_through_kafka_fault(self, stream: UpdateStream) -> KafkaFaultEnd:
         """The end of a stream that lived through a broker fault (stop, SIGKILL): the load finishes, every
         event that reached Kafka is applied, the group catches up, the same process was never restarted and
@@ -243,12 +308,9 @@ class ConsumerUnderAudit:
         in_kafka = await self.audit.topic_versions()
         await wait_applied(env.users, in_kafka, 180, "every event in Kafka applied")
         await self.audit.wait_caught_up(180)
-        assert reconciler.alive and reconciler.starts == 1, "the reconciler had to be restarted"
-        exit_code = await self.stop()
-        final = await self.audit.check()
+        reconciler.assert_never_restarted()
+        await self.stop_audited()
         events = await self.audit.count_updates()
-        assert exit_code == 0, reconciler.tail()
-        assert not final.violations, final.violations[:10]
         stored = await store_versions(env.users, expected)
         missed_by_listener = sorted(u for u, v in expected.items() if in_kafka.get(u, 0) < v)
         assert all(stored.get(u) == v for u, v in expected.items() if u not in missed_by_listener)
@@ -273,6 +335,18 @@ class ConsumerUnderAudit:
             await collect_run_errors(env.users, env.secrets, self.process.log_file.stem)
         lines = env.secrets.assert_clean([self.process.log_file])
         return {"verify": report["in_sync"], "keycloak_requests": requests, "log_lines_scanned": lines}
+
+
+@dataclass(frozen=True, slots=True)
+class Convergence:
+    """What `converge` found: per updated user the version Keycloak holds, and when (monotonic) the load
+    finished, the expected versions were read, the store equalled them and the group's lag was 0."""
+
+    expected: dict[str, int]
+    finished_at: float
+    expected_at: float
+    converged_at: float
+    caught_up_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,6 @@ succeeds and `verify` exits 0. Runs on any PostgreSQL-backed stack (the default)
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.reliability.harness import run_cli, run_records
@@ -38,17 +36,11 @@ async def test_postgres_restart_mid_reconcile_fails_cleanly_or_completes_and_dea
     async with env.consumer("12-postgres-restart", watch_writes=True) as scenario:
         async with env.listings_held(LISTING_DELAY_S):
             run_task, mark, pages_at_stop = await env.start_paging_reconcile(replica, pages=5)
-            stopped_at = time.monotonic()
-            await env.stack.stop("postgres")
-            await env.stack.start("postgres")
-            postgres_down_s = time.monotonic() - stopped_at
+            restart = await env.restart("postgres")
             first = await run_task
         errors_seen = sum(1 for r in env.proxy.since(mark) if r.status is None or r.status >= 500)
         second = await run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets)
-        assert scenario.watcher is not None
-        await scenario.watcher.drain()
-        exit_code = await scenario.stop()
-    assert exit_code == 0, scenario.process.tail()
+        await scenario.stop_cleanly()
     records = await run_records(env.users)
     outcomes = [r["outcome"] for r in records]
     if first.code == 0:
@@ -56,14 +48,14 @@ async def test_postgres_restart_mid_reconcile_fails_cleanly_or_completes_and_dea
     else:  # a clean failure: recorded, nothing half-decided
         assert outcomes == ["failed", "success"], records
     assert second.code == 0, second.stderr[-3000:]
-    deactivated = scenario.watcher.deactivations()
+    deactivated = scenario.writes.deactivations()
     assert not deactivated, f"users deactivated though Keycloak has them all: {sorted(deactivated)[:10]}"
     assert await env.users.count_documents({"is_active": True}) == USERS
     checks = await scenario.closing_checks(run_errors=True)
     env.figures.update(
         users=USERS,
         pages_listed_before_stop=pages_at_stop,
-        postgres_restart_s=round(postgres_down_s, 1),
+        postgres_restart_s=round(restart.cycle_s, 1),
         first_run_exit=first.code,
         run_outcomes=outcomes,
         keycloak_errors_or_drops=errors_seen,

@@ -28,9 +28,8 @@ from tests.reliability.harness import (
     ReconcilerProcess,
     run_records,
     value,
-    wait_converged,
 )
-from tests.reliability.scenario import ScenarioEnv, expected_versions
+from tests.reliability.scenario import ScenarioEnv
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
@@ -111,12 +110,8 @@ async def test_the_lease_holder_killed_mid_run_the_other_replica_takes_over_with
                 interval_s=0.5,
                 what="B's run ended",
             )
-            await scenario.finish_load()
-            expected = await expected_versions(env.kc_admin, stream)
-            await wait_converged(env.users, expected, 180, "every update in the store")
-            await scenario.audit.wait_caught_up(180)
-            assert scenario.watcher is not None
-            await scenario.watcher.drain()
+            await scenario.converge(stream, what="every update in the store")
+            await scenario.writes.drain()
             assert b.alive and b.starts == 1, f"replica B exited:\n{b.tail()}"
             b_exit = await b.terminate()
         finally:
@@ -170,10 +165,10 @@ async def test_the_lease_holder_killed_mid_run_the_other_replica_takes_over_with
     assert run_started_after_kill_s <= LEASE_TTL_S + JITTER_S + LOOP_SLACK_S, run_started_after_kill_s
 
     # The overlap of the runs' writes with the event path was harmless.
-    deactivated = scenario.watcher.deactivations()
+    deactivated = scenario.writes.deactivations()
     assert not deactivated, f"users deactivated though Keycloak has them all: {sorted(deactivated)[:10]}"
     assert await env.users.count_documents({"is_active": True}) == USERS
-    checked, regressions = scenario.watcher.observed_at_regressions()
+    checked, regressions = scenario.writes.observed_at_regressions()
     assert not regressions, f"older observations written over newer ones: {regressions[:10]}"
     checks = await scenario.closing_checks(run_errors=True)
     b_log_lines = env.secrets.assert_clean([b.log_file])

@@ -15,13 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.harness import (
-    wait_converged,
-)
-from tests.reliability.scenario import (
-    ScenarioEnv,
-    expected_versions,
-)
+from tests.reliability.scenario import ScenarioEnv
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
@@ -53,34 +47,26 @@ async def test_sigkill_at_random_moments_loses_no_update(env: ScenarioEnv) -> No
             )
             await asyncio.sleep(env.rng.uniform(0.0, 3.0))
             producing_at_kill = scenario.load_running
-            await reconciler.kill()
-            check = await audit.check()  # the process is dead: the store holds exactly what was applied
-            kills.append(
-                {
-                    "after_updates": stream.done,
-                    "stream_running": producing_at_kill,
-                    "committed_records": check.committed_records,
-                    "committed_user_updates": check.user_updates,
-                    "uncommitted_at_kill": check.pending_records,
-                    "violations": len(check.violations),
-                }
-            )
-            assert not check.violations, (
-                f"committed, not applied (user, version, stored): {check.violations[:10]}"
-            )
-            await reconciler.start()
-            await reconciler.wait_joined()
-        await scenario.finish_load()
+            # Killed: the store holds exactly what was applied; leaving restarts the consumer.
+            async with scenario.crashed() as check:
+                kills.append(
+                    {
+                        "after_updates": stream.done,
+                        "stream_running": producing_at_kill,
+                        "committed_records": check.committed_records,
+                        "committed_user_updates": check.user_updates,
+                        "uncommitted_at_kill": check.pending_records,
+                        "violations": len(check.violations),
+                    }
+                )
+                assert not check.violations, (
+                    f"committed, not applied (user, version, stored): {check.violations[:10]}"
+                )
+        await scenario.converge(stream, what="store converged after the kills", lag_timeout_s=120)
         assert stream.done == UPDATES
-        expected = await expected_versions(env.kc_admin, stream)
-        await wait_converged(env.users, expected, 180, "store converged after the kills")
-        await audit.wait_caught_up(120)
-        final = await audit.check()
-        assert not final.violations
+        await scenario.stop_audited()
         events = await audit.count_updates()
         assert events >= UPDATES, f"Keycloak emitted {events} update events for {UPDATES} updates"
-        exit_code = await scenario.stop()
-    assert exit_code == 0, reconciler.tail()
     checks = await scenario.closing_checks()
     # The scenario proves something only if some kills left committed work behind them and some found
     # work not yet committed.

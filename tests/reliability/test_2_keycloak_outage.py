@@ -10,20 +10,13 @@ failed and a later run succeeds; the lag returns to 0; the store converges and `
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from tests.reliability.harness import (
     run_records,
     value,
-    wait_converged,
 )
-from tests.reliability.scenario import (
-    ScenarioEnv,
-    expected_versions,
-)
+from tests.reliability.scenario import ScenarioEnv
 from tests.support.kafka import publish
 from tests.support.polling import eventually
 
@@ -62,24 +55,20 @@ async def test_keycloak_outage_mid_stream_and_mid_reconcile(env: ScenarioEnv) ->
             what="a full reconcile running",
         )
         interrupted = next(r for r in running if r["outcome"] == "running")
-        await env.stack.stop("keycloak")
-        outage_started = time.monotonic()  # down from here: the 30 s count from the stop's end
-        # Hints that arrive while Keycloak is away: copies of real events of users changed before.
-        replayed = [r.value for r in (await audit.update_records())[-100:]]
-        await publish(
-            scenario.config.kafka_bootstrap_servers, scenario.config.kafka_admin_events_topic, replayed
-        )
-        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
-        # End of the outage, Keycloak still down: freeze the reconciler and audit what it committed.
-        reconciler.pause()
-        try:
-            at_outage = await audit.check()
-        finally:
-            reconciler.resume()
-        assert not at_outage.violations, at_outage.violations[:10]
-        assert at_outage.pending_records > 0, "nothing was waiting for Keycloak: the outage proved nothing"
-        await env.stack.start("keycloak")
-        downtime_s = time.monotonic() - outage_started
+        async with env.outage("keycloak") as outage:
+            # Hints that arrive while Keycloak is away: copies of real events of users changed before.
+            replayed = [r.value for r in (await audit.update_records())[-100:]]
+            await publish(
+                scenario.config.kafka_bootstrap_servers, scenario.config.kafka_admin_events_topic, replayed
+            )
+            await outage.hold(OUTAGE_S)
+            # End of the outage, Keycloak still down: freeze the reconciler and audit what it committed.
+            with reconciler.frozen():
+                at_outage = await audit.check()
+            assert not at_outage.violations, at_outage.violations[:10]
+            assert at_outage.pending_records > 0, (
+                "nothing was waiting for Keycloak: the outage proved nothing"
+            )
         assert reconciler.alive, reconciler.tail()
         await scenario.finish_load()
         # The run that was paging when Keycloak went away is recorded as failed; a later one succeeds.
@@ -95,18 +84,9 @@ async def test_keycloak_outage_mid_stream_and_mid_reconcile(env: ScenarioEnv) ->
         )
         failed = next(r for r in runs if r["_id"] == interrupted["_id"])
         assert "Keycloak" in (failed.get("error") or ""), failed
-        expected = await expected_versions(env.kc_admin, stream)
-        recovered = time.monotonic()
-        await wait_converged(env.users, expected, 180, "store converged after the outage")
-        await audit.wait_caught_up(180)
-        lag_recovered_s = time.monotonic() - recovered
-        assert scenario.watcher is not None
-        await scenario.watcher.drain()
-        exit_code = await scenario.stop()
-        final = await audit.check()
-    assert exit_code == 0, reconciler.tail()
-    assert not final.violations, final.violations[:10]
-    deactivated = scenario.watcher.deactivations()
+        recovered = await scenario.converge(stream, what="store converged after the outage")
+        final = await scenario.stop_audited()
+    deactivated = scenario.writes.deactivations()
     assert not deactivated, f"users deactivated during a Keycloak outage: {list(deactivated)[:10]}"
     dropped = sum(1 for r in env.proxy.since(scenario.mark) if r.status is None)
     assert dropped > 0, "no request met the outage"
@@ -116,14 +96,14 @@ async def test_keycloak_outage_mid_stream_and_mid_reconcile(env: ScenarioEnv) ->
         updates=UPDATES,
         update_events=final.user_updates,
         replayed_hints_during_outage=len(replayed),
-        keycloak_down_s=round(downtime_s, 1),
+        keycloak_down_s=round(outage.down_s, 1),
         uncommitted_at_end_of_outage=at_outage.pending_records,
         committed_checked_at_end_of_outage=at_outage.user_updates,
         requests_failed_during_outage=dropped,
         runs=[(r["outcome"], r.get("counts", {}).get("listed")) for r in runs],
         deactivations=0,
-        writes_watched=len(scenario.watcher.writes),
-        catch_up_after_recovery_s=round(lag_recovered_s, 1),
+        writes_watched=len(scenario.writes.writes),
+        catch_up_after_recovery_s=round(recovered.caught_up_at - recovered.expected_at, 1),
         lost=0,
         duration_s=scenario.elapsed_s(),
         **checks,

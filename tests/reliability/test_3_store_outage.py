@@ -9,18 +9,9 @@ a record whose write did not happen. Then everything must be applied (the store 
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
-from tests.reliability.harness import (
-    wait_converged,
-)
-from tests.reliability.scenario import (
-    ScenarioEnv,
-    expected_versions,
-)
+from tests.reliability.scenario import ScenarioEnv
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -34,47 +25,34 @@ async def test_store_outage_commits_nothing_unapplied_and_applies_everything_aft
     async with env.consumer("3-store-outage") as scenario:
         reconciler, audit = scenario.process, scenario.audit
         stream = await scenario.stream_updates(users, UPDATES, rate_per_s=25, flowing_after=200)
-        await env.stack.stop("secantusdb")
-        outage_started = time.monotonic()  # down from here: the 30 s count from the stop's end
-        committed_at_stop = await audit.committed_total()
-        done_at_stop = stream.done
-        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
-        assert reconciler.alive, reconciler.tail()
-        # Freeze the reconciler, bring the store back and compare: the store holds exactly what was
-        # applied before the outage, the offsets what was committed until now.
-        reconciler.pause()
-        try:
-            committed_at_end = await audit.committed_total()
-            done_at_end = stream.done
-            await env.stack.start("secantusdb")
-            downtime_s = time.monotonic() - outage_started
-            at_outage = await audit.check()
-        finally:
-            reconciler.resume()
+        async with env.outage("secantusdb") as outage:
+            committed_at_stop = await audit.committed_total()
+            done_at_stop = stream.done
+            await outage.hold(OUTAGE_S)
+            assert reconciler.alive, reconciler.tail()
+            # Freeze the reconciler, bring the store back and compare: the store holds exactly what was
+            # applied before the outage, the offsets what was committed until now.
+            with reconciler.frozen():
+                committed_at_end = await audit.committed_total()
+                done_at_end = stream.done
+                await outage.end()
+                at_outage = await audit.check()
         assert not at_outage.violations, f"committed, not applied: {at_outage.violations[:10]}"
         assert at_outage.pending_records > 0, "no record waited for the store: the outage proved nothing"
         assert stream.done > done_at_stop, "no events flowed during the outage"
-        await scenario.finish_load()
-        expected = await expected_versions(env.kc_admin, stream)
-        recovered = time.monotonic()
-        await wait_converged(env.users, expected, 180, "store converged after its outage")
-        await audit.wait_caught_up(180)
-        caught_up_s = time.monotonic() - recovered
+        recovered = await scenario.converge(stream, what="store converged after its outage")
         assert reconciler.alive, "the reconciler exited during the store outage"
-        exit_code = await scenario.stop()
-        final = await audit.check()
-    assert exit_code == 0, reconciler.tail()
-    assert not final.violations, final.violations[:10]
+        final = await scenario.stop_audited()
     checks = await scenario.closing_checks()
     env.figures.update(
         users=USERS,
         updates=UPDATES,
-        store_down_s=round(downtime_s, 1),
+        store_down_s=round(outage.down_s, 1),
         updates_during_outage=done_at_end - done_at_stop,
         committed_records_during_outage=committed_at_end - committed_at_stop,
         committed_checked_at_end_of_outage=at_outage.user_updates,
         uncommitted_at_end_of_outage=at_outage.pending_records,
-        catch_up_after_recovery_s=round(caught_up_s, 1),
+        catch_up_after_recovery_s=round(recovered.caught_up_at - recovered.expected_at, 1),
         committed_update_events=final.user_updates,
         lost=0,
         duration_s=scenario.elapsed_s(),

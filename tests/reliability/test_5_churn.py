@@ -66,12 +66,9 @@ async def test_churn_during_a_full_reconcile_deactivates_no_existing_user(env: S
         # The next run deactivates what the event path may have left.
         next_run = await run_cli(plain, "reconcile", "--once", "--json", registry=env.secrets)
         assert next_run.code == 0, next_run.stderr[-2000:]
-        assert scenario.watcher is not None
-        await scenario.watcher.drain()
-        exit_code = await scenario.stop()
-    assert exit_code == 0, scenario.process.tail()
+        await scenario.stop_cleanly()
     churn_summary, next_summary = churn_run.json(), next_run.json()
-    deactivations = scenario.watcher.deactivations()
+    deactivations = scenario.writes.deactivations()
     false = sorted(set(deactivations) - deleted)
     assert not false, f"{len(false)} existing users were deactivated: {false[:10]}"
     assert churn_summary["reactivated"] == 0 and next_summary["reactivated"] == 0
@@ -102,7 +99,7 @@ async def test_churn_during_a_full_reconcile_deactivates_no_existing_user(env: S
         next_run_deactivated=next_summary["deactivated"],
         deleted_deactivated_by=by_path,
         false_deactivations=0,
-        writes_watched=len(scenario.watcher.writes),
+        writes_watched=len(scenario.writes.writes),
         duration_s=round(time.monotonic() - started, 1),
         **checks,
     )

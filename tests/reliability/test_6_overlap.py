@@ -19,12 +19,8 @@ import pytest
 from tests.reliability.harness import (
     run_cli,
     run_records,
-    wait_converged,
 )
-from tests.reliability.scenario import (
-    ScenarioEnv,
-    expected_versions,
-)
+from tests.reliability.scenario import ScenarioEnv
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -43,28 +39,20 @@ async def test_overlapping_full_reconciles_and_events_never_write_an_older_obser
     replica = env.settings_for(keycloak_page_size=PAGE_SIZE)
     async with env.consumer("6-overlap", watch_writes=True) as scenario:
         stream = await scenario.stream_updates(users[:UPDATED_USERS], UPDATES, rate_per_s=30)
-        env.proxy.response_delay = _hold_listings
-        try:
+        # The runs' user listings (not the event path's single-user reads) come back a second late.
+        async with env.listings_held(LISTING_DELAY_S):
             runs = await asyncio.gather(
                 *(run_cli(replica, "reconcile", "--once", "--json", registry=env.secrets) for _ in range(2))
             )
-        finally:
-            env.proxy.response_delay = None
-        await scenario.finish_load()
         for run in runs:
             assert run.code == 0, run.stderr[-2000:]
-        expected = await expected_versions(env.kc_admin, stream)
-        await wait_converged(env.users, expected, 180, "store converged")
-        await scenario.audit.wait_caught_up(180)
-        assert scenario.watcher is not None
-        await scenario.watcher.drain()
-        exit_code = await scenario.stop()
-    assert exit_code == 0, scenario.process.tail()
+        await scenario.converge(stream, what="store converged")
+        await scenario.stop_cleanly()
     records = await run_records(env.users)
     assert len(records) == 2 and all(r["outcome"] == "success" for r in records), records
     a, b = records
     assert a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"], "the two runs did not overlap"
-    checked, regressions = scenario.watcher.observed_at_regressions()
+    checked, regressions = scenario.writes.observed_at_regressions()
     assert not regressions, f"older observations written over newer ones: {regressions[:10]}"
     assert checked >= USERS
     summaries = [run.json() for run in runs]
@@ -89,8 +77,3 @@ async def test_overlapping_full_reconciles_and_events_never_write_an_older_obser
         duration_s=round(time.monotonic() - started, 1),
         **checks,
     )
-
-
-def _hold_listings(method: str, raw_path: str) -> float:
-    """The runs' user listings (not the event path's single-user reads) come back a second late."""
-    return LISTING_DELAY_S if method == "GET" and raw_path.split("?", 1)[0].endswith("/users") else 0.0

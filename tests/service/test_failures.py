@@ -25,11 +25,11 @@ import pytest
 
 from reconciler.base.config import Settings
 from tests.conftest import override
-from tests.sources.test_event_path import until_stored
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.process import run_reconciler, start_reconciler
+from tests.support.service import until_stored
 from tests.support.tcp_proxy import TcpProxy, port_of, through
 
 pytestmark = pytest.mark.stack

@@ -14,11 +14,11 @@ import pytest
 from reconciler.base.config import Settings
 from reconciler.service import Service
 from tests.conftest import override
-from tests.sources.test_event_path import running_service, stored, until_stored
 from tests.support.kafka_offsets import committed_offsets, end_offsets
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.process import start_reconciler, stop
+from tests.support.service import running_service, stored, until_stored
 
 pytestmark = pytest.mark.stack
 

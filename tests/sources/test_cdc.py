@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY
 from reconciler.base.config import Settings
 from reconciler.service import Service
 from tests.conftest import override
-from tests.sources.test_event_path import running_service, until_stored
 from tests.support.kafka import publish, watch_topic
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.service import running_service, until_stored
 
 pytestmark = pytest.mark.stack
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections import Counter
@@ -16,31 +15,13 @@ from reconciler.base.config import Settings
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.service import Service
 from tests.conftest import override
-from tests.domain.test_events import snuk87_admin_event
 from tests.support.kafka import publish, watch_topic
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
+from tests.support.provider_events import snuk87_admin_event
+from tests.support.service import running_service, stored, until_stored
 
 pytestmark = pytest.mark.stack
-
-APPLY_DEADLINE_S = 10.0
-
-
-@contextlib.asynccontextmanager
-async def running_service(settings: Settings) -> AsyncIterator[Service]:
-    """`reconciler run` in this process (consumer only), stopped and awaited at the end."""
-    service = Service(settings)
-    task = asyncio.create_task(service.run())
-    try:
-        await eventually(
-            lambda: _value(service.consumer is not None and service.consumer.joined),
-            timeout_s=30,
-            what="consumer joined its group",
-        )
-        yield service
-    finally:
-        service.stop.set()
-        assert await asyncio.wait_for(task, 60) == 0
 
 
 @pytest.fixture(scope="module")
@@ -60,26 +41,11 @@ async def service(event_settings: Settings) -> AsyncIterator[Service]:
         yield running
 
 
-async def stored(users: Any, external_id: str) -> dict[str, Any]:
-    return await users.find_one({"external_id": external_id}) or {}
-
-
 def _value(value: Any) -> Any:
     async def probe() -> Any:
         return value
 
     return probe()
-
-
-async def until_stored(
-    users: Any, external_id: str, what: str, timeout_s: float = APPLY_DEADLINE_S, **expected: Any
-) -> dict[str, Any]:
-    return await eventually(
-        lambda: stored(users, external_id),
-        until=lambda doc: all(doc.get(k) == v for k, v in expected.items()),
-        timeout_s=timeout_s,
-        what=what,
-    )
 
 
 async def test_a_user_is_created_updated_disabled_enabled_and_deleted_through_events(

@@ -25,9 +25,9 @@ from reconciler.clients.store import UserStore
 from reconciler.domain.events import HintReason, UserHint
 from reconciler.sources.hint_apply import hint_queue
 from reconciler.sources.workqueue import CoalescingQueue
-from tests.clients.test_keycloak_client import FakeKeycloak, scripted, user_json
 from tests.conftest import override
 from tests.support.polling import eventually
+from tests.support.scripted_keycloak import FakeKeycloak, scripted, user_json
 
 pytestmark = pytest.mark.stack
 

@@ -25,9 +25,9 @@ from reconciler.clients.store import UserStore
 from reconciler.fullsync.reconcile import FullReconcile, RunSummary
 from reconciler.service import Service
 from tests.conftest import override
-from tests.sources.test_event_path import running_service, until_stored
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
+from tests.support.service import running_service, until_stored
 
 pytestmark = pytest.mark.stack
 

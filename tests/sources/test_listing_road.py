@@ -25,8 +25,6 @@ from reconciler.domain.events import accepted_realms, parse_record
 from reconciler.fullsync.reconcile import FullReconcile, RunSummary
 from reconciler.fullsync.scheduler import LEASE_NAME
 from tests.conftest import override
-from tests.fullsync.test_reconcile import assert_mirror
-from tests.sources.test_event_path import running_service
 from tests.support.kafka_offsets import (
     Offsets,
     PartitionReader,
@@ -35,7 +33,9 @@ from tests.support.kafka_offsets import (
     seed_group_offsets,
 )
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.mirror import assert_mirror
 from tests.support.polling import eventually
+from tests.support.service import running_service
 
 pytestmark = pytest.mark.stack
 

@@ -26,10 +26,10 @@ from reconciler.service import Service
 from reconciler.sources.sweep import LEASE_NAME as SWEEP_LEASE
 from reconciler.sources.sweep import Sweeper
 from tests.conftest import override
-from tests.sources.test_event_path import until_stored
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.process import start_reconciler, stop
+from tests.support.service import until_stored
 
 pytestmark = pytest.mark.stack
 

@@ -1,6 +1,7 @@
 """Building blocks of the reliability scenarios, one module per concern: `children` (reconciler child
-processes), `load` (real Keycloak changes), `audit` (committed offsets vs the store), `watch` (the store's
-change streams: users, a lease), `secrets` (the secrets scan), `requests` (what reached Keycloak), `records` (run records)."""
+processes), `faults` (a stack service stopped or SIGKILLed, then started again), `load` (real Keycloak changes),
+`audit` (committed offsets vs the store), `watch` (the store's change streams: users, a lease), `secrets` (the
+secrets scan), `requests` (what reached Keycloak), `records` (run records)."""
 
 from tests.reliability.harness.audit import (
     CommitCheck as CommitCheck,
@@ -40,6 +41,12 @@ from tests.reliability.harness.children import (
 )
 from tests.reliability.harness.children import (
     verify_in_sync as verify_in_sync,
+)
+from tests.reliability.harness.faults import (
+    Outage as Outage,
+)
+from tests.reliability.harness.faults import (
+    sigkill as sigkill,
 )
 from tests.reliability.harness.load import (
     UpdateStream as UpdateStream,

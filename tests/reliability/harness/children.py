@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tests.support.process import reconciler_command, run_reconciler_async, sett
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-MUTANTS_DIR = Path(__file__).resolve().parents[2] / "mutants"
+MUTANTS_DIR = Path(__file__).resolve().parents[1] / "mutants"
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -138,6 +139,20 @@ class ReconcilerProcess:
 
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """While inside, the process is stopped (SIGSTOP): it writes and commits nothing, so the store and
+        the committed offsets can be compared; it continues (SIGCONT) on leaving, also after a failed check."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+    def assert_never_restarted(self) -> None:
+        """The first incarnation is still running: it rode the fault out without a restart."""
+        assert self.alive and self.starts == 1, f"the reconciler had to be restarted:\n{self.tail()}"
 
 
 @dataclass

@@ -50,7 +50,7 @@ def _outage_as_deleted() -> None:
 def _no_confirmation() -> None:
     if "reconcile" not in sys.argv:
         return
-    from reconciler.apply.applier import applier as apply
+    from reconciler.apply import applier as apply
     from reconciler.domain.models import Observation
 
     async def observe(self: Any, user_ids: Any) -> list[Observation]:

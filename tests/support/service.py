@@ -1,0 +1,49 @@
+"""`reconciler run` inside the test process, and waiting for what it stores (shared by the event-path,
+service, failure, replay, sweep, listing-road and secure-connection tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from reconciler.base.config import Settings
+from reconciler.service import Service
+from tests.support.polling import eventually
+
+APPLY_DEADLINE_S = 10.0
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings) -> AsyncIterator[Service]:
+    """`reconciler run` in this process (consumer only), stopped and awaited at the end."""
+    service = Service(settings)
+    task = asyncio.create_task(service.run())
+
+    async def joined() -> bool:
+        return service.consumer is not None and service.consumer.joined
+
+    try:
+        await eventually(joined, timeout_s=30, what="consumer joined its group")
+        yield service
+    finally:
+        service.stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
+
+
+async def stored(users: Any, external_id: str) -> dict[str, Any]:
+    """The stored document of a Keycloak user ({} when there is none)."""
+    return await users.find_one({"external_id": external_id}) or {}
+
+
+async def until_stored(
+    users: Any, external_id: str, what: str, timeout_s: float = APPLY_DEADLINE_S, **expected: Any
+) -> dict[str, Any]:
+    """Until the user's document has every field of `expected`: the document."""
+    return await eventually(
+        lambda: stored(users, external_id),
+        until=lambda doc: all(doc.get(k) == v for k, v in expected.items()),
+        timeout_s=timeout_s,
+        what=what,
+    )
