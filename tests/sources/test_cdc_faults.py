@@ -450,3 +450,63 @@ async def until_synced(users: Any, user_id: str, last_name: str, synced_by: str 
         and (synced_by is None or d.get("synced_by") == synced_by),
         timeout_s=30, what=f"{user_id} stored with {last_name} by {synced_by}",
     )  # fmt: skip
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a lost slot is seen only as a jump in the commit times read: a recovery faster than CDC_GAP_S "
+    "(default 60 s; here the reset follows the task's failure at once, ~12 s after the drop) keeps the jump "
+    "under it, and the changes committed while no slot existed are lost unseen",
+)
+async def test_a_slot_lost_and_recovered_at_once_requests_a_full_reconcile(
+    cdc_settings: Settings,
+    no_listener: None,
+    user_ids: list[str],
+    kc_admin: KeycloakTestAdmin,
+    users_collection: Any,
+    postgres: Postgres,
+    connector: ConnectorClient,
+    cdc_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    requested: list[str] = []
+    original = ReconcileScheduler.request
+
+    def recording_request(self: ReconcileScheduler, reason: str) -> None:
+        requested.append(reason)
+        original(self, reason)
+
+    monkeypatch.setattr(ReconcileScheduler, "request", recording_request)
+    settings = override(
+        cdc_settings,
+        kafka_group_id=f"test-cdc-slot-busy-{uuid.uuid4().hex[:6]}",
+        reconcile_enabled=True,
+        reconcile_interval_s=3600,
+    )  # CDC_GAP_S as shipped
+    watched, lost, later = user_ids[2], user_ids[3], user_ids[4]
+    slot = cdc_env["CDC_SLOT_NAME"]
+    async with running_service(settings) as service:
+        scheduler = service.scheduler
+        assert scheduler is not None
+        await eventually(lambda: asyncio.sleep(0, scheduler.last_summary), timeout_s=120, what="first run")
+        await kc_admin.update_user(watched, lastName="busy-streaming")
+        await until_synced(users_collection, watched, "busy-streaming", "cdc")
+
+        await drop_slot(postgres, slot)
+        dropped = time.monotonic()
+        await kc_admin.update_user(lost, lastName="busy-lost")
+        await eventually(
+            connector.states, until=lambda s: s[1] == "FAILED", timeout_s=60, what="the task FAILED"
+        )
+        await connector.reset_position()  # at once, as an automated recovery would
+        remade = time.monotonic()
+        await kc_admin.update_user(later, lastName="busy-later")
+        await until_synced(users_collection, later, "busy-later", "cdc")  # kept by the new slot
+        print(
+            f"slot remade by the reset {remade - dropped:.1f}s after the drop; "
+            f"lost-window change missing: {(await users_collection.find_one({'external_id': lost}))['last_name']}"
+        )
+        await eventually(
+            lambda: asyncio.sleep(0, requested), until=lambda r: "cdc_gap" in r, timeout_s=20,
+            what="a full reconcile requested for the lost changes",
+        )  # fmt: skip
