@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from reconciler.base.config import Settings
+from reconciler.domain.document import utc_now
 from reconciler.fullsync.scheduler import ReconcileScheduler
 from tests.conftest import override
 from tests.sources.test_event_path import running_service
@@ -395,8 +396,6 @@ async def test_a_dropped_slot_requests_a_full_reconcile_and_the_lag_shows_the_ou
     async with running_service(settings) as service:
         scheduler = service.scheduler
         assert scheduler is not None
-        await eventually(lambda: asyncio.sleep(0, scheduler.last_summary), timeout_s=120, what="first run")
-        first_run = scheduler.last_summary
         await kc_admin.update_user(watched, lastName="streaming")
         await until_synced(users_collection, watched, "streaming", "cdc")
         gaps_before = sample("reconciler_cdc_gaps_total")
@@ -415,9 +414,10 @@ async def test_a_dropped_slot_requests_a_full_reconcile_and_the_lag_shows_the_ou
             lambda: asyncio.sleep(0, requested), until=lambda r: "cdc_gap" in r, timeout_s=60,
             what="a full reconcile requested for the gap",
         )  # fmt: skip
-        detected = time.monotonic()
+        detected, detected_at = time.monotonic(), utc_now()
         await eventually(
-            lambda: asyncio.sleep(0, scheduler.last_summary), until=lambda s: s is not first_run and s is not None and s.ok,
+            lambda: asyncio.sleep(0, scheduler.last_summary),
+            until=lambda run: run is not None and run.started_at >= detected_at and run.ok,
             timeout_s=120, what="the requested full reconcile ran",
         )  # fmt: skip
         ran = time.monotonic()
@@ -452,12 +452,13 @@ async def until_synced(users: Any, user_id: str, last_name: str, synced_by: str 
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lost slot is seen only as a jump in the commit times read: a recovery faster than CDC_GAP_S "
+LOST_UNSEEN = (
+    "a lost slot is seen only as a jump in the commit times read: a recovery faster than CDC_GAP_S "
     "(default 60 s; here the reset follows the task's failure at once, ~12 s after the drop) keeps the jump "
-    "under it, and the changes committed while no slot existed are lost unseen",
+    "under it, and the changes committed while no slot existed are lost unseen"
 )
+
+
 async def test_a_slot_lost_and_recovered_at_once_requests_a_full_reconcile(
     cdc_settings: Settings,
     no_listener: None,
@@ -488,7 +489,6 @@ async def test_a_slot_lost_and_recovered_at_once_requests_a_full_reconcile(
     async with running_service(settings) as service:
         scheduler = service.scheduler
         assert scheduler is not None
-        await eventually(lambda: asyncio.sleep(0, scheduler.last_summary), timeout_s=120, what="first run")
         await kc_admin.update_user(watched, lastName="busy-streaming")
         await until_synced(users_collection, watched, "busy-streaming", "cdc")
 
@@ -506,7 +506,10 @@ async def test_a_slot_lost_and_recovered_at_once_requests_a_full_reconcile(
             f"slot remade by the reset {remade - dropped:.1f}s after the drop; "
             f"lost-window change missing: {(await users_collection.find_one({'external_id': lost}))['last_name']}"
         )
-        await eventually(
-            lambda: asyncio.sleep(0, requested), until=lambda r: "cdc_gap" in r, timeout_s=20,
-            what="a full reconcile requested for the lost changes",
-        )  # fmt: skip
+        try:
+            await eventually(
+                lambda: asyncio.sleep(0, requested), until=lambda r: "cdc_gap" in r, timeout_s=20,
+                what="a full reconcile requested for the lost changes",
+            )  # fmt: skip
+        except AssertionError:
+            pytest.xfail(LOST_UNSEEN)
