@@ -327,7 +327,6 @@ async def test_changes_made_around_a_postgres_restart_all_reach_the_store(
             await until_acknowledged(stream, FAULT_AFTER)
             stopped = time.monotonic()
             await control.stop("postgres")
-            refused_while_down = stream.refused
             await control.start("postgres")
             back = time.monotonic()
             await eventually(lambda: keycloak_answers(kc_admin), timeout_s=120, what="Keycloak answers again")
@@ -343,7 +342,7 @@ async def test_changes_made_around_a_postgres_restart_all_reach_the_store(
         f"converged {took:.1f}s after the last change"
     )
     assert stream.acknowledged == USERS * ROUNDS
-    assert refused_while_down + stream.refused > 0, "no change was attempted while PostgreSQL was down"
+    assert stream.refused > 0, "no change was attempted while PostgreSQL was down"
 
 
 # --- (b) the slot dropped while the reconciler runs -----------------------------------------------------
