@@ -27,7 +27,7 @@ from reconciler.base.config import Settings
 from reconciler.domain.document import utc_now
 from reconciler.fullsync.scheduler import ReconcileScheduler
 from tests.conftest import override
-from tests.sources.test_event_path import running_service
+from tests.support.service import running_service
 from tests.support.connect import ConnectorClient
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually

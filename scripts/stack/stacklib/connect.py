@@ -129,6 +129,9 @@ def worker_config() -> str:
             "key.converter=org.apache.kafka.connect.json.JsonConverter",
             "value.converter=org.apache.kafka.connect.json.JsonConverter",
             f"plugin.path={plugin_path()}",
+            # Plugins found through their service files: the worker starts about 30 s sooner than with a scan
+            # of every class (Connect suggests it in its own log), and Debezium ships the service files.
+            "plugin.discovery=service_load",
             "config.providers=file",
             "config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider",
             "",

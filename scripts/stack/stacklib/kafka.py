@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -181,28 +182,40 @@ def format_kafka_storage(broker: Broker, config: Path) -> None:
     marker.write_text(shape)
 
 
+def topic_command(broker: Broker, *args: str) -> subprocess.CompletedProcess[str]:
+    """Kafka's topic tool against the stack (one JVM start: about a second, several on a busy machine)."""
+    return run(
+        [
+            *kafka_java(broker, "256m"),
+            "org.apache.kafka.tools.TopicCommand",
+            "--bootstrap-server",
+            bootstrap_servers(),
+            *(["--command-config", str(kafka_client_properties())] if SECURE else []),
+            *args,
+        ]
+    )
+
+
 def create_topics(broker: Broker, topics: dict[str, int] = TOPICS) -> None:
-    """Create the topics (name -> partitions) that do not exist yet, replicated on every broker."""
+    """Create the topics (name -> partitions) that do not exist yet, replicated on every broker. One listing
+    first, so that a restart starts no JVM per topic that is already there."""
     replicas = len(kafka_brokers())
+    existing = set(topic_command(broker, "--list").stdout.split())
     for topic, partitions in topics.items():
-        run(
-            [
-                *kafka_java(broker, "256m"),
-                "org.apache.kafka.tools.TopicCommand",
-                "--bootstrap-server",
-                bootstrap_servers(),
-                *(["--command-config", str(kafka_client_properties())] if SECURE else []),
-                "--create",
-                "--if-not-exists",
-                "--topic",
-                topic,
-                "--partitions",
-                str(partitions),
-                "--replication-factor",
-                str(replicas),
-                "--config",
-                f"min.insync.replicas={min(2, replicas)}",
-            ]
+        if topic in existing:
+            continue
+        topic_command(
+            broker,
+            "--create",
+            "--if-not-exists",
+            "--topic",
+            topic,
+            "--partitions",
+            str(partitions),
+            "--replication-factor",
+            str(replicas),
+            "--config",
+            f"min.insync.replicas={min(2, replicas)}",
         )
 
 
