@@ -27,11 +27,11 @@ from reconciler.base.config import Settings
 from reconciler.domain.document import utc_now
 from reconciler.fullsync.scheduler import ReconcileScheduler
 from tests.conftest import override
-from tests.support.service import running_service
 from tests.support.connect import ConnectorClient
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.polling import eventually
 from tests.support.postgres import Postgres, PsqlError
+from tests.support.service import running_service
 from tests.support.stack_control import StackControl
 from tests.support.stack_under_test import control_of
 
