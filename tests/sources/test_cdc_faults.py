@@ -398,6 +398,14 @@ async def test_a_dropped_slot_requests_a_full_reconcile_and_the_lag_shows_the_ou
         await kc_admin.update_user(watched, lastName="streaming")
         await until_synced(users_collection, watched, "streaming", "cdc")
         gaps_before = sample("reconciler_cdc_gaps_total")
+        # The gap is judged from heartbeats read in a row: this consumer must have read one before the drop
+        # (a replica that runs all along has; this one joined a moment ago).
+        beats = {"topic": cdc_env["CDC_HEARTBEAT_TOPIC"], "outcome": "ignored_heartbeat"}
+        read_before = REGISTRY.get_sample_value("reconciler_events_total", beats) or 0.0
+        await eventually(
+            lambda: asyncio.sleep(0, REGISTRY.get_sample_value("reconciler_events_total", beats) or 0.0),
+            until=lambda n: n > read_before, timeout_s=30, what="a heartbeat read before the drop",
+        )  # fmt: skip
 
         await drop_slot(postgres, cdc_env["CDC_SLOT_NAME"])
         dropped = time.monotonic()
