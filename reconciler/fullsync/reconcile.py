@@ -2,14 +2,16 @@
 
 One run:
 
-1. counts Keycloak's users (for progress and to know where the listing should end), then pages through
-   them (offset paging, `listing.OffsetPages`: pages of `keycloak_page_size` users, or a size adapted
-   between it and `keycloak_page_size_max`) with `keycloak_list_concurrency` pages requested at once,
+1. counts Keycloak's users (for progress and to know where the listing should end), then lists them by
+   creation-time windows (`windowed.WindowedPages`, Keycloak 26.6+, `keycloak_listing`; `auto` probes once)
+   or by offset paging (`listing.OffsetPages`: pages of `keycloak_page_size` users, or a size adapted
+   between it and `keycloak_page_size_max`), `keycloak_list_concurrency` pages requested at once,
    each page stamped with `observed_at` just before its own request and applied through the `Applier` (one
    store read and at most one bulk write per `apply_batch_size` users) in the order the pages arrive, while
    the next ones are being listed; a first page that is empty while Keycloak counts users is a permission problem
-   (`KeycloakConfigError`), never "Keycloak has no users". The listing is complete once every page up to
-   the first short one has been fetched and applied;
+   (`KeycloakConfigError`), never "Keycloak has no users" (by windows: a whole listing that returned
+   nobody). The listing is complete once every page up to the first short one (of every window) has been
+   fetched and applied;
 2. remembers only a compact set of seen ids (16-byte UUIDs), never the users (invariant 7,
    docs/ARCHITECTURE.md); with `reconcile_store_snapshot` (not with `sync_groups_and_roles`) it first reads
    one print of every stored user in one scan, concurrently with the first pages (`snapshot.StoreSnapshot`),
@@ -21,8 +23,8 @@ One run:
    mass_deactivation_max_ratio * active users)` -> nothing is deactivated, the run says so loudly
    (`guard_tripped`), unless the caller allows it explicitly;
 5. confirms every candidate with a GetUser through the `Applier`: 404 -> deactivated (deleted), disabled ->
-   deactivated (disabled), found and enabled -> applied as an update (offset paging skipped it because users
-   were created or deleted meanwhile).
+   deactivated (disabled), found and enabled -> applied as an update (offset paging, inside a window too,
+   skipped it because users were created or deleted meanwhile; or it has no creation time in any window).
 
 Pages are listed with the *full* representation: the brief one (Keycloak 26.5) carries no attributes and
 so no `picture`, and the avatar would read as removed. The cost is a larger response and Keycloak loading
