@@ -165,7 +165,11 @@ async def test_churn_during_a_windowed_run_deactivates_nobody_wrongly_and_misses
     block_ms = next(u["createdTimestamp"] for u in before.values() if u["username"].startswith("block-"))
     # Deletions outside the block: inside its offset-paged window a deletion between two of its pages may
     # hide a user until the next run (the GetUser confirmation keeps it active; test_windowed.py models it).
-    outside = sorted(user_id for user_id, user in before.items() if user["createdTimestamp"] != block_ms)
+    outside = sorted(
+        user_id
+        for user_id, user in before.items()
+        if user["createdTimestamp"] != block_ms and user["enabled"]  # a disabled one stays "disabled"
+    )
     victims = outside[::7]
     updated = outside[3::7]
     dropped = sorted(before)[::2]
