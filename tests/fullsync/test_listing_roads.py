@@ -71,8 +71,11 @@ async def seeded(kc_admin: KeycloakTestAdmin) -> tuple[int, ...]:
     """About 120 users: spread over a year, a block sharing one millisecond, and some created just now."""
     version = await keycloak_version(kc_admin)
     base = 1_700_000_000_000
-    for i in range(40):
-        await kc_admin.partial_import_users(imported(f"spread{i}", 1, base + i * 790_000_000))
+    spread = [
+        user | {"createdTimestamp": base + i * 790_000_000}
+        for i, user in enumerate(imported("spread", 40, 0))
+    ]
+    await kc_admin.partial_import_users(spread)
     await kc_admin.partial_import_users(imported("block", BLOCK, base + 123_456))
     for i in range(40):
         await kc_admin.create_user(f"now-{i:03d}-{uuid.uuid4().hex[:6]}", enabled=i % 9 != 0)
