@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         "(Keycloak's cost per user depends on the page size both ways, see BENCHMARKS.md)",
     )
 
+    keycloak_listing: Literal["auto", "windows", "offset"] = Field(
+        default="auto",
+        description="How the full reconcile lists the realm: windows of creation time sized by "
+        "/users/count (Keycloak 26.6+: every request stays shallow, see ARCHITECTURE.md), offset pages, "
+        "or auto (windows when Keycloak filters by creation time, found out once at the first run and "
+        "logged, else offset pages). Windows hold at most KEYCLOAK_PAGE_SIZE - 1 users",
+    )
+
     # --- Store ----------------------------------------------------------------------------------------
     mongodb_uri: SecretStr = Field(
         description="MongoDB connection string (may carry credentials; never logged)"

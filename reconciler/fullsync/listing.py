@@ -122,6 +122,10 @@ class OffsetPages:
         self.applied = 0  # pages handed out
 
     @property
+    def sizer(self) -> PageSizer:
+        return self._sizer
+
+    @property
     def complete(self) -> bool:
         """Every page up to the first short one has been handed out."""
         return self._last is not None and not self._tasks

@@ -2,14 +2,16 @@
 
 One run:
 
-1. counts Keycloak's users (for progress and to know where the listing should end), then pages through
-   them (offset paging, `listing.OffsetPages`: pages of `keycloak_page_size` users, or a size adapted
-   between it and `keycloak_page_size_max`) with `keycloak_list_concurrency` pages requested at once,
+1. counts Keycloak's users (for progress and to know where the listing should end), then lists them by
+   creation-time windows (`windowed.WindowedPages`, Keycloak 26.6+, `keycloak_listing`; `auto` probes once)
+   or by offset paging (`listing.OffsetPages`: pages of `keycloak_page_size` users, or a size adapted
+   between it and `keycloak_page_size_max`), `keycloak_list_concurrency` pages requested at once,
    each page stamped with `observed_at` just before its own request and applied through the `Applier` (one
    store read and at most one bulk write per `apply_batch_size` users) in the order the pages arrive, while
    the next ones are being listed; a first page that is empty while Keycloak counts users is a permission problem
-   (`KeycloakConfigError`), never "Keycloak has no users". The listing is complete once every page up to
-   the first short one has been fetched and applied;
+   (`KeycloakConfigError`), never "Keycloak has no users" (by windows: a whole listing that returned
+   nobody). The listing is complete once every page up to the first short one (of every window) has been
+   fetched and applied;
 2. remembers only a compact set of seen ids (16-byte UUIDs), never the users (invariant 7,
    docs/ARCHITECTURE.md); with `reconcile_store_snapshot` (not with `sync_groups_and_roles`) it first reads
    one print of every stored user in one scan, concurrently with the first pages (`snapshot.StoreSnapshot`),
@@ -21,8 +23,8 @@ One run:
    mass_deactivation_max_ratio * active users)` -> nothing is deactivated, the run says so loudly
    (`guard_tripped`), unless the caller allows it explicitly;
 5. confirms every candidate with a GetUser through the `Applier`: 404 -> deactivated (deleted), disabled ->
-   deactivated (disabled), found and enabled -> applied as an update (offset paging skipped it because users
-   were created or deleted meanwhile).
+   deactivated (disabled), found and enabled -> applied as an update (offset paging, inside a window too,
+   skipped it because users were created or deleted meanwhile; or it has no creation time in any window).
 
 Pages are listed with the *full* representation: the brief one (Keycloak 26.5) carries no attributes and
 so no `picture`, and the avatar would read as removed. The cost is a larger response and Keycloak loading
@@ -45,7 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 from tenacity import RetryCallState, retry_if_exception_type
@@ -63,6 +65,8 @@ from reconciler.domain.outcomes import Outcome
 from reconciler.domain.plan import Action, ApplyPolicy, Change
 from reconciler.fullsync.listing import OffsetPages, PageSizer
 from reconciler.fullsync.snapshot import SCANNED_FIELDS, StoreSnapshot, user_key
+from reconciler.fullsync.windowed import CLOCK_MARGIN_MS, Road, WindowedPages, probe_road
+from reconciler.fullsync.windows import MAX_CREATED_MS, MIN_CREATED_MS, PageRequest, Window, plan_windows
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger, redact
 
@@ -165,6 +169,19 @@ class Progress:
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
 
+class _Listing(Protocol):
+    """A road's pages: `listing.OffsetPages` or `windowed.WindowedPages`."""
+
+    applied: int
+
+    @property
+    def complete(self) -> bool: ...
+
+    async def next_page(self) -> tuple[int, datetime, UserPage] | None: ...
+
+    async def close(self) -> None: ...
+
+
 def mass_deactivation_limit(active: int, max_ratio: float, min_count: int) -> int:
     """The most deactivations one run may make: `max(min_count, floor(max_ratio * active))`."""
     return max(min_count, int(max_ratio * active))
@@ -203,6 +220,8 @@ class FullReconcile:
         self._applier = Applier(store, keycloak, settings)
         self._holder = holder
         self._last_log = 0.0
+        self._probed: Road | None = None  # KEYCLOAK_LISTING=auto: what the probe found, once it could tell
+        self._window_total: int | None = None  # the windowed road's count of [0, hi], for the log
 
     async def run(
         self,
@@ -269,8 +288,9 @@ class FullReconcile:
     ) -> None:
         settings = self._settings
         total = await self._keycloak.count_users()
+        road = await self._road(total)
         snapshot = StoreSnapshot()
-        seen = await self._list_all(summary, total, progress, snapshot)
+        seen = await self._list_all(summary, total, progress, snapshot, road)
 
         # Only a complete, error-free listing gets here.
         closing = await self._closing_scan(seen, snapshot)
@@ -328,6 +348,24 @@ class FullReconcile:
             await self._report(progress, summary, "confirming", total, confirmed, len(candidates))
         await self._report(progress, summary, "done", total, confirmed, len(candidates))
 
+    async def _road(self, total: int) -> Road:
+        """KEYCLOAK_LISTING, or with `auto` what Keycloak supports: probed once, at the first run that can
+        tell (an empty realm cannot; it is listed by offset, which costs nothing there)."""
+        setting = self._settings.keycloak_listing
+        if setting != "auto":
+            return Road(setting)
+        if self._probed is None:
+            self._probed = await probe_road(self._keycloak, total)
+            if self._probed is not None:
+                log.info(
+                    "full reconcile listing road chosen",
+                    road=self._probed.value,
+                    reason="Keycloak filters users by creation time"
+                    if self._probed is Road.WINDOWS
+                    else "Keycloak ignores createdAfter/createdBefore (before 26.6)",
+                )
+        return self._probed or Road.OFFSET
+
     async def _read_again(self, summary: RunSummary, keys: Sequence[bytes]) -> None:
         """GetUser and apply: deactivation candidates, and users whose document changed during the listing."""
         for batch in batched(keys, self._applier.batch_size):
@@ -355,20 +393,18 @@ class FullReconcile:
         return closing
 
     async def _list_all(
-        self, summary: RunSummary, total: int, progress: ProgressCallback | None, snapshot: StoreSnapshot
+        self,
+        summary: RunSummary,
+        total: int,
+        progress: ProgressCallback | None,
+        snapshot: StoreSnapshot,
+        road: Road,
     ) -> set[bytes]:
         """List every user and apply the pages; fills `snapshot` (when it is used) before the first apply."""
         seen: set[bytes] = set()
         self._last_log = 0.0
         scan = asyncio.ensure_future(snapshot.read(self._store)) if self._uses_snapshot() else None
-
-        async def fetch(first: int, size: int) -> tuple[datetime, UserPage]:
-            observed_at = self._applier.clock()  # stamped just before this page's own request
-            return observed_at, await self._keycloak.list_user_page(first, size, brief=False)
-
-        depth = self._settings.keycloak_list_concurrency
-        sizer = PageSizer(*self._settings.keycloak_page_size_bounds, depth)
-        pages = OffsetPages(fetch, sizer, depth, total)
+        pages = self._offset_pages(total) if road is Road.OFFSET else self._windowed_pages()
         # Pages are requested while earlier ones are compared and written: a run costs about the larger of
         # Keycloak's and the store's time instead of their sum.
         try:
@@ -377,8 +413,8 @@ class FullReconcile:
                     await scan
                     scan = None
                     log.info("store snapshot read", users=len(snapshot))
-                first, observed_at, page = item
-                self._check_listing(first + page.size, total)
+                position, observed_at, page = item
+                self._check_listing(position + page.size, total, road)
                 await self._apply_page(summary, seen, observed_at, page, snapshot)
                 self._log_listing(summary, pages.applied, total, pages.complete)
                 await self._report(progress, summary, "listing", total, 0, 0)
@@ -387,14 +423,68 @@ class FullReconcile:
             if scan is not None:
                 scan.cancel()
                 await asyncio.gather(scan, return_exceptions=True)
-        if sizer.adaptive:
-            log.info("full reconcile page sizes", last=sizer.size, recent=sizer.sizes[-20:])
+        self._log_road(pages, total)
         return seen
 
-    def _check_listing(self, position: int, total: int) -> None:
-        if position == 0 and total > 0:
+    def _offset_pages(self, total: int) -> OffsetPages:
+        async def fetch(first: int, size: int) -> tuple[datetime, UserPage]:
+            observed_at = self._applier.clock()  # stamped just before this page's own request
+            return observed_at, await self._keycloak.list_user_page(first, size, brief=False)
+
+        depth = self._settings.keycloak_list_concurrency
+        sizer = PageSizer(*self._settings.keycloak_page_size_bounds, depth)
+        return OffsetPages(fetch, sizer, depth, total)
+
+    def _windowed_pages(self) -> WindowedPages:
+        """Windows of at most KEYCLOAK_PAGE_SIZE - 1 users over [0, Keycloak's clock + a margin], each
+        listed in pages of KEYCLOAK_PAGE_SIZE: nearly every window is one request."""
+        keycloak = self._keycloak
+
+        async def fetch(window: Window, request: PageRequest) -> tuple[datetime, UserPage]:
+            observed_at = self._applier.clock()  # stamped just before this page's own request
+            created = (window.created_after, window.created_before)
+            page = await keycloak.list_user_page(request.first, request.max, brief=False, created=created)
+            return observed_at, page
+
+        self._window_total = None
+
+        async def count(created_after: int, created_before: int) -> int:
+            counted = await keycloak.count_created(created_after, created_before)
+            if self._window_total is None:  # the planner's first count is of the whole range
+                self._window_total = counted
+            return counted
+
+        now = keycloak.server_time_ms or int(time.time() * 1000)
+        hi = min(max(now, MIN_CREATED_MS) + CLOCK_MARGIN_MS, MAX_CREATED_MS)
+        depth = self._settings.keycloak_list_concurrency
+        page_size = self._settings.keycloak_page_size
+        limit = max(1, page_size - 1)
+        windows = plan_windows(count, MIN_CREATED_MS, hi, limit, concurrency=depth)
+        return WindowedPages(fetch, windows, page_size, depth)
+
+    def _log_road(self, pages: _Listing, total: int) -> None:
+        if isinstance(pages, WindowedPages):
+            log.info(
+                "full reconcile listed by creation-time windows",
+                windows=pages.windows,
+                pages=pages.applied,
+                in_windows=self._window_total,
+                keycloak_count=total,
+            )
+            if pages.returned == 0 and total > 0:
+                raise self._keycloak.empty_listing_error(total)
+            if self._window_total is not None and self._window_total < total:
+                # Users without a creation time (rows written straight into the database) are in no
+                # window: never deactivated for it (GetUser confirms), but read one by one every run.
+                log.warning("users outside every creation-time window", count=total - self._window_total)
+        elif isinstance(pages, OffsetPages) and pages.sizer.adaptive:
+            log.info("full reconcile page sizes", last=pages.sizer.size, recent=pages.sizer.sizes[-20:])
+
+    def _check_listing(self, position: int, total: int, road: Road) -> None:
+        if road is Road.OFFSET and position == 0 and total > 0:
             # Keycloak counts users it does not list to us: a permission problem, not an empty realm.
-            # (Only the first page can end at 0: every other one starts past it.)
+            # (Only the first page can end at 0: every other one starts past it. A window's first page
+            # can be empty under churn, so the windowed road checks the whole listing instead.)
             raise self._keycloak.empty_listing_error(total)
         if position > 2 * total + 10 * self._settings.keycloak_page_size_bounds[1]:
             # Far more users than Keycloak counted: it ignores `first`, or the realm churns wildly.

@@ -41,7 +41,7 @@ JRE_IMAGE = "localhost/reconciler-test-jre:bookworm-17"
 # The local stack's versions: Kafka from its Maven pom, Keycloak from the same setting and default.
 KAFKA_POM = ROOT / "scripts" / "stack" / "kafka-pom.xml"
 KAFKA_VERSION = re.search(r"<kafka\.version>([^<]+)<", KAFKA_POM.read_text()).group(1)  # type: ignore[union-attr]
-KEYCLOAK_VERSION = os.environ.get("STACK_KEYCLOAK_VERSION", "26.5.6")
+KEYCLOAK_VERSION = os.environ.get("STACK_KEYCLOAK_VERSION", "26.7.3")
 LISTENER_DIR = ROOT / "keycloak-spi-config" / "kafka-listener"
 LISTENER_JAR = LISTENER_DIR / "target" / "keycloak-kafka-listener.jar"
 REALM_FILE = ROOT / "keycloak-spi-config" / "realm" / "app-realm.json"

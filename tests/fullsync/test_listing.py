@@ -1,7 +1,8 @@
 """The full reconcile's concurrent listing on the real stack: several pages in flight, applied as they come,
 at a fixed or an adaptive page size (`listing.PageSizer`, whose choices are also checked on their own).
 
-The module has its own realm and database. Keycloak is the real one; a wrapping transport only watches the
+These are the offset road's tests (`KEYCLOAK_LISTING=offset`; the windowed road's are in
+test_windowed.py and test_listing_roads.py). The module has its own realm and database. Keycloak is the real one; a wrapping transport only watches the
 listing requests, holds some of them or sends one to a closed port, to make the interleavings happen that
 a concurrent listing must survive.
 """
@@ -86,7 +87,10 @@ def concurrent_settings(stack_env: dict[str, str], settings: Settings, **changes
         stack_env,
         keycloak_realm=settings.keycloak_realm,
         mongodb_database=settings.mongodb_database,
-        **({"keycloak_page_size": PAGE, "keycloak_list_concurrency": IN_FLIGHT} | changes),
+        **(
+            {"keycloak_page_size": PAGE, "keycloak_list_concurrency": IN_FLIGHT, "keycloak_listing": "offset"}
+            | changes
+        ),
     )
 
 
@@ -222,6 +226,7 @@ async def test_a_page_larger_than_the_apply_batch_is_applied_in_batches(
         mongodb_database=settings.mongodb_database,
         keycloak_page_size=10,
         apply_batch_size=4,
+        keycloak_listing="offset",
     )
     batches: list[int] = []
     original = Applier.apply

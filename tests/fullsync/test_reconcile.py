@@ -69,7 +69,10 @@ async def scripted_keycloak(
     """For Keycloak answers a real Keycloak does not give: `handler` plays Keycloak (pages of 2 users), the
     store is real, in a database of its own that is dropped afterwards."""
     settings = make_settings(
-        stack_env, mongodb_database=f"t_scripted_{uuid.uuid4().hex[:8]}", keycloak_page_size=2
+        stack_env,
+        mongodb_database=f"t_scripted_{uuid.uuid4().hex[:8]}",
+        keycloak_page_size=2,
+        keycloak_listing="offset",  # the handlers play offset pages
     )
     try:
         async with (
@@ -171,7 +174,11 @@ async def test_documents_changed_or_removed_during_the_listing_end_the_run_mirro
     await reconcile(settings, store, keycloak)
     last_two = (await kc_admin.list_users())[-2:]  # Keycloak's listing order: the last page
     small_pages = override(
-        settings, keycloak_page_size=2, keycloak_list_concurrency=1, reconcile_store_snapshot=snapshot
+        settings,
+        keycloak_page_size=2,
+        keycloak_list_concurrency=1,
+        reconcile_store_snapshot=snapshot,
+        keycloak_listing="offset",  # the last page is the last two users by username
     )
     meddled: list[str] = []
 
@@ -259,7 +266,10 @@ async def test_users_created_and_deleted_while_paging_cause_no_false_deactivatio
             await kc_admin.set_enabled(user["id"], True)
     await reconcile(settings, store, keycloak)
     # One page at a time (tests/fullsync/test_listing.py has the concurrent listing).
-    small_pages = override(settings, keycloak_page_size=3, keycloak_list_concurrency=1)
+    # Offset pages: what a shift of them does (windows under churn: test_listing_roads.py).
+    small_pages = override(
+        settings, keycloak_page_size=3, keycloak_list_concurrency=1, keycloak_listing="offset"
+    )
     deleted: list[str] = []
     created: list[str] = []
 
@@ -305,7 +315,11 @@ async def test_keycloak_unreachable_mid_run_fails_the_run_and_deactivates_nothin
     await kc_admin.delete_user(gone)  # a real deactivation candidate
     # One page at a time (tests/fullsync/test_listing.py has pages in flight).
     small_pages = override(
-        settings, keycloak_page_size=3, keycloak_list_concurrency=1, keycloak_retry_attempts=2
+        settings,
+        keycloak_page_size=3,
+        keycloak_list_concurrency=1,
+        keycloak_retry_attempts=2,
+        keycloak_listing="offset",  # the requests counted below are offset pages
     )
     dead_port = free_port()
 

@@ -36,7 +36,7 @@ from tests.support.ports import free_port
 from tests.support.stack import REALM_FILE, ROOT
 
 KAFKA_IMAGE = os.environ.get("TEST_KAFKA_IMAGE") or "apache/kafka:4.4.0"
-KEYCLOAK_IMAGE = os.environ.get("TEST_KEYCLOAK_IMAGE") or "quay.io/keycloak/keycloak:26.5.6"
+KEYCLOAK_IMAGE = os.environ.get("TEST_KEYCLOAK_IMAGE") or "quay.io/keycloak/keycloak:26.7.3"
 MONGO_IMAGE = os.environ.get("TEST_MONGO_IMAGE") or "mongo:7.0"
 # Containers and networks carry this label, so a runner can remove what an interrupted run left behind.
 RUN_LABEL = "reconciler.test-run"

@@ -31,7 +31,7 @@ from .kafka import bootstrap_servers
 from .postgres import POSTGRES_DATABASE, POSTGRES_PASSWORD, POSTGRES_PORT, POSTGRES_USER
 from .tls import SASL_MECHANISM, ensure_tls, kafka_passwords
 
-KEYCLOAK_VERSION = os.environ.get("STACK_KEYCLOAK_VERSION", "26.5.6")
+KEYCLOAK_VERSION = os.environ.get("STACK_KEYCLOAK_VERSION", "26.7.3")
 KEYCLOAK_PORT = int(os.environ.get("STACK_KEYCLOAK_PORT", "8080"))
 KEYCLOAK_MANAGEMENT_PORT = int(os.environ.get("STACK_KEYCLOAK_MANAGEMENT_PORT", "9000"))
 KEYCLOAK_DB = os.environ.get("STACK_KEYCLOAK_DB", "postgres")
