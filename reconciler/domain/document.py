@@ -61,16 +61,11 @@ COMPARED_PROJECTION: Final[tuple[str, ...]] = (
     F.ERASED_AT,
 )
 
-# Erasure removes these from a document (they say who the person is); every other field the reconciler
-# writes is in KEPT_ON_ERASURE, and a test holds the two lists to every name of `F`.
+# Erasure removes these from a document: the profile (everything `plan.desired_document` yields but the
+# user's state) and the group and role names. Every other field the reconciler writes is in KEPT_ON_ERASURE,
+# and a test holds the two lists to every name of `F`.
 PERSONAL_FIELDS: Final[tuple[str, ...]] = (
-    F.USERNAME,
-    F.EMAIL,
-    F.EMAIL_VERIFIED,
-    F.FIRST_NAME,
-    F.LAST_NAME,
-    F.DISPLAY_NAME,
-    F.AVATAR_URL,
+    *(name for name in PROFILE_FIELDS if name not in (F.IS_ACTIVE, F.DEACTIVATION_REASON)),
     F.GROUPS,
     F.REALM_ROLES,
 )

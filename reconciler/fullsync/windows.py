@@ -163,21 +163,6 @@ async def plan_windows(
         yield last
 
 
-async def plan_all(
-    count: CountFn,
-    lo: int,
-    hi: int,
-    limit: int,
-    *,
-    fanout: int = DEFAULT_FANOUT,
-    concurrency: int = 4,
-    stats: PlanStats | None = None,
-) -> list[Window]:
-    """`plan_windows` collected into a list."""
-    windows = plan_windows(count, lo, hi, limit, fanout=fanout, concurrency=concurrency, stats=stats)
-    return [window async for window in windows]
-
-
 @dataclass(frozen=True, slots=True, order=True)
 class PageRequest:
     """`first` and `max` of one `GET /users` inside a window (with the window's filters)."""

@@ -25,7 +25,7 @@ from reconciler.fullsync.windows import (
     WindowPages,
     listing_complete,
     page_requests,
-    plan_all,
+    plan_windows,
 )
 
 
@@ -45,8 +45,11 @@ def plan(
     realm: StaticRealm, lo: int, hi: int, limit: int, fanout: int = 16
 ) -> tuple[list[Window], PlanStats]:
     stats = PlanStats()
-    windows = asyncio.run(plan_all(realm.count, lo, hi, limit, fanout=fanout, stats=stats))
-    return windows, stats
+
+    async def collect() -> list[Window]:
+        return [w async for w in plan_windows(realm.count, lo, hi, limit, fanout=fanout, stats=stats)]
+
+    return asyncio.run(collect()), stats
 
 
 def count_bound(users: int, lo: int, hi: int, limit: int, fanout: int) -> int:
