@@ -277,6 +277,13 @@ async def test_re_checks_after_a_burst_listing_are_read_by_get_and_start_no_more
         async def queued() -> int:
             return len(service.queue) if service.queue is not None else -1
 
+        # A pending re-check is not in the queue's length until its delay is over: wait for the GETs.
+        await eventually(
+            lambda: asyncio.sleep(0, set(gets.calls)),
+            until=lambda called: called >= set(active),
+            timeout_s=60,
+            what="every user's re-check read by GET",
+        )
         await eventually(queued, until=lambda n: n == 0, timeout_s=60, what="every re-check done")
 
     assert all_listings() == listings + 1
