@@ -365,6 +365,20 @@ async def drop_slot(postgres: Postgres, slot: str) -> None:
     await eventually(try_drop, timeout_s=30, interval_s=0.1, what=f"slot {slot} dropped")
 
 
+@pytest.fixture
+def requested(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The reasons of every full reconcile requested from the scheduler while the test runs."""
+    reasons: list[str] = []
+    original = ReconcileScheduler.request
+
+    def recording_request(self: ReconcileScheduler, reason: str) -> None:
+        reasons.append(reason)
+        original(self, reason)
+
+    monkeypatch.setattr(ReconcileScheduler, "request", recording_request)
+    return reasons
+
+
 async def test_a_dropped_slot_requests_a_full_reconcile_and_the_lag_shows_the_outage(
     cdc_settings: Settings,
     no_listener: None,
@@ -374,16 +388,8 @@ async def test_a_dropped_slot_requests_a_full_reconcile_and_the_lag_shows_the_ou
     postgres: Postgres,
     connector: ConnectorClient,
     cdc_env: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    requested: list[str],
 ) -> None:
-    requested: list[str] = []
-    original = ReconcileScheduler.request
-
-    def recording_request(self: ReconcileScheduler, reason: str) -> None:
-        requested.append(reason)
-        original(self, reason)
-
-    monkeypatch.setattr(ReconcileScheduler, "request", recording_request)
     settings = override(
         cdc_settings,
         kafka_group_id=f"test-cdc-slot-{uuid.uuid4().hex[:6]}",
@@ -475,16 +481,8 @@ async def test_a_slot_lost_and_recovered_at_once_requests_a_full_reconcile(
     postgres: Postgres,
     connector: ConnectorClient,
     cdc_env: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    requested: list[str],
 ) -> None:
-    requested: list[str] = []
-    original = ReconcileScheduler.request
-
-    def recording_request(self: ReconcileScheduler, reason: str) -> None:
-        requested.append(reason)
-        original(self, reason)
-
-    monkeypatch.setattr(ReconcileScheduler, "request", recording_request)
     settings = override(
         cdc_settings,
         kafka_group_id=f"test-cdc-slot-busy-{uuid.uuid4().hex[:6]}",
