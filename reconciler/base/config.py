@@ -79,11 +79,12 @@ class Settings(BaseSettings):
     )
 
     keycloak_listing: Literal["auto", "windows", "offset"] = Field(
-        default="auto",
-        description="How the full reconcile lists the realm: windows of creation time sized by "
-        "/users/count (Keycloak 26.6+: every request stays shallow, see ARCHITECTURE.md), offset pages, "
-        "or auto (windows when Keycloak filters by creation time, found out once at the first run and "
-        "logged, else offset pages). Windows hold at most KEYCLOAK_PAGE_SIZE - 1 users",
+        default="offset",
+        description="How the full reconcile lists the realm: offset pages (the default), windows of creation "
+        "time sized by /users/count (Keycloak 26.6+: every request stays shallow, see ARCHITECTURE.md), or "
+        "auto (windows when Keycloak filters by creation time, found out once at the first run and logged, "
+        "else offset pages). Windows hold at most KEYCLOAK_PAGE_SIZE - 1 users; they are opt-in until a "
+        "window that keeps growing under heavy churn is handled (operations.md)",
     )
 
     # --- Store ----------------------------------------------------------------------------------------

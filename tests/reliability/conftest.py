@@ -30,6 +30,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure
 
 from reconciler.base.config import Settings
+from tests.conftest import override
 from tests.reliability.harness import SecretsRegistry
 from tests.reliability.scenario import ScenarioEnv
 from tests.support import kafka_clients
@@ -228,7 +229,10 @@ def env(
     figures: dict[str, Any],
 ) -> ScenarioEnv:
     return ScenarioEnv(
-        settings,
+        # The scenarios' faults are placed against the offset listing (a run held mid-paging, offset paging
+        # skipping users under churn): they pin that road. The creation-time windows under churn and faults:
+        # tests/fullsync/test_listing_roads.py and tests/fullsync/test_windowed.py.
+        override(settings, keycloak_listing="offset"),
         kc_admin,
         users_collection,
         keycloak_proxy,
