@@ -26,6 +26,7 @@ USERS = 1000
 UPDATED_USERS = 300
 UPDATES = 900
 OUTAGE_S = 30.0
+LISTING_DELAY_S = 1.0
 
 
 async def test_keycloak_outage_mid_stream_and_mid_reconcile(env: ScenarioEnv) -> None:
@@ -39,36 +40,41 @@ async def test_keycloak_outage_mid_stream_and_mid_reconcile(env: ScenarioEnv) ->
         keycloak_page_size=10,
     ) as scenario:
         reconciler, audit = scenario.process, scenario.audit
-        # Mid-reconcile: the first run is recorded as running and has written part of the listing.
-        await eventually(
-            lambda: env.users.count_documents({"synced_by": "reconcile"}),
-            until=lambda n: n >= 150,
-            timeout_s=120,
-            what="the full reconcile pages",
-        )
-        stream = await scenario.stream_updates(users[:UPDATED_USERS], UPDATES, rate_per_s=30)
-        await eventually(lambda: value(stream.done >= 150), timeout_s=120, what="events flowing")
-        running = await eventually(
-            lambda: run_records(env.users),
-            until=lambda rs: any(r["outcome"] == "running" for r in rs),
-            timeout_s=120,
-            what="a full reconcile running",
-        )
-        interrupted = next(r for r in running if r["outcome"] == "running")
-        async with env.outage("keycloak") as outage:
-            # Hints that arrive while Keycloak is away: copies of real events of users changed before.
-            replayed = [r.value for r in (await audit.update_records())[-100:]]
-            await publish(
-                scenario.config.kafka_bootstrap_servers, scenario.config.kafka_admin_events_topic, replayed
+        # Listing answers held back while the first run pages, so that it is still paging when Keycloak
+        # goes away (a quick Keycloak lists the realm within seconds).
+        async with env.listings_held(LISTING_DELAY_S):
+            # Mid-reconcile: the first run is recorded as running and has written part of the listing.
+            await eventually(
+                lambda: env.users.count_documents({"synced_by": "reconcile"}),
+                until=lambda n: n >= 150,
+                timeout_s=120,
+                what="the full reconcile pages",
             )
-            await outage.hold(OUTAGE_S)
-            # End of the outage, Keycloak still down: freeze the reconciler and audit what it committed.
-            with reconciler.frozen():
-                at_outage = await audit.check()
-            assert not at_outage.violations, at_outage.violations[:10]
-            assert at_outage.pending_records > 0, (
-                "nothing was waiting for Keycloak: the outage proved nothing"
+            stream = await scenario.stream_updates(users[:UPDATED_USERS], UPDATES, rate_per_s=30)
+            await eventually(lambda: value(stream.done >= 150), timeout_s=120, what="events flowing")
+            running = await eventually(
+                lambda: run_records(env.users),
+                until=lambda rs: any(r["outcome"] == "running" for r in rs),
+                timeout_s=120,
+                what="a full reconcile running",
             )
+            interrupted = next(r for r in running if r["outcome"] == "running")
+            async with env.outage("keycloak") as outage:
+                # Hints that arrive while Keycloak is away: copies of real events of users changed before.
+                replayed = [r.value for r in (await audit.update_records())[-100:]]
+                await publish(
+                    scenario.config.kafka_bootstrap_servers,
+                    scenario.config.kafka_admin_events_topic,
+                    replayed,
+                )
+                await outage.hold(OUTAGE_S)
+                # End of the outage, Keycloak still down: freeze the reconciler and audit what it committed.
+                with reconciler.frozen():
+                    at_outage = await audit.check()
+                assert not at_outage.violations, at_outage.violations[:10]
+                assert at_outage.pending_records > 0, (
+                    "nothing was waiting for Keycloak: the outage proved nothing"
+                )
         assert reconciler.alive, reconciler.tail()
         await scenario.finish_load()
         # The run that was paging when Keycloak went away is recorded as failed; a later one succeeds.
