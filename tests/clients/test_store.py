@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -11,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from reconciler.apply.applier import Applier
 from reconciler.apply.batching import GroupRead
@@ -22,7 +20,6 @@ from reconciler.domain.document import F, UserWrite, WriteStatus, utc_now
 from reconciler.domain.models import KeycloakUser, Observation
 from reconciler.domain.outcomes import Outcome
 from reconciler.domain.plan import Action, ApplyPolicy, plan
-from tests.conftest import make_settings
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.stack
@@ -36,22 +33,6 @@ def at(seconds: float) -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-@pytest.fixture(scope="module")
-def store_settings(stack_env: dict[str, str], database_name: str) -> Settings:
-    return make_settings(stack_env, mongodb_database=database_name)
-
-
-@pytest.fixture(scope="module")
-async def store(
-    store_settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]
-) -> AsyncIterator[UserStore]:
-    async with UserStore.from_settings(store_settings) as user_store:
-        await user_store.ensure_indexes()
-        yield user_store
-    if not os.environ.get("KEEP_TEST_DATABASES"):
-        await mongo_client.drop_database(store_settings.mongodb_database)
 
 
 @pytest.fixture(scope="module")

@@ -3,39 +3,18 @@ that must yield to an erasure (`unless_erased`) does."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 
-from reconciler.base.config import Settings
 from reconciler.clients.store import UserStore
 from reconciler.domain.document import PERSONAL_FIELDS, F, UserWrite, WriteStatus
-from tests.conftest import make_settings
 
 pytestmark = pytest.mark.stack
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def store_settings(stack_env: dict[str, str], database_name: str) -> Settings:
-    return make_settings(stack_env, mongodb_database=database_name)
-
-
-@pytest.fixture(scope="module")
-async def store(
-    store_settings: Settings, mongo_client: AsyncMongoClient[dict[str, Any]]
-) -> AsyncIterator[UserStore]:
-    async with UserStore.from_settings(store_settings) as user_store:
-        await user_store.ensure_indexes()
-        yield user_store
-    if not os.environ.get("KEEP_TEST_DATABASES"):
-        await mongo_client.drop_database(store_settings.mongodb_database)
 
 
 async def put(store: UserStore, *, active: bool, reason: str | None, deactivated_at: datetime | None) -> str:
