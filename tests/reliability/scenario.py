@@ -198,6 +198,9 @@ class ConsumerUnderAudit:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if exc[0] is not None:  # the scenario failed: what the process decided goes into the report
+            print(f"--- {self.process.log_file.name}: the reconciler's own lines ---")
+            print(self.process.own_notices())
         await self._close()
 
     def start_load(self, load: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

@@ -94,6 +94,23 @@ class ReconcilerProcess:
                         self._events.setdefault(entry["event"], []).append(entry)
         return list(self._events.get(name, []))
 
+    def own_notices(self, limit: int = 80) -> str:
+        """The reconciler's own lines at info and above, the last `limit` (a failed scenario prints them:
+        what the process decided, without the DEBUG and HTTP noise)."""
+        if not self.log_file.exists():
+            return ""
+        kept: list[str] = []
+        for line in self.log_file.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if (
+                    isinstance(entry, dict)
+                    and str(entry.get("logger", "")).startswith("reconciler")
+                    and entry.get("level") != "debug"
+                ):
+                    kept.append(line)
+        return "\n".join(kept[-limit:])
+
     def tail(self, lines: int = 40) -> str:
         if not self.log_file.exists():
             return ""
