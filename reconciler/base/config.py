@@ -340,7 +340,10 @@ class Settings(BaseSettings):
     http_enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics")
     http_host: str = Field(default="0.0.0.0", description="Address of the health and metrics server")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port of the health and metrics server")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Log level (DEBUG also turns on the client libraries' lines, except PyMongo's command log, which quotes documents)",
+    )
     log_format: Literal["json", "console"] = Field(default="json", description="JSON lines or human console")
 
     @field_validator(

@@ -98,6 +98,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
     # Chatty libraries stay at WARNING unless we debug.
     for name in ("aiokafka", "kafka", "httpx", "httpcore", "pymongo"):
         logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")
+    # PyMongo's command log quotes the documents it sends and receives: personal data. Off even at DEBUG.
+    logging.getLogger("pymongo.command").setLevel("INFO")
 
 
 @contextlib.contextmanager
