@@ -10,7 +10,10 @@ access token Keycloak hands out. This module adds the error paths most likely to
 client secret, a wrong store password, each a fresh random value that is then the configured secret) and
 then scans everything the suite collected: every log file, every command's stdout and stderr, every reconcile
 run record's error. None may contain the client secret, the store password, or any captured token (also
-URL-encoded). A planted token proves the scan finds what it looks for.
+URL-encoded), nor any personal value of the users the module creates (usernames, emails, names and
+pictures drawn at random, so that a match can only be a copy): the reconcile reads and writes them, the event
+path applies one, and `erase` removes one user's. A planted token and a planted email prove the scan finds what
+it looks for.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tests.reliability.harness import (
     ReconcilerProcess,
     collect_run_errors,
     import_users,
+    personal_users,
     run_cli,
     seed_users,
 )
@@ -35,6 +39,16 @@ from tests.support.polling import eventually
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
 EXIT_KEYCLOAK_AUTH, EXIT_STORE = 3, 5
+PERSONAL_USERS = 30
+
+
+async def _erase_one(env: ScenarioEnv, user_id: str) -> None:
+    """`erase` of a user deleted in Keycloak at DEBUG: its audit line names the user by id only."""
+    await env.kc_admin.request("DELETE", f"/users/{user_id}")
+    erased = await run_cli(env.settings_for(), "erase", user_id, "--json", registry=env.secrets)
+    assert erased.code == 0, erased.stderr[-2000:]
+    doc = await env.users.find_one({"external_id": user_id})
+    assert doc is not None and doc.get("erased_at") is not None and "email" not in doc, doc
 
 
 async def test_no_secret_in_any_log_line_or_error_message(
@@ -42,11 +56,20 @@ async def test_no_secret_in_any_log_line_or_error_message(
 ) -> None:
     started = time.monotonic()
     await import_users(env.kc_admin, seed_users(50, "secret"))
+    people, personal = personal_users(PERSONAL_USERS)
+    await import_users(env.kc_admin, people)
+    env.secrets.fixed.update(personal)
     config = env.settings_for()
     tokens_before = len(env.proxy.tokens)
     ok = await run_cli(config, "reconcile", "--once", "--json", registry=env.secrets)
     assert ok.code == 0, ok.stderr[-2000:]
     assert len(env.proxy.tokens) > tokens_before, "the proxy captured no token"
+    # The personal values went through the reconciler (read, compared, written): the scan below is no idle claim.
+    mirrored = await env.users.count_documents(
+        {"external_id": {"$in": [p["id"] for p in people]}, "email": {"$in": [p["email"] for p in people]}}
+    )
+    assert mirrored == PERSONAL_USERS, mirrored
+    await _erase_one(env, people[0]["id"])
 
     wrong_secret = "wrong-" + secrets.token_urlsafe(18)
     env.secrets.fixed["wrong client secret (configured)"] = wrong_secret
@@ -90,13 +113,15 @@ async def test_no_secret_in_any_log_line_or_error_message(
     token = next(iter(env.proxy.tokens))
     planted.write_text(
         f'{{"event": "x", "header": "Bearer {token}"}}\n{stack_env["MONGODB_PASSWORD"]}\n{kafka_password or ""}\n'
+        f'{{"event": "y", "email": "{people[1]["email"]}"}}\n'
     )
     _, found = env.secrets.scan([planted])
-    assert len(found) == (3 if kafka_password else 2), found
+    assert len(found) == (4 if kafka_password else 3), found
 
     env.figures.update(
         kafka_sasl_ssl=bool(kafka_password),
         secrets_checked=len(env.secrets.secrets()),
+        personal_values_checked=sum(1 for label in env.secrets.fixed if label.startswith("personal data")),
         tokens_captured=len(env.proxy.tokens),
         log_files=len(env.secrets.files),
         outputs=len(env.secrets.texts),
@@ -114,7 +139,16 @@ async def _kafka_over_sasl_ssl(env: ScenarioEnv, tmp_path: Path) -> None:
     await consumer.start()
     try:
         await consumer.wait_joined(timeout_s=120)
-        user_id = await env.kc_admin.create_user(first_name="Sasl", last_name="Ssl")
+        people, personal = personal_users(1)
+        env.secrets.fixed.update({f"{label} (event path)": value for label, value in personal.items()})
+        person = people[0]
+        user_id = await env.kc_admin.create_user(
+            person["username"],
+            email=person["email"],
+            first_name=person["firstName"],
+            last_name=person["lastName"],
+            attributes=person["attributes"],
+        )
         await eventually(
             lambda: env.users.find_one({"external_id": user_id}),
             until=lambda doc: doc is not None and doc["synced_by"] == "event",

@@ -55,6 +55,9 @@ from tests.reliability.harness.load import (
     import_users as import_users,
 )
 from tests.reliability.harness.load import (
+    personal_users as personal_users,
+)
+from tests.reliability.harness.load import (
     seed_users as seed_users,
 )
 from tests.reliability.harness.load import (

@@ -7,6 +7,7 @@ import contextlib
 import json
 import random
 import re
+import secrets
 import time
 import uuid
 from collections import defaultdict
@@ -39,6 +40,29 @@ def seed_users(count: int, prefix: str) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
+
+
+def personal_users(count: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Users whose personal values (username, email, names, picture) are random, so that any of them found
+    in a log line was copied there: (the representations, label -> value for the secrets scan)."""
+    users: list[dict[str, Any]] = []
+    values: dict[str, str] = {}
+    for i in range(count):
+        user = {
+            "id": str(uuid.uuid4()),
+            "username": f"pd-{secrets.token_hex(8)}",
+            "email": f"pd-{secrets.token_hex(8)}@example.test",
+            "emailVerified": True,
+            "firstName": f"First{secrets.token_hex(6)}",
+            "lastName": f"Last{secrets.token_hex(6)}",
+            "enabled": True,
+            "attributes": {"picture": [f"https://img.example.test/{secrets.token_hex(10)}.png"]},
+        }
+        users.append(user)
+        for field in ("username", "email", "firstName", "lastName"):
+            values[f"personal data: {field} of seeded user #{i + 1}"] = user[field]
+        values[f"personal data: picture of seeded user #{i + 1}"] = user["attributes"]["picture"][0]
+    return users, values
 
 
 async def import_users(
