@@ -460,7 +460,7 @@ class FullReconcile:
         page_size = self._settings.keycloak_page_size
         limit = max(1, page_size - 1)
         windows = plan_windows(count, MIN_CREATED_MS, hi, limit, concurrency=depth)
-        return WindowedPages(fetch, windows, page_size, depth)
+        return WindowedPages(fetch, windows, page_size, depth, open_from_ms=now)
 
     def _log_road(self, pages: _Listing, total: int) -> None:
         if isinstance(pages, WindowedPages):

@@ -32,6 +32,9 @@ from reconciler.fullsync.windows import MAX_CREATED_MS, PageRequest, Window, Win
 CLOCK_MARGIN_MS: Final = 3_600_000
 # A window that keeps growing past this many users beyond its count: Keycloak ignores the filters.
 _GROWTH_PAGES: Final = 10
+# Except a window that reaches past the run's start: the users created while the run lists land there, so it
+# grows with the churn (an import of thousands in one millisecond); it is bounded all the same.
+_OPEN_GROWTH_USERS: Final = 1_000_000
 
 WindowFetch = Callable[[Window, PageRequest], Coroutine[Any, Any, tuple[datetime, UserPage]]]
 """fetch(window, request) -> (observed_at stamped just before the request, the page)."""
@@ -68,12 +71,20 @@ class WindowedPages:
 
     At most `depth` page requests are outstanding; windows are started in time order as the planner yields
     them (a window counted empty costs nothing). `next_page` returns (users returned before this page, stamp, page).
+    Windows ending at or after `open_from_ms` (Keycloak's clock at the start of the run) may grow by the
+    users created during the run, so they are allowed to outgrow their count by far more.
     """
 
     def __init__(
-        self, fetch: WindowFetch, windows: AsyncIterator[Window], page_size: int, depth: int
+        self,
+        fetch: WindowFetch,
+        windows: AsyncIterator[Window],
+        page_size: int,
+        depth: int,
+        open_from_ms: int | None = None,
     ) -> None:
         self._fetch = fetch
+        self._open_from_ms = open_from_ms
         self._page_size = page_size
         self._depth = depth
         self._windows: asyncio.Queue[Window | None] = asyncio.Queue()
@@ -127,13 +138,19 @@ class WindowedPages:
         more = pages.more()
         if more is None:
             return
-        if more.first > 2 * pages.window.expected_count + _GROWTH_PAGES * self._page_size:
+        if more.first > self._growth_limit(pages.window):
             raise KeycloakProtocolError(
                 f"window {pages.window.created_after}..{pages.window.created_before} does not end:"
                 f" {more.first} users listed, Keycloak counted {pages.window.expected_count}"
                 " (does it ignore createdAfter / createdBefore?)"
             )
         self._waiting.append(_Request(pages, more))
+
+    def _growth_limit(self, window: Window) -> int:
+        limit = 2 * window.expected_count + _GROWTH_PAGES * self._page_size
+        if self._open_from_ms is not None and window.created_before >= self._open_from_ms:
+            limit += _OPEN_GROWTH_USERS
+        return limit
 
     async def _next_window(self) -> None:
         getter = asyncio.ensure_future(self._windows.get())

@@ -7,6 +7,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -20,13 +21,17 @@ from reconciler.fullsync.windowed import WindowedPages
 from reconciler.fullsync.windows import PageRequest, Window, plan_windows
 from tests.fullsync.test_windows import ChurningRealm
 
+START_MS = 1_700_000_000_000
+
 
 def as_page(ids: list[int]) -> UserPage:
     users = [KeycloakUser(id=str(uuid.UUID(int=i)), username=f"u{i}", enabled=True) for i in ids]
     return UserPage(size=len(users), users=users)
 
 
-async def list_all(realm: ChurningRealm, hi: int, page_size: int, depth: int, jitter: bool) -> Counter[int]:
+async def list_all(
+    realm: ChurningRealm, hi: int, page_size: int, depth: int, jitter: bool, open_from_ms: int | None = None
+) -> Counter[int]:
     rng = random.Random(page_size * 31 + depth)
 
     async def fetch(window: Window, request: PageRequest) -> tuple[datetime, UserPage]:
@@ -35,7 +40,7 @@ async def list_all(realm: ChurningRealm, hi: int, page_size: int, depth: int, ji
         return datetime.now(UTC), as_page(realm.page(window, request))
 
     windows = plan_windows(realm.count, 0, hi, page_size - 1, concurrency=depth)
-    pages = WindowedPages(fetch, windows, page_size, depth)
+    pages = WindowedPages(fetch, windows, page_size, depth, open_from_ms)
     listed: Counter[int] = Counter()
     try:
         while (item := await pages.next_page()) is not None:
@@ -76,6 +81,42 @@ def test_one_page_windows_in_flight_together_list_every_whole_run_user_once_unde
     whole_run = set(stamps) - realm.deleted
     assert len(realm.deleted) == 80
     assert all(listed[user] == 1 for user in whole_run)
+    assert set(listed) <= realm.ever
+
+
+@pytest.mark.parametrize("open_from_ms", [START_MS, None], ids=["run_start_known", "no_start"])
+def test_an_import_into_the_window_of_the_run_start_neither_ends_the_run_nor_hides_anyone(
+    open_from_ms: int | None,
+) -> None:
+    """Hundreds of users stamped in one millisecond while the run lists: they land in the window reaching
+    past the run's start (counted 4 users here), which then grows far beyond its count; that is churn, not a
+    Keycloak ignoring the filters."""
+    present = {i: START_MS - 4 + i for i in range(4)}
+    realm = ChurningRealm(dict(present), START_MS, [("import_now", 400)])  # at the first page request
+
+    async def windows() -> AsyncIterator[Window]:
+        yield Window(START_MS - 1_000, START_MS + 3_600_000, expected_count=realm.count_now(START_MS - 1_000))
+
+    async def fetch(window: Window, request: PageRequest) -> tuple[datetime, UserPage]:
+        return datetime.now(UTC), as_page(realm.page(window, request))
+
+    async def run() -> Counter[int]:
+        pages = WindowedPages(fetch, windows(), 10, 2, open_from_ms)
+        listed: Counter[int] = Counter()
+        try:
+            while (item := await pages.next_page()) is not None:
+                listed.update(uuid.UUID(user.id).int for user in item[2].users)
+        finally:
+            await pages.close()
+        return listed
+
+    if open_from_ms is None:  # without the run's start every window keeps the tight bound
+        with pytest.raises(KeycloakProtocolError, match="does not end"):
+            asyncio.run(run())
+        return
+    listed = asyncio.run(run())
+    assert len(realm.ever) == 404
+    assert all(listed[user] == 1 for user in present)
     assert set(listed) <= realm.ever
 
 

@@ -244,6 +244,11 @@ class ChurningRealm:
             victim = sorted(self.users)[value % len(self.users)]
             del self.users[victim]
             self.deleted.add(victim)
+        elif op == "import_now":  # `value` users in one millisecond, Keycloak's clock (a bulk import)
+            for _ in range(value):
+                self.users[self.next_id] = self.clock
+                self.ever.add(self.next_id)
+                self.next_id += 1
         elif op.startswith("create"):
             # explicit createdTimestamp (imports, POST with createdTimestamp), or Keycloak's clock
             stamp = value % self.clock if op == "create_past" else self.clock
@@ -257,6 +262,10 @@ class ChurningRealm:
     async def count(self, after: int, before: int) -> int:
         self._tick()
         return sum(1 for stamp in self.users.values() if after <= stamp <= before)
+
+    def count_now(self, after: int) -> int:
+        """Users created at or after `after`, without a request (a test's window sized by hand)."""
+        return sum(1 for stamp in self.users.values() if stamp >= after)
 
     def page(self, window: Window, request: PageRequest) -> list[int]:
         self._tick()
