@@ -259,6 +259,14 @@ class ReconcileScheduler:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=min(remaining, HEARTBEAT_INTERVAL_S))
+            # A request (`request`, `run_soon`) wakes the loop at once, not at its next heartbeat.
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            try:
+                await asyncio.wait(
+                    waits, timeout=min(remaining, HEARTBEAT_INTERVAL_S), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
             self._beat()
