@@ -242,22 +242,26 @@ class Service:
         process is not ready and the sweep and the full reconcile go on (`Backoff.parts`, no limit)."""
         backoff = Backoff.parts(self.settings)
         attempt = 0
-        while not self.stop.is_set():
-            self.consumer = consumer = EventConsumer(
-                self.settings,
-                queue,
-                accepted_realms(self.settings.keycloak_realm, self.settings.keycloak_realm_id),
-                monitor=self.monitor,
-                changes=self.changes,
-            )
-            try:
-                await consumer.run(self.stop)
-                return
-            except KafkaFailure as error:
-                self.monitor.failed(error)
-                metrics.CONSUMER_RESTARTS.inc()
-                attempt = 1 if consumer.joined else attempt + 1
-                await self._sleep(backoff.delay(attempt))
+        try:
+            while not self.stop.is_set():
+                self.consumer = consumer = EventConsumer(
+                    self.settings,
+                    queue,
+                    accepted_realms(self.settings.keycloak_realm, self.settings.keycloak_realm_id),
+                    monitor=self.monitor,
+                    changes=self.changes,
+                )
+                try:
+                    await consumer.run(self.stop)
+                    return
+                except KafkaFailure as error:
+                    self.monitor.failed(error)
+                    metrics.CONSUMER_RESTARTS.inc()
+                    attempt = 1 if consumer.joined else attempt + 1
+                    await self._sleep(backoff.delay(attempt))
+        finally:
+            if self.changes is not None:
+                self.changes.close()
 
     def _consumer_progress(self) -> float:
         return self.consumer.last_progress if self.consumer is not None else self._started_at

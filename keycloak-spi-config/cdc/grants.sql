@@ -47,7 +47,19 @@ BEGIN
       public.user_attribute,
       public.user_group_membership,
       public.user_role_mapping,
+      public.component_config,
       cdc.heartbeat;
+  END IF;
+END
+$$;
+-- A publication made before the federation components' configuration joined it (a sync's end mark).
+DO $$
+BEGIN
+  IF NOT EXISTS (
+    SELECT FROM pg_publication_tables
+    WHERE pubname = 'keycloak_users_cdc' AND schemaname = 'public' AND tablename = 'component_config'
+  ) THEN
+    ALTER PUBLICATION keycloak_users_cdc ADD TABLE public.component_config;
   END IF;
 END
 $$;

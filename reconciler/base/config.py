@@ -10,9 +10,15 @@ from typing import Annotated, Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Keycloak's tables whose rows name a user (`domain.changes.USER_ID_COLUMNS`, held equal by a test).
+# Keycloak's tables whose rows name a user (`domain.changes.USER_ID_COLUMNS`, held equal by a test), and the
+# federation components' configuration, whose rows say when a user-federation sync ended.
 CdcTable = Literal[
-    "user_entity", "user_attribute", "user_group_membership", "user_role_mapping", "federated_identity"
+    "user_entity",
+    "user_attribute",
+    "user_group_membership",
+    "user_role_mapping",
+    "federated_identity",
+    "component_config",
 ]
 
 
@@ -291,10 +297,24 @@ class Settings(BaseSettings):
         description="The PostgreSQL schema of Keycloak's tables",
     )
     cdc_tables: Annotated[list[CdcTable], NoDecode] = Field(
-        default=["user_entity", "user_attribute", "user_group_membership", "user_role_mapping"],
+        default=[
+            "user_entity",
+            "user_attribute",
+            "user_group_membership",
+            "user_role_mapping",
+            "component_config",
+        ],
         min_length=1,
         description="Keycloak's tables the connector publishes (its `table.include.list`), comma-separated; "
-        "each row names a user",
+        "each row names a user, except `component_config`, whose rows mark the end of a user-federation "
+        "(LDAP) sync: leave it out and users removed from the directory wait for the periodic reconcile",
+    )
+    cdc_sync_reconcile_spacing_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="After a user-federation sync ended (its `component_config` mark), a full reconcile is "
+        "requested so that users removed from the directory leave the store; at most one request per this "
+        "many seconds (a later mark waits for the spacing; 0: one per sync)",
     )
     cdc_gap_s: float = Field(
         default=60.0,

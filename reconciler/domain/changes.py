@@ -12,8 +12,16 @@ message), `before` and `after` (the row; `before` is null on updates, and on del
 columns unless the table has `REPLICA IDENTITY FULL`), and `source` (`table`, `ts_ms` = the commit time).
 The connector publishes only id columns (`column.include.list`), so no topic keeps personal data.
 
+One more table names no user but says when a user-federation sync ended: Keycloak rewrites the federation
+component's configuration rows (`component_config`) after every sync, one of them the sync's `lastSync_CHANGED`
+or `lastSync_FULL` mark. A sync adds and updates users with rows of their own, but a user removed from the
+directory stays in Keycloak's database until something reads it: the mark is the only sign of it
+(`IgnoreReason.FEDERATION_SYNC`; `sources.cdc` asks for a full reconcile, whose listing makes Keycloak drop
+such copies). Only the row's `name` is read: its `value` (which holds the directory's bind credential in other
+rows) is never published.
+
 Outcomes, as for events (`events.ParseResult`): hints, ignored (tombstones after deletes, heartbeats, rows of
-another realm, other tables, truncates), or invalid (dead-lettered with a reason). A user id leaves this
+another realm, other tables, truncates, federation sync marks), or invalid (dead-lettered with a reason). A user id leaves this
 module only after `models.is_keycloak_id` accepted it. Every result carries the record's commit time when it
 has one, so the consumer can measure the source's lag (heartbeats included). Never raises; no I/O.
 """
@@ -38,7 +46,7 @@ from reconciler.domain.events import (
 )
 from reconciler.domain.models import SyncedBy, is_keycloak_id
 
-__all__ = ["HEARTBEAT_TOPIC_PREFIX", "USER_ID_COLUMNS", "parse_change"]
+__all__ = ["FEDERATION_SYNC_TABLE", "HEARTBEAT_TOPIC_PREFIX", "USER_ID_COLUMNS", "parse_change"]
 
 # Keycloak's tables whose rows name a user, and the column that does. A user's delete removes its rows of
 # every one of them in one transaction.
@@ -49,6 +57,9 @@ USER_ID_COLUMNS: Final[dict[str, str]] = {
     "user_role_mapping": "user_id",
     "federated_identity": "user_id",  # identity-provider links
 }
+# The federation components' configuration rows; a sync's end rewrites them, its mark among them.
+FEDERATION_SYNC_TABLE: Final = "component_config"
+SYNC_MARK_PREFIX: Final = "lastSync"  # lastSync_CHANGED, lastSync_FULL (Keycloak 26)
 REALM_COLUMN: Final = "realm_id"  # only user_entity rows carry it (the realm's internal id)
 # Debezium's heartbeat topic: `<topic.heartbeat.prefix>.<topic.prefix>`, value `{"ts_ms": ...}`.
 HEARTBEAT_TOPIC_PREFIX: Final = "__debezium-heartbeat."
@@ -107,6 +118,8 @@ def parse_change(
             InvalidReason.INVALID_CHANGE, "change record: " + describe_validation_error(exc)
         )
     committed = event_time(change.source.ts_ms)
+    if change.source.table == FEDERATION_SYNC_TABLE:
+        return ParseResult(ignored=_config_row(change), commit_time=committed)
     column = USER_ID_COLUMNS.get(change.source.table)
     if column is None:
         return ParseResult(ignored=IgnoreReason.OTHER_TABLE, commit_time=committed)
@@ -160,6 +173,14 @@ def _hint(
         source=SyncedBy.CDC,
     )
     return ParseResult(hints=(hint,))
+
+
+def _config_row(change: _Change) -> IgnoreReason:
+    """A sync's mark written (a new row; the old marks are deleted with the rest), or another config row."""
+    name = (change.after or {}).get("name")
+    if change.op in ("c", "r") and isinstance(name, str) and name.startswith(SYNC_MARK_PREFIX):
+        return IgnoreReason.FEDERATION_SYNC
+    return IgnoreReason.OTHER_TABLE
 
 
 def _reason(table: str, op: str) -> HintReason:

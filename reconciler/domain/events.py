@@ -86,6 +86,9 @@ class IgnoreReason(StrEnum):
     TOMBSTONE = "tombstone"  # null record value
     HEARTBEAT = "heartbeat"  # a change source's heartbeat: no row, only the time (the source's lag)
     OTHER_TABLE = "other_table"  # a change record of a table whose rows name no user
+    # A user-federation sync (LDAP, Active Directory) ended: Keycloak wrote its `lastSync_*` mark. The users
+    # it removed from the directory are not named by any row (`sources.cdc` asks for a full reconcile).
+    FEDERATION_SYNC = "federation_sync"
     NOT_A_ROW = "not_a_row"  # a change record that is no row: a truncate or a logical message
     OTHER_REALM = "other_realm"
     NOT_USER_RESOURCE = "not_user_resource"  # admin event on a client, realm, group, ...

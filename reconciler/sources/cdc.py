@@ -15,10 +15,16 @@ makes both visible:
   was lost and made anew. Its changes of that time may be lost, so a full reconcile is requested at once, as
   the sweep does for a watermark older than the event store keeps. Heartbeats all land on one partition,
   so one replica watches; records it did not read in a row (a rebalance, a restart) are no evidence.
+- A user-federation sync ended (`IgnoreReason.FEDERATION_SYNC`): the users it removed from the directory are
+  named by no row, and Keycloak drops its copy of one only when it is read. A full reconcile reads them all
+  (its listing makes Keycloak drop them, its confirmation reads find them gone), so one is requested, at
+  most one per `CDC_SYNC_RECONCILE_SPACING_S` (a mark within the spacing is served when it has passed).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -44,6 +50,8 @@ class ChangeSource:
         self._last_commit: datetime | None = None
         self._beats: dict[int, tuple[int, datetime]] = {}  # heartbeat partition -> last (offset, commit time)
         self._started = datetime.now(UTC)
+        self._sync_requested_at = float("-inf")  # monotonic: the last reconcile asked for after a sync
+        self._sync_deferred: asyncio.TimerHandle | None = None
         metrics.CDC_LAG.set_function(self.lag_s)
 
     def parse(
@@ -56,7 +64,31 @@ class ChangeSource:
             self._observed(result.commit_time)
             if result.ignored is IgnoreReason.HEARTBEAT and topic.startswith(HEARTBEAT_TOPIC_PREFIX):
                 self._heartbeat(partition, offset, result.commit_time)
+        if result.ignored is IgnoreReason.FEDERATION_SYNC:
+            self._federation_synced()
         return result
+
+    def _federation_synced(self) -> None:
+        if self._request_reconcile is None:
+            log.info("a user-federation sync ended; the periodic reconcile is off, so removals wait")
+            return
+        wait_s = self._sync_requested_at + self._settings.cdc_sync_reconcile_spacing_s - time.monotonic()
+        if wait_s <= 0:
+            self._request_sync_reconcile()
+        elif self._sync_deferred is None:
+            self._sync_deferred = asyncio.get_running_loop().call_later(wait_s, self._request_sync_reconcile)
+
+    def _request_sync_reconcile(self) -> None:
+        self._sync_deferred = None
+        self._sync_requested_at = time.monotonic()
+        if self._request_reconcile is not None:
+            self._request_reconcile("federation_sync")
+
+    def close(self) -> None:
+        """Drop a reconcile request still waiting for its spacing (the process is stopping)."""
+        if self._sync_deferred is not None:
+            self._sync_deferred.cancel()
+            self._sync_deferred = None
 
     def lag_s(self) -> float:
         """Now minus the commit time of the latest change or heartbeat read (or this source's start)."""

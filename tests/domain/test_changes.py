@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.base.config import CdcTable
-from reconciler.domain.changes import USER_ID_COLUMNS, parse_change
+from reconciler.domain.changes import FEDERATION_SYNC_TABLE, USER_ID_COLUMNS, parse_change
 from reconciler.domain.events import HintReason, IgnoreReason, InvalidReason
 from reconciler.domain.models import SyncedBy, is_keycloak_id
 
@@ -50,7 +50,25 @@ def parse(table: str, value: bytes | None, key: dict[str, Any] | None = None, re
 
 
 def test_the_tables_setting_and_the_parser_name_the_same_tables() -> None:
-    assert set(get_args(CdcTable)) == set(USER_ID_COLUMNS)
+    assert set(get_args(CdcTable)) == {*USER_ID_COLUMNS, FEDERATION_SYNC_TABLE}
+
+
+def test_a_federation_sync_mark_is_the_end_of_a_sync_and_names_no_user() -> None:
+    """A sync rewrites its component's configuration rows: deletes of all, inserts of all, the mark among
+    them (as read on the stack after a changed-users sync of the LDAP federation)."""
+    component = str(uuid.uuid4())
+    row = {"id": str(uuid.uuid4()), "component_id": component}
+    mark = parse(
+        "component_config", record("component_config", "c", after={**row, "name": "lastSync_CHANGED"})
+    )
+    full = parse("component_config", record("component_config", "c", after={**row, "name": "lastSync_FULL"}))
+    other = parse("component_config", record("component_config", "c", after={**row, "name": "bindDn"}))
+    removed = parse("component_config", record("component_config", "d", before={"id": row["id"]}))
+    assert mark.ignored is IgnoreReason.FEDERATION_SYNC and not mark.hints and mark.commit_time is not None
+    assert full.ignored is IgnoreReason.FEDERATION_SYNC
+    assert other.ignored is IgnoreReason.OTHER_TABLE and removed.ignored is IgnoreReason.OTHER_TABLE
+    hostile = parse("component_config", record("component_config", "c", after={**row, "name": ["lastSync"]}))
+    assert hostile.ignored is IgnoreReason.OTHER_TABLE
 
 
 def test_a_created_user_is_a_create_hint_from_cdc_after_commit() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 
 from reconciler.base.config import Settings
 from reconciler.sources.cdc import ChangeSource
 from tests.conftest import override
+from tests.support.polling import eventually, value
 from tests.support.settings import make_settings
 
 ENV = {"KEYCLOAK_URL": "http://127.0.0.1:1", "KEYCLOAK_REALM": "app", "KEYCLOAK_CLIENT_ID": "c",
@@ -63,3 +66,44 @@ def test_the_lag_follows_the_latest_commit_read() -> None:
     assert changes.lag_s() < 5  # counted from the source's start before the first record
     beat(changes, 0, T0)  # a commit far in the future of the test's clock, say: the lag cannot go below 0
     assert changes.lag_s() == 0.0
+
+
+def sync_mark(changes: ChangeSource, offset: int) -> None:
+    value = {
+        "op": "c",
+        "after": {"id": str(uuid.uuid4()), "component_id": "ldap-1", "name": "lastSync_CHANGED"},
+        "source": {"table": "component_config", "ts_ms": T0 + offset},
+    }
+    changes.parse(
+        "keycloak.cdc.public.component_config", None, json.dumps(value).encode(), partition=0, offset=offset
+    )
+
+
+async def test_a_federation_sync_requests_a_full_reconcile_at_most_once_per_spacing() -> None:
+    requests: list[str] = []
+    settings: Settings = override(make_settings(ENV), cdc_enabled=True, cdc_sync_reconcile_spacing_s=0.5)
+    changes = ChangeSource(settings, requests.append)
+    try:
+        sync_mark(changes, 0)
+        assert requests == ["federation_sync"]  # the first at once
+        started = time.monotonic()
+        sync_mark(changes, 1)
+        sync_mark(changes, 2)  # within the spacing: one request, when the spacing has passed
+        assert requests == ["federation_sync"]
+        await eventually(lambda: value(len(requests)), until=lambda n: n == 2, timeout_s=10, what="deferred")
+        assert time.monotonic() - started >= 0.4
+        await asyncio.sleep(0.6)
+        assert requests == ["federation_sync", "federation_sync"]
+    finally:
+        changes.close()
+
+
+async def test_a_request_waiting_for_its_spacing_is_dropped_on_close() -> None:
+    requests: list[str] = []
+    settings: Settings = override(make_settings(ENV), cdc_enabled=True, cdc_sync_reconcile_spacing_s=0.2)
+    changes = ChangeSource(settings, requests.append)
+    sync_mark(changes, 0)
+    sync_mark(changes, 1)
+    changes.close()
+    await asyncio.sleep(0.4)
+    assert requests == ["federation_sync"]

@@ -5,7 +5,9 @@ store after Keycloak's changed-users sync, which emits no event at all.
   through the committed rows alone (`synced_by: cdc`).
 - A user removed in slapd is not removed by either sync: Keycloak drops its copy only when something reads
   that user (a GetUser, or a listing that would include it). So the removal reaches the store through the
-  full reconcile, whose listing makes Keycloak drop the copy (and whose confirmation reads it).
+  full reconcile, whose listing makes Keycloak drop the copy (and whose confirmation reads it). With
+  database changes on, the sync's own end (its `lastSync_*` mark in `component_config`) requests that full
+  reconcile: the removal is in the store within 5 s of the sync's end.
 - With database changes off, the fallback the README states holds: the full reconcile mirrors the sync.
 """
 
@@ -26,12 +28,13 @@ from reconciler.fullsync.reconcile import FullReconcile, RunSummary
 from reconciler.service import Service
 from tests.conftest import override
 from tests.support.keycloak_admin import KeycloakTestAdmin
-from tests.support.polling import eventually
+from tests.support.polling import eventually, value
 from tests.support.service import running_service, until_stored
 
 pytestmark = pytest.mark.stack
 
 SYNC_DEADLINE_S = 5.0
+NO_SUCH_OBJECT = 32  # ldapdelete's exit status for an entry that is not there
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +93,13 @@ class Directory:
         changes = "".join(f"replace: {name}\n{name}: {value}\n-\n" for name, value in values.items())
         self._ldap("ldapmodify", f"dn: {self.dn(uid)}\nchangetype: modify\n{changes}")
 
-    def delete(self, uid: str) -> None:
+    def delete(self, uid: str, *, missing_ok: bool = False) -> None:
         command = ["ldapdelete", "-x", "-H", self._env["LDAP_URL"], "-D", self._env["LDAP_BIND_DN"]]
         command += ["-y", self._env["LDAP_BIND_PASSWORD_FILE"], self.dn(uid)]
-        subprocess.run(command, check=True, capture_output=True, timeout=30)
+        done = subprocess.run(command, check=False, capture_output=True, timeout=30)
+        if done.returncode == NO_SUCH_OBJECT and missing_ok:
+            return
+        done.check_returncode()
 
 
 async def changed_users_sync(admin: KeycloakTestAdmin, component: str) -> dict[str, Any]:
@@ -142,6 +148,43 @@ async def test_a_directory_change_reaches_the_store_through_the_database_within_
     assert doc["synced_by"] == "cdc", doc
 
     directory.delete(uid)  # its removal: the next test
+
+
+async def test_a_directory_removal_reaches_the_store_within_5_s_of_the_sync_through_its_end_mark(
+    ldap_settings: Settings, ldap_env: dict[str, str], realm_admin: KeycloakTestAdmin, users_collection: Any
+) -> None:
+    """The periodic reconcile is on but not due (an hour); the sync's end mark asks for a run at once."""
+    settings = override(
+        ldap_settings, reconcile_enabled=True, reconcile_interval_s=3600, cdc_sync_reconcile_spacing_s=0
+    )
+    directory = Directory(ldap_env)
+    component = ldap_env["KEYCLOAK_LDAP_COMPONENT_ID"]
+    uid = f"ldap-{uuid.uuid4().hex[:8]}"
+    directory.add(uid, "Gone", "Soon", f"{uid}@example.org")
+    try:
+        async with running_service(settings) as service:
+            scheduler = service.scheduler
+            assert scheduler is not None
+            await changed_users_sync(realm_admin, component)
+            user_id = await keycloak_id(realm_admin, uid)
+            await until_stored(users_collection, user_id, "added in LDAP", timeout_s=SYNC_DEADLINE_S)
+            start_run = await eventually(
+                lambda: value(scheduler.last_summary), timeout_s=120, what="the run at start ended"
+            )
+            directory.delete(uid)
+            await changed_users_sync(realm_admin, component)
+            synced = time.monotonic()
+            gone = await eventually(
+                lambda: users_collection.find_one({"external_id": user_id}),
+                until=lambda doc: doc is not None and not doc["is_active"],
+                timeout_s=SYNC_DEADLINE_S,
+                what="the user removed in the directory deactivated",
+            )
+            assert time.monotonic() - synced <= SYNC_DEADLINE_S
+            assert gone["deactivation_reason"] == "deleted_in_keycloak", gone
+            assert scheduler.last_summary is not start_run, "no full reconcile ran after the sync"
+    finally:
+        directory.delete(uid, missing_ok=True)
 
 
 async def test_a_directory_removal_and_the_fallback_without_cdc_are_the_full_reconcile(

@@ -47,8 +47,9 @@ GRANTS_FILE = CDC_DIR / "grants.sql"
 CDC_ROLE = "keycloak_cdc"
 # Read by the file config provider relative to the worker's working directory (its home below).
 SECRETS_FILE_NAME = "cdc-database.properties"
-# The user tables whose committed changes are hints (topic = prefix.schema.table).
-CDC_TABLES = ("user_entity", "user_attribute", "user_group_membership", "user_role_mapping")
+# The user tables whose committed changes are hints, and the federation components' configuration (a sync's
+# end) (topic = prefix.schema.table).
+CDC_TABLES = ("user_entity", "user_attribute", "user_group_membership", "user_role_mapping", "component_config")
 
 CONNECT_LOG4J = """status = warn
 appender.out.type = Console

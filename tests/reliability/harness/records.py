@@ -6,13 +6,9 @@ import re
 from typing import Any
 
 from tests.reliability.harness.secrets import SecretsRegistry
+from tests.support.polling import value as value
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-async def value(result: Any) -> Any:
-    """An awaitable of a plain value, for `eventually` probes that only read local state."""
-    return result
 
 
 async def run_records(users: Any) -> list[dict[str, Any]]:
