@@ -29,7 +29,7 @@ One run:
 Pages are listed with the *full* representation when an attribute is mirrored (MIRRORED_ATTRIBUTES, by
 default `picture`): the brief one carries no attributes, and a mirrored field would read as removed. The
 cost is a larger response and Keycloak loading every listed user's attributes. With no attribute mirrored
-the pages are brief (1.5-5x cheaper for Keycloak); the run's first log line says which. With
+the pages are brief (1.3-3x cheaper for Keycloak, BENCHMARKS.md); the run's first log line says which. With
 `sync_groups_and_roles` each listed user also costs two more requests.
 
 A failure anywhere (Keycloak, store) that outlasts its retries (each Keycloak request
@@ -224,7 +224,7 @@ class FullReconcile:
         self._last_log = 0.0
         self._probed: Road | None = None  # KEYCLOAK_LISTING=auto: what the probe found, once it could tell
         self._window_total: int | None = None  # the windowed road's count of [0, hi], for the log
-        # Brief representations carry no attributes and cost Keycloak 1.5-5x less (BENCHMARKS.md): the
+        # Brief representations carry no attributes and cost Keycloak 1.3-3x less (BENCHMARKS.md): the
         # listing reads full ones only when an attribute is mirrored. Both roads use this choice.
         self._brief = not keycloak.mirrored.needs_attributes
 

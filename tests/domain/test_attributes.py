@@ -64,7 +64,7 @@ def test_empty_mirrors_no_attribute(text: str) -> None:
     ],
 )
 def test_malformed_mappings_are_refused_with_one_line(text: str, reason: str) -> None:
-    with pytest.raises(ValueError, match=None) as refused:
+    with pytest.raises(ValueError) as refused:
         AttributeMap.parse(text)
     message = str(refused.value)
     assert reason in message and "\n" not in message
