@@ -28,6 +28,7 @@ from bench.listing import listing_only
 from bench.measure import Stopwatch, install_store_counter
 from reconciler.clients.keycloak import KeycloakAdminClient, user_from_representation
 from reconciler.clients.store import UserStore
+from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP
 from reconciler.domain.document import F
 from reconciler.domain.models import Observation, SyncedBy
 from reconciler.domain.plan import desired_document
@@ -128,8 +129,8 @@ def user_documents(realm: str, size: int) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     docs = []
     for i in range(size):
-        user = user_from_representation(seed.user_representation(realm, i))
-        doc = desired_document(Observation(user.id, user, now))
+        user = user_from_representation(seed.user_representation(realm, i), DEFAULT_ATTRIBUTE_MAP)
+        doc = desired_document(Observation(user.id, user, now), DEFAULT_ATTRIBUTE_MAP)
         doc |= {
             F.ID: str(uuid.uuid4()),
             F.EXTERNAL_ID: user.id,

@@ -51,7 +51,9 @@ async def listing_only(settings: Settings) -> tuple[float, int, list[int]]:
         started = time.perf_counter()
 
         async def fetch(first: int, size: int) -> tuple[datetime, Any]:
-            return datetime.now(UTC), await client.list_user_page(first, size, brief=False)
+            # The representation the full reconcile lists: brief unless an attribute is mirrored.
+            brief = not client.mirrored.needs_attributes
+            return datetime.now(UTC), await client.list_user_page(first, size, brief=brief)
 
         depth = settings.keycloak_list_concurrency
         sizer = PageSizer(*settings.keycloak_page_size_bounds, depth)

@@ -50,7 +50,7 @@ def mapped_fields(user: KeycloakUser) -> Document:
         "first_name": _clean(user.first_name),
         "last_name": _clean(user.last_name),
         "display_name": name,
-        "avatar_url": _clean(user.avatar_url),
+        "avatar_url": _clean(user.attribute("picture")),
         "is_active": user.enabled,
     }
 

@@ -151,6 +151,7 @@ class Applier:
         self._store = store
         self._keycloak = keycloak
         self.sync_access = settings.sync_groups_and_roles
+        self.mirrored = keycloak.mirrored  # the attributes its reads carry, from MIRRORED_ATTRIBUTES
         self.batch_size = settings.apply_batch_size
         self.clock = observation_time
 
@@ -161,11 +162,13 @@ class Applier:
             return ApplyResult()
         if self.sync_access:
             observations = await self._with_access(observations)
-        current = await self._store.find_by_external_ids(o.user_id for o in observations)
+        current = await self._store.find_by_external_ids(
+            (o.user_id for o in observations), self.mirrored.compared_projection
+        )
         tombstones = await self._store.find_tombstones(
             o.user_id for o in observations if o.user is not None and o.user_id not in current
         )
-        policy = dataclasses.replace(policy, sync_access=self.sync_access)
+        policy = dataclasses.replace(policy, sync_access=self.sync_access, mirrored=self.mirrored)
         planned = plan(observations, current, policy, now=utc_now(), tombstones=tombstones)
         if policy.dry_run:
             return report(((c, c.action) for c in planned.changes), policy)

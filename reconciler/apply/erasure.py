@@ -1,7 +1,8 @@
 """Erasure: removing the personal fields of users Keycloak no longer has, keeping their ids.
 
 A user deleted in Keycloak is deactivated softly, so the application's references to its `_id` hold. After
-`ERASE_DELETED_AFTER_S` its personal fields (`document.PERSONAL_FIELDS`) are removed and the document is
+`ERASE_DELETED_AFTER_S` its personal fields (`document.PERSONAL_FIELDS` and the fields of the mirrored
+attributes, `AttributeMap.personal_fields`) are removed and the document is
 marked `erased_at` (a *due* erasure, run by `reconciler run` on one replica at a time and by
 `reconciler erase --due`); `reconciler erase USER_ID` erases one user at once (a *request*).
 
@@ -26,6 +27,7 @@ from reconciler.apply.applier import Applier
 from reconciler.base.config import Settings
 from reconciler.base.errors import PermanentError, TemporaryError
 from reconciler.clients.store import UserStore
+from reconciler.domain.attributes import AttributeMap
 from reconciler.domain.document import F, is_erased, utc_now
 from reconciler.domain.models import SyncedBy
 from reconciler.domain.plan import ApplyPolicy
@@ -95,6 +97,8 @@ class Eraser:
     def __init__(self, store: UserStore, settings: Settings) -> None:
         self._store = store
         self._after_s = settings.erase_deleted_after_s
+        # Mirrored attributes are personal data: their fields go with the others.
+        self._personal = AttributeMap.parse(settings.mirrored_attributes).personal_fields
 
     @property
     def enabled(self) -> bool:
@@ -111,7 +115,9 @@ class Eraser:
             due = await self._store.due_erasures(cutoff, DUE_BATCH)
             done = 0
             for external_id in due:
-                doc_id = await self._store.erase_user(external_id, utc_now(), deleted_before=cutoff)
+                doc_id = await self._store.erase_user(
+                    external_id, utc_now(), self._personal, deleted_before=cutoff
+                )
                 if doc_id is not None:  # None: reactivated or erased by someone else meanwhile
                     audit(external_id, doc_id, Trigger.DUE)
                     done += 1
@@ -134,7 +140,7 @@ class Eraser:
         # observed_at makes any older observation of the user stale.
         await applier.apply([observation], ApplyPolicy.event(synced_by=SyncedBy.ERASE))
         erased_at = utc_now()
-        doc_id = await self._store.erase_user(user_id, erased_at)
+        doc_id = await self._store.erase_user(user_id, erased_at, self._personal)
         if doc_id is not None:
             audit(user_id, doc_id, Trigger.REQUEST, forced=user is not None)
             return Erasure(Outcome.ERASED, user_id, doc_id, erased_at)

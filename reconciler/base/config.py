@@ -229,6 +229,15 @@ class Settings(BaseSettings):
         default=5, ge=0, description="Deactivations always allowed in one run, whatever the share"
     )
     sync_groups_and_roles: bool = Field(default=False, description="Mirror group names and realm roles")
+    mirrored_attributes: str = Field(
+        default="picture=avatar_url",
+        description="Keycloak user attributes mirrored into document fields, as comma-separated "
+        "attribute=field pairs, e.g. picture=avatar_url,department=department,phoneNumber=phone_number; "
+        "empty: none, and the full reconcile lists brief representations (cheaper, BENCHMARKS.md). A "
+        "multi-valued attribute mirrors its first value, an absent or empty one is null. A field is a name "
+        "(a letter, then letters, digits, _), none of the document's own, each the target of one attribute; "
+        "mirrored fields are personal data (erased with the others). Checked at start (exit 2)",
+    )
     reconcile_store_snapshot: bool = Field(
         default=True,
         description="The full reconcile reads the store in one scan while its listing starts and compares "

@@ -14,6 +14,7 @@ from reconciler.base.config import Settings
 from reconciler.base.errors import ConfigurationError, ExitStatus
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
+from reconciler.domain.attributes import AttributeMap
 from reconciler.domain.outcomes import Outcome
 from reconciler.fullsync.reconcile import RunSummary
 from reconciler.observability.logs import configure_logging
@@ -69,6 +70,10 @@ def load_settings() -> Settings:
         raise ConfigurationError(describe_settings_error(error)) from None
     except SettingsError as error:
         raise ConfigurationError(type(error).__name__) from None
+    try:  # parsed by the domain (base cannot see the document's fields); every client parses it the same way
+        AttributeMap.parse(settings.mirrored_attributes)
+    except ValueError as error:
+        raise ConfigurationError(f"invalid MIRRORED_ATTRIBUTES ({error})") from None
     configure_logging(
         settings.log_level,
         settings.log_format,

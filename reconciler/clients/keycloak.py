@@ -27,6 +27,7 @@ from reconciler.base.errors import (
 )
 from reconciler.base.retry import RetryPolicy
 from reconciler.clients.costs import RequestCosts
+from reconciler.domain.attributes import AttributeMap
 from reconciler.domain.models import KeycloakUser, is_keycloak_id
 from reconciler.observability import logs, metrics
 
@@ -121,11 +122,11 @@ class UserPage:
     unreadable: list[UnreadableUser] = field(default_factory=list)
 
 
-def user_from_representation(data: Mapping[str, Any]) -> KeycloakUser:
+def user_from_representation(data: Mapping[str, Any], mirrored: AttributeMap) -> KeycloakUser:
     """Map a Keycloak UserRepresentation (brief or full) to a `KeycloakUser`.
 
-    `avatar_url` comes from `attributes.picture[0]`; a brief representation has no attributes, so its
-    `avatar_url` is always None. Keycloak >= 24 keeps a `picture` attribute only when the realm's user
+    `attributes` holds the first value of each attribute of `mirrored` (e.g. `attributes.picture[0]`); a
+    brief representation has no attributes. Keycloak >= 24 keeps an attribute only when the realm's user
     profile declares it or enables unmanaged attributes. Raises `KeycloakProtocolError` when id, username
     or enabled is unusable.
     """
@@ -138,9 +139,6 @@ def user_from_representation(data: Mapping[str, Any]) -> KeycloakUser:
         raise KeycloakProtocolError(f"user {user_id} has no username")
     if not isinstance(enabled, bool):
         raise KeycloakProtocolError(f"user {user_id} has no boolean 'enabled'")
-    attributes = data.get("attributes")
-    pictures = attributes.get("picture") if isinstance(attributes, Mapping) else None
-    avatar = pictures[0] if isinstance(pictures, list) and pictures and isinstance(pictures[0], str) else None
     created = data.get("createdTimestamp")
     return KeycloakUser(
         id=user_id,
@@ -150,9 +148,21 @@ def user_from_representation(data: Mapping[str, Any]) -> KeycloakUser:
         email_verified=data.get("emailVerified") is True,
         first_name=_optional_str(data, "firstName"),
         last_name=_optional_str(data, "lastName"),
-        avatar_url=avatar or None,
+        attributes=_first_values(data.get("attributes"), mirrored.attributes),
         created_timestamp_ms=created if isinstance(created, int) and not isinstance(created, bool) else None,
     )
+
+
+def _first_values(attributes: object, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(name, first value) of each of `names` the representation's attributes hold a non-empty string for."""
+    if not isinstance(attributes, Mapping):
+        return ()
+    found: list[tuple[str, str]] = []
+    for name in names:
+        values = attributes.get(name)
+        if isinstance(values, list) and values and isinstance(values[0], str) and values[0]:
+            found.append((name, values[0]))
+    return tuple(found)
 
 
 # Pages at least this large tell what a listed user costs (a page of one is mostly the request's overhead).
@@ -168,6 +178,7 @@ class KeycloakAdminClient:
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
+        self.mirrored = AttributeMap.parse(settings.mirrored_attributes)
         self._base = settings.keycloak_base_url
         self._realm_path = quote(settings.keycloak_realm, safe="")
         self._admin_base = f"{self._base}/admin/realms/{self._realm_path}"
@@ -216,9 +227,10 @@ class KeycloakAdminClient:
         """One page of users, ordered by Keycloak (offset paging; service-account users are not listed).
 
         On Keycloak 26.5 `briefRepresentation=true` returns id, username, firstName, lastName, email,
-        emailVerified, enabled, createdTimestamp and access: no attributes, so `avatar_url` is always None.
-        Pass `brief=False` when avatars matter; the full form adds attributes, requiredActions, totp,
-        notBefore, disableableCredentialTypes and a per-user userProfileMetadata (about 1.5 kB each).
+        emailVerified, enabled, createdTimestamp and access: no attributes, so no mirrored attribute.
+        Pass `brief=False` when attributes are mirrored (`self.mirrored.needs_attributes`); the full form
+        adds attributes, requiredActions, totp, notBefore, disableableCredentialTypes and a per-user
+        userProfileMetadata (about 1.5 kB each).
         """
         page = await self.list_user_page(first, max_results, brief=brief)
         if page.unreadable:
@@ -251,7 +263,7 @@ class KeycloakAdminClient:
         page = UserPage(size=len(data))
         for item in data:
             try:
-                page.users.append(user_from_representation(item))
+                page.users.append(user_from_representation(item, self.mirrored))
             except KeycloakProtocolError as error:
                 raw_id = item.get("id") if isinstance(item, Mapping) else None
                 user_id = raw_id if isinstance(raw_id, str) and is_keycloak_id(raw_id) else None
@@ -264,7 +276,7 @@ class KeycloakAdminClient:
         data = await self._get_json("get_user", path, None, not_found_ok=True)
         if data is None:
             return None
-        user = user_from_representation(data)
+        user = user_from_representation(data, self.mirrored)
         if user.id != user_id:
             raise KeycloakProtocolError(f"asked for user {user_id}, Keycloak returned {user.id}")
         return user

@@ -39,8 +39,6 @@ from pymongo.errors import ConfigurationError as MongoConfigurationError
 from reconciler.base.config import Settings
 from reconciler.base.errors import StoreError, StoreRefused, StoreUnavailable
 from reconciler.domain.document import (
-    COMPARED_PROJECTION,
-    PERSONAL_FIELDS,
     F,
     UserWrite,
     WriteStatus,
@@ -241,9 +239,10 @@ class UserStore:
 
     @_store_boundary
     async def find_by_external_ids(
-        self, external_ids: Iterable[str], projection: Sequence[str] = COMPARED_PROJECTION
+        self, external_ids: Iterable[str], projection: Sequence[str]
     ) -> dict[str, Document]:
-        """The documents of these Keycloak ids (one query), keyed by external_id; missing ids are absent."""
+        """These fields (the apply core's: `AttributeMap.compared_projection`) of the documents of these
+        Keycloak ids (one query), keyed by external_id; missing ids are absent."""
         ids = list(dict.fromkeys(external_ids))
         if not ids:
             return {}
@@ -380,9 +379,15 @@ class UserStore:
 
     @_store_boundary
     async def erase_user(
-        self, external_id: str, erased_at: datetime, *, deleted_before: datetime | None = None
+        self,
+        external_id: str,
+        erased_at: datetime,
+        personal_fields: Sequence[str],
+        *,
+        deleted_before: datetime | None = None,
     ) -> str | None:
-        """Remove the personal fields of one inactive document not erased yet, and mark it `erased_at`.
+        """Remove the personal fields (`AttributeMap.personal_fields`: the mirrored ones too) of one inactive
+        document not erased yet, and mark it `erased_at`.
 
         With `deleted_before`, only a document still deactivated as deleted in Keycloak since then (a due
         erasure). The `_id` of the erased document, or None when no document matched (absent, active,
@@ -394,7 +399,7 @@ class UserStore:
         doc = await self.users.find_one_and_update(
             guard,
             {
-                "$unset": dict.fromkeys(PERSONAL_FIELDS, ""),
+                "$unset": dict.fromkeys(personal_fields, ""),
                 "$set": {F.ERASED_AT: erased_at, F.UPDATED_AT: erased_at},
             },
             projection={F.ID: 1},

@@ -14,7 +14,9 @@ from typing import Any, Final
 
 
 class F:
-    """Field names of the local user document (docs/ARCHITECTURE.md, "The local user document")."""
+    """Field names of the local user document (docs/ARCHITECTURE.md, "The local user document"): the
+    document's own fields. Mirrored attributes (`domain.attributes`, e.g. `avatar_url`) add fields of their
+    own, never one of these."""
 
     ID: Final = "_id"  # the application's own stable UUID string, generated at creation
     EXTERNAL_ID: Final = "external_id"  # Keycloak id (unique index)
@@ -24,7 +26,6 @@ class F:
     FIRST_NAME: Final = "first_name"
     LAST_NAME: Final = "last_name"
     DISPLAY_NAME: Final = "display_name"
-    AVATAR_URL: Final = "avatar_url"
     IS_ACTIVE: Final = "is_active"
     DEACTIVATED_AT: Final = "deactivated_at"
     DEACTIVATION_REASON: Final = "deactivation_reason"
@@ -37,7 +38,8 @@ class F:
     ERASED_AT: Final = "erased_at"  # set when the personal fields were erased; absent otherwise
 
 
-# The fields `plan.desired_document` yields for a found user when groups and roles are not mirrored.
+# The fields `plan.desired_document` yields for a found user when groups and roles are not mirrored, besides
+# the mirrored attributes' (`attributes.AttributeMap.profile_fields` adds them).
 PROFILE_FIELDS: Final[tuple[str, ...]] = (
     F.USERNAME,
     F.EMAIL,
@@ -45,12 +47,12 @@ PROFILE_FIELDS: Final[tuple[str, ...]] = (
     F.FIRST_NAME,
     F.LAST_NAME,
     F.DISPLAY_NAME,
-    F.AVATAR_URL,
     F.IS_ACTIVE,
     F.DEACTIVATION_REASON,
 )
 
-# What the apply core reads back to compare (never the whole document).
+# What the apply core reads back to compare (never the whole document), besides the mirrored attributes'
+# fields (`attributes.AttributeMap.compared_projection`).
 COMPARED_PROJECTION: Final[tuple[str, ...]] = (
     F.EXTERNAL_ID,
     *PROFILE_FIELDS,
@@ -62,8 +64,9 @@ COMPARED_PROJECTION: Final[tuple[str, ...]] = (
 )
 
 # Erasure removes these from a document: the profile (everything `plan.desired_document` yields but the
-# user's state) and the group and role names. Every other field the reconciler writes is in KEPT_ON_ERASURE,
-# and a test holds the two lists to every name of `F`.
+# user's state), the group and role names, and the mirrored attributes' fields
+# (`attributes.AttributeMap.personal_fields` adds them). Every other field the reconciler writes is in
+# KEPT_ON_ERASURE, and a test holds the two lists to every name of `F`.
 PERSONAL_FIELDS: Final[tuple[str, ...]] = (
     *(name for name in PROFILE_FIELDS if name not in (F.IS_ACTIVE, F.DEACTIVATION_REASON)),
     F.GROUPS,

@@ -38,7 +38,8 @@ class DeactivationReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class KeycloakUser:
-    """The part of a Keycloak UserRepresentation the application mirrors."""
+    """The part of a Keycloak UserRepresentation the application mirrors. `attributes` holds the first value
+    of each mirrored attribute the user has (attribute name, value); a brief representation has none."""
 
     id: str
     username: str
@@ -47,10 +48,14 @@ class KeycloakUser:
     email_verified: bool = False
     first_name: str | None = None
     last_name: str | None = None
-    avatar_url: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
     created_timestamp_ms: int | None = None
     groups: tuple[str, ...] | None = None  # None: not fetched (group/role sync off)
     realm_roles: tuple[str, ...] | None = None
+
+    def attribute(self, name: str) -> str | None:
+        """The first value of attribute `name`, when it is mirrored and the user has one."""
+        return next((value for attribute, value in self.attributes if attribute == name), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,9 @@ Decisions:
   create it; the next full reconcile confirms such a user as a candidate and deactivates it.
 - A document observed at or after the observation is left alone ("stale"); the store's filter guard repeats
   that check atomically at write time (invariant 2).
-- Empty strings from Keycloak (first name, last name, email, picture) are stored as null.
+- Empty strings from Keycloak (first name, last name, email, mirrored attributes) are stored as null. The
+  mirrored attributes and their fields are the policy's `AttributeMap` (MIRRORED_ATTRIBUTES; by default
+  `picture` -> `avatar_url`).
 - Group and realm-role names (sorted) are mirrored only with `sync_groups_and_roles`; otherwise those fields
   are neither compared nor written.
 - Erased documents (`erased_at` set, personal fields removed: `apply.erasure`) get personal fields back only
@@ -45,7 +47,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from reconciler.domain.document import PROFILE_FIELDS, F, UserWrite, is_erased
+from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP, AttributeMap
+from reconciler.domain.document import F, UserWrite, is_erased
 from reconciler.domain.models import DeactivationReason, Observation, SyncedBy
 
 ACCESS_FIELDS: Final[tuple[str, ...]] = (F.GROUPS, F.REALM_ROLES)
@@ -68,13 +71,15 @@ WRITING_ACTIONS: Final = (Action.CREATED, Action.UPDATED, Action.DEACTIVATED, Ac
 @dataclass(frozen=True, slots=True)
 class ApplyPolicy:
     """How a path applies: who writes (`synced_by`), whether an unchanged user still gets its newer
-    `observed_at` recorded (`touch_unchanged`), whether anything is written at all (`dry_run`), and whether
-    groups and realm roles are mirrored (`sync_access`)."""
+    `observed_at` recorded (`touch_unchanged`), whether anything is written at all (`dry_run`), whether
+    groups and realm roles are mirrored (`sync_access`), and which attributes into which fields
+    (`mirrored`; the applier sets both from the settings)."""
 
     synced_by: SyncedBy
     touch_unchanged: bool = False
     dry_run: bool = False
     sync_access: bool = False
+    mirrored: AttributeMap = DEFAULT_ATTRIBUTE_MAP
 
     @classmethod
     def event(cls, *, sync_access: bool = False, synced_by: SyncedBy = SyncedBy.EVENT) -> ApplyPolicy:
@@ -120,11 +125,12 @@ def display_name(first_name: str | None, last_name: str | None, username: str) -
     return name or username
 
 
-def desired_document(observation: Observation) -> dict[str, Any]:
+def desired_document(observation: Observation, mirrored: AttributeMap) -> dict[str, Any]:
     """The mirrored fields Keycloak's state implies for one observation (pure).
 
-    A found user yields its profile, `is_active` and `deactivation_reason` (None when active), plus `groups`
-    and `realm_roles` when they were fetched; a user not found yields only the deactivated state.
+    A found user yields its profile (with a field per mirrored attribute), `is_active` and
+    `deactivation_reason` (None when active), plus `groups` and `realm_roles` when they were fetched; a user
+    not found yields only the deactivated state.
     """
     user = observation.user
     if user is None:
@@ -136,10 +142,11 @@ def desired_document(observation: Observation) -> dict[str, Any]:
         F.FIRST_NAME: _clean(user.first_name),
         F.LAST_NAME: _clean(user.last_name),
         F.DISPLAY_NAME: display_name(user.first_name, user.last_name, user.username),
-        F.AVATAR_URL: _clean(user.avatar_url),
         F.IS_ACTIVE: user.enabled,
         F.DEACTIVATION_REASON: None if user.enabled else DeactivationReason.DISABLED.value,
     }
+    for attribute, name in mirrored.pairs:
+        doc[name] = _clean(user.attribute(attribute))
     if user.groups is not None:
         doc[F.GROUPS] = sorted(set(user.groups))
     if user.realm_roles is not None:
@@ -147,14 +154,15 @@ def desired_document(observation: Observation) -> dict[str, Any]:
     return doc
 
 
-def profile_print(fields: Mapping[str, Any]) -> int | None:
-    """A 64-bit print of the profile fields of a stored document or of `desired_document`'s result.
+def profile_print(fields: Mapping[str, Any], mirrored: AttributeMap) -> int | None:
+    """A 64-bit print of the profile fields (`mirrored.profile_fields`) of a stored document or of
+    `desired_document`'s result.
 
     Documents that `_diff` finds equal have equal prints: Python's hash agrees with `==`, which `_diff`
     compares with. None when a stored value cannot be hashed (a malformed document, compared the usual way).
     """
     try:
-        return hash(tuple(fields.get(name) for name in PROFILE_FIELDS))
+        return hash(tuple(fields.get(name) for name in mirrored.profile_fields))
     except TypeError:
         return None
 
@@ -202,7 +210,7 @@ def plan(
 
 
 def _plan_one(obs: Observation, doc: Mapping[str, Any] | None, policy: ApplyPolicy, now: datetime) -> Change:
-    desired = desired_document(obs)
+    desired = desired_document(obs, policy.mirrored)
     if not policy.sync_access:
         for name in ACCESS_FIELDS:
             desired.pop(name, None)

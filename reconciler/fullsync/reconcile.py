@@ -26,9 +26,11 @@ One run:
    deactivated (disabled), found and enabled -> applied as an update (offset paging, inside a window too,
    skipped it because users were created or deleted meanwhile; or it has no creation time in any window).
 
-Pages are listed with the *full* representation: the brief one (Keycloak 26.5) carries no attributes and
-so no `picture`, and the avatar would read as removed. The cost is a larger response and Keycloak loading
-every listed user's attributes; with `sync_groups_and_roles` each listed user also costs two more requests.
+Pages are listed with the *full* representation when an attribute is mirrored (MIRRORED_ATTRIBUTES, by
+default `picture`): the brief one carries no attributes, and a mirrored field would read as removed. The
+cost is a larger response and Keycloak loading every listed user's attributes. With no attribute mirrored
+the pages are brief (1.3-3x cheaper for Keycloak, BENCHMARKS.md); the run's first log line says which. With
+`sync_groups_and_roles` each listed user also costs two more requests.
 
 A failure anywhere (Keycloak, store) that outlasts its retries (each Keycloak request
 `keycloak_retry_attempts` times, each batch of store reads and writes `mongodb_retry_attempts` times) fails
@@ -64,7 +66,7 @@ from reconciler.domain.models import Observation
 from reconciler.domain.outcomes import Outcome
 from reconciler.domain.plan import Action, ApplyPolicy, Change
 from reconciler.fullsync.listing import OffsetPages, PageSizer
-from reconciler.fullsync.snapshot import SCANNED_FIELDS, StoreSnapshot, user_key
+from reconciler.fullsync.snapshot import StoreSnapshot, user_key
 from reconciler.fullsync.windowed import CLOCK_MARGIN_MS, Road, WindowedPages, probe_road
 from reconciler.fullsync.windows import MAX_CREATED_MS, MIN_CREATED_MS, PageRequest, Window, plan_windows
 from reconciler.observability import metrics
@@ -222,6 +224,9 @@ class FullReconcile:
         self._last_log = 0.0
         self._probed: Road | None = None  # KEYCLOAK_LISTING=auto: what the probe found, once it could tell
         self._window_total: int | None = None  # the windowed road's count of [0, hi], for the log
+        # Brief representations carry no attributes and cost Keycloak 1.3-3x less (BENCHMARKS.md): the
+        # listing reads full ones only when an attribute is mirrored. Both roads use this choice.
+        self._brief = not keycloak.mirrored.needs_attributes
 
     async def run(
         self,
@@ -239,7 +244,12 @@ class FullReconcile:
         summary = RunSummary(run_id=run_id or uuid.uuid4().hex, started_at=utc_now(), dry_run=dry_run)
         started = time.monotonic()
         with structlog.contextvars.bound_contextvars(run_id=summary.run_id, dry_run=dry_run):
-            log.info("full reconcile started", realm=self._settings.keycloak_realm)
+            log.info(
+                "full reconcile started",
+                realm=self._settings.keycloak_realm,
+                representation="brief" if self._brief else "full",
+                mirrored_fields=list(self._keycloak.mirrored.fields),
+            )
             recorded = False
             try:
                 if not dry_run:
@@ -289,7 +299,7 @@ class FullReconcile:
         settings = self._settings
         total = await self._keycloak.count_users()
         road = await self._road(total)
-        snapshot = StoreSnapshot()
+        snapshot = StoreSnapshot(self._keycloak.mirrored)
         seen = await self._list_all(summary, total, progress, snapshot, road)
 
         # Only a complete, error-free listing gets here.
@@ -378,7 +388,7 @@ class FullReconcile:
         """One scan of the store after a complete listing: the active users it did not list, the active count
         for the guard, and the users the snapshot skipped whose document changed or vanished since."""
         closing = ClosingScan()
-        async for doc in self._store.scan_users(SCANNED_FIELDS):
+        async for doc in self._store.scan_users(snapshot.fields):
             active = doc.get(F.IS_ACTIVE) is True
             closing.active += active
             key = user_key(doc.get(F.EXTERNAL_ID))
@@ -429,7 +439,7 @@ class FullReconcile:
     def _offset_pages(self, total: int) -> OffsetPages:
         async def fetch(first: int, size: int) -> tuple[datetime, UserPage]:
             observed_at = self._applier.clock()  # stamped just before this page's own request
-            return observed_at, await self._keycloak.list_user_page(first, size, brief=False)
+            return observed_at, await self._keycloak.list_user_page(first, size, brief=self._brief)
 
         depth = self._settings.keycloak_list_concurrency
         sizer = PageSizer(*self._settings.keycloak_page_size_bounds, depth)
@@ -443,7 +453,9 @@ class FullReconcile:
         async def fetch(window: Window, request: PageRequest) -> tuple[datetime, UserPage]:
             observed_at = self._applier.clock()  # stamped just before this page's own request
             created = (window.created_after, window.created_before)
-            page = await keycloak.list_user_page(request.first, request.max, brief=False, created=created)
+            page = await keycloak.list_user_page(
+                request.first, request.max, brief=self._brief, created=created
+            )
             return observed_at, page
 
         self._window_total = None

@@ -20,11 +20,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from reconciler.clients.store import UserStore
-from reconciler.domain.document import PROFILE_FIELDS, F
+from reconciler.domain.attributes import AttributeMap
+from reconciler.domain.document import F
 from reconciler.domain.models import Observation
 from reconciler.domain.plan import desired_document, profile_print
 
-SCANNED_FIELDS: Final[tuple[str, ...]] = (F.EXTERNAL_ID, *PROFILE_FIELDS)
+
+def scanned_fields(mirrored: AttributeMap) -> tuple[str, ...]:
+    """What the snapshot and the closing scan read of each stored user: its id and the printed fields."""
+    return (F.EXTERNAL_ID, *mirrored.profile_fields)
 
 
 def user_key(external_id: object) -> bytes | None:
@@ -40,15 +44,17 @@ def user_key(external_id: object) -> bytes | None:
 
 class StoreSnapshot:
     """Prints of the stored users (16-byte key -> 64-bit print), taken by `read` before the listing; empty
-    (every page read by id) when it is not read."""
+    (every page read by id) when it is not read. `mirrored`: the attributes the prints cover."""
 
-    def __init__(self) -> None:
+    def __init__(self, mirrored: AttributeMap) -> None:
         self._prints: dict[bytes, int] = {}
+        self._mirrored = mirrored
+        self.fields: Final = scanned_fields(mirrored)
 
     async def read(self, store: UserStore) -> None:
         """Take the prints of every stored user (one scan)."""
-        async for doc in store.scan_users(SCANNED_FIELDS):
-            key, printed = user_key(doc.get(F.EXTERNAL_ID)), profile_print(doc)
+        async for doc in store.scan_users(self.fields):
+            key, printed = user_key(doc.get(F.EXTERNAL_ID)), profile_print(doc, self._mirrored)
             if key is not None and printed is not None:
                 self._prints[key] = printed
 
@@ -58,7 +64,10 @@ class StoreSnapshot:
     def unchanged(self, key: bytes, observation: Observation) -> bool:
         """True when the stored document already says what this listed user implies (no write needed)."""
         stored = self._prints.get(key)
-        return stored is not None and stored == profile_print(desired_document(observation))
+        mirrored = self._mirrored
+        return stored is not None and stored == profile_print(
+            desired_document(observation, mirrored), mirrored
+        )
 
     def forget(self, key: bytes) -> None:
         """This user is applied the usual way (or left alone): the closing scan need not compare it."""
@@ -68,7 +77,7 @@ class StoreSnapshot:
         """Closing scan: True when the snapshot holds this user and its document changed since. Each user is
         compared once; what is left afterwards (`unvisited`) vanished from the store meanwhile."""
         stored = self._prints.pop(key, None)
-        return stored is not None and stored != profile_print(doc)
+        return stored is not None and stored != profile_print(doc, self._mirrored)
 
     def unvisited(self) -> Iterator[bytes]:
         return iter(self._prints)

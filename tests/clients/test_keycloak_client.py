@@ -22,6 +22,7 @@ from reconciler.clients.keycloak import (
     KeycloakUnavailable,
     user_from_representation,
 )
+from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP, AttributeMap
 from tests.conftest import override
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.scripted_keycloak import USER_ID, FakeKeycloak, scripted, user_json
@@ -208,7 +209,8 @@ def test_user_from_representation() -> None:
             "firstName": "Alice",
             "lastName": None,
             "attributes": {"picture": ["https://img.test/a.png"], "locale": ["en"]},
-        }
+        },
+        DEFAULT_ATTRIBUTE_MAP,
     )
     assert (user.email, user.email_verified, user.first_name, user.last_name) == (
         "a@example.test",
@@ -216,9 +218,9 @@ def test_user_from_representation() -> None:
         "Alice",
         None,
     )
-    assert user.avatar_url == "https://img.test/a.png"
+    assert user.attributes == (("picture", "https://img.test/a.png"),)  # only the mirrored ones
     assert user.created_timestamp_ms == 1
-    assert user_from_representation(user_json()).avatar_url is None
+    assert user_from_representation(user_json(), DEFAULT_ATTRIBUTE_MAP).attributes == ()
     for broken in (
         {"username": "x", "enabled": True},
         {**user_json(), "id": "../x"},
@@ -226,7 +228,24 @@ def test_user_from_representation() -> None:
         {**user_json(), "enabled": "yes"},
     ):
         with pytest.raises(KeycloakProtocolError):
-            user_from_representation(broken)
+            user_from_representation(broken, DEFAULT_ATTRIBUTE_MAP)
+
+
+def test_mirrored_attributes_read_their_first_non_empty_value() -> None:
+    mapping = AttributeMap.parse("department=department,phoneNumber=phone_number,picture=avatar_url")
+    data = {
+        **user_json(),
+        "attributes": {
+            "department": ["Finance", "Sales"],
+            "phoneNumber": [""],
+            "picture": "not-a-list",
+            "locale": ["en"],
+        },
+    }
+    user = user_from_representation(data, mapping)
+    assert user.attributes == (("department", "Finance"),)
+    assert user.attribute("department") == "Finance" and user.attribute("phoneNumber") is None
+    assert user_from_representation(data, AttributeMap.parse("")).attributes == ()
 
 
 # --- integration tests: the real Keycloak ---------------------------------------------------------------
@@ -266,7 +285,7 @@ async def test_count_list_and_get_real_users(kc: KeycloakAdminClient, real_users
     assert user is not None
     assert (user.username, user.first_name, user.last_name) == ("kc-client-0", "First0", "User")
     assert (user.email, user.email_verified, user.enabled) == ("kc-client-0@example.test", True, True)
-    assert user.avatar_url == "https://img.test/0.png"
+    assert user.attribute("picture") == "https://img.test/0.png"
     assert isinstance(user.created_timestamp_ms, int)
     disabled = await kc.get_user(real_users[4])
     assert disabled is not None and disabled.enabled is False
@@ -283,10 +302,10 @@ async def test_brief_and_full_representation(
     brief = {u.id: u for u in await kc.list_users(0, 100)}
     full = {u.id: u for u in await kc.list_users(0, 100, brief=False)}
     for i, user_id in enumerate(real_users):
-        assert brief[user_id].avatar_url is None
-        assert full[user_id].avatar_url == f"https://img.test/{i}.png"
+        assert brief[user_id].attribute("picture") is None
+        assert full[user_id].attribute("picture") == f"https://img.test/{i}.png"
         # Everything but the attributes is the same in both.
-        assert brief[user_id] == dataclasses.replace(full[user_id], avatar_url=None)
+        assert brief[user_id] == dataclasses.replace(full[user_id], attributes=())
 
 
 @pytest.mark.stack

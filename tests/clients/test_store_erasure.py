@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 
 from reconciler.clients.store import UserStore
-from reconciler.domain.document import PERSONAL_FIELDS, F, UserWrite, WriteStatus
+from reconciler.domain.attributes import AttributeMap
+from reconciler.domain.document import F, UserWrite, WriteStatus
 
 pytestmark = pytest.mark.stack
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+# A custom mirrored field beside the default one: erasure removes both (they are personal data).
+PERSONAL = AttributeMap.parse("picture=avatar_url,department=department").personal_fields
 
 
 async def put(store: UserStore, *, active: bool, reason: str | None, deactivated_at: datetime | None) -> str:
@@ -26,7 +29,8 @@ async def put(store: UserStore, *, active: bool, reason: str | None, deactivated
         F.FIRST_NAME: "Some",
         F.LAST_NAME: "One",
         F.DISPLAY_NAME: "Some One",
-        F.AVATAR_URL: None,
+        "avatar_url": None,
+        "department": "Finance",
         F.GROUPS: ["g"],
         F.IS_ACTIVE: active,
     }
@@ -47,17 +51,18 @@ async def test_due_erasures_erase_each_deleted_user_once_and_keep_its_ids(store:
     cutoff = T0 + timedelta(days=1)
     assert await store.due_erasures(cutoff, 100) == [old]
 
-    doc_id = await store.erase_user(old, T0 + timedelta(days=3), deleted_before=cutoff)
+    doc_id = await store.erase_user(old, T0 + timedelta(days=3), PERSONAL, deleted_before=cutoff)
     doc = await store.get_user(old)
     assert doc is not None and doc[F.ID] == doc_id
-    assert not set(doc) & set(PERSONAL_FIELDS)
+    assert not set(doc) & set(PERSONAL)
+    assert "department" not in doc
     assert doc[F.ERASED_AT] == T0 + timedelta(days=3) and doc[F.EXTERNAL_ID] == old
-    assert await store.erase_user(old, T0 + timedelta(days=4)) is None  # once
+    assert await store.erase_user(old, T0 + timedelta(days=4), PERSONAL) is None  # once
     assert await store.due_erasures(cutoff, 100) == []
     for not_due in (recent, disabled, active):
-        assert await store.erase_user(not_due, T0, deleted_before=cutoff) is None
-    assert await store.erase_user(active, T0) is None  # an active document is never erased
-    assert await store.erase_user(disabled, T0) is not None  # on request (forced): any inactive one
+        assert await store.erase_user(not_due, T0, PERSONAL, deleted_before=cutoff) is None
+    assert await store.erase_user(active, T0, PERSONAL) is None  # an active document is never erased
+    assert await store.erase_user(disabled, T0, PERSONAL) is not None  # on request (forced): any inactive one
 
 
 async def test_a_write_that_yields_to_an_erasure_is_stale_against_an_erased_document(
@@ -67,7 +72,7 @@ async def test_a_write_that_yields_to_an_erasure_is_stale_against_an_erased_docu
     profile = {F.EMAIL: "back@example.test", F.FIRST_NAME: "Back"}
     plain = UserWrite(user_id, T0 + timedelta(seconds=1), profile, unless_erased=True)
     assert await store.write_users([plain]) == (WriteStatus.UPDATED,)  # not erased: written
-    assert await store.erase_user(user_id, T0 + timedelta(seconds=2)) is not None
+    assert await store.erase_user(user_id, T0 + timedelta(seconds=2), PERSONAL) is not None
     later = T0 + timedelta(seconds=3)
     upsert = UserWrite(user_id, later, profile, insert_fields={F.EXTERNAL_ID: user_id}, unless_erased=True)
     assert await store.write_users([upsert]) == (WriteStatus.STALE,)

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.apply.applier import ObservationClock
+from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP, AttributeMap
 from reconciler.domain.document import PROFILE_FIELDS
 from reconciler.domain.models import KeycloakUser, Observation, SyncedBy
 from reconciler.domain.plan import (
@@ -23,7 +24,7 @@ from reconciler.domain.plan import (
     profile_print,
 )
 from reconciler.fullsync.reconcile import mass_deactivation_limit
-from tests.support.plans import NOW, T0, T1, UID, one, policy, stored, stored_after, user, users
+from tests.support.plans import MIRRORED, NOW, T0, T1, UID, one, policy, stored, stored_after, user, users
 
 # --- desired_document --------------------------------------------------------------------------------------
 
@@ -43,12 +44,13 @@ from tests.support.plans import NOW, T0, T1, UID, one, policy, stored, stored_af
 )
 def test_display_name_rules(first: str | None, last: str | None, expected: str) -> None:
     assert display_name(first, last, "alice") == expected
-    doc = desired_document(Observation(UID, user(first_name=first, last_name=last), T0))
+    doc = desired_document(Observation(UID, user(first_name=first, last_name=last), T0), MIRRORED)
     assert doc["display_name"] == expected
 
 
 def test_desired_document_of_an_enabled_user() -> None:
-    doc = desired_document(Observation(UID, user(avatar_url="https://img.example.test/a.png"), T0))
+    picture = (("picture", "https://img.example.test/a.png"),)
+    doc = desired_document(Observation(UID, user(attributes=picture), T0), DEFAULT_ATTRIBUTE_MAP)
     assert doc == {
         "username": "alice",
         "email": "alice@example.test",
@@ -62,11 +64,26 @@ def test_desired_document_of_an_enabled_user() -> None:
     }
 
 
+def test_mirrored_attributes_become_their_fields_and_empty_or_absent_ones_null() -> None:
+    mapping = AttributeMap.parse("picture=avatar_url,department=department,phoneNumber=phone_number")
+    u = user(attributes=(("department", " Finance "), ("phoneNumber", "")))
+    doc = desired_document(Observation(UID, u, T0), mapping)
+    assert (doc["avatar_url"], doc["department"], doc["phone_number"]) == (None, "Finance", None)
+    assert set(doc) == set(mapping.profile_fields)
+    nothing = desired_document(Observation(UID, u, T0), AttributeMap.parse(""))
+    assert not {"avatar_url", "department", "phone_number"} & set(nothing)
+    # The plan compares and writes the mapped fields: a new department is an update of that field alone.
+    change = one(Observation(UID, user(attributes=(("department", "Sales"),)), T1), stored(u))
+    assert change.action is Action.UPDATED and set(change.diff) == {"department"}
+    assert change.write is not None and change.write.set_fields["department"] == "Sales"
+    assert one(Observation(UID, u, T1), stored(u)).action is Action.UNCHANGED
+
+
 def test_desired_document_of_a_disabled_user_and_of_a_missing_one() -> None:
-    disabled = desired_document(Observation(UID, user(enabled=False), T0))
+    disabled = desired_document(Observation(UID, user(enabled=False), T0), MIRRORED)
     assert disabled["is_active"] is False
     assert disabled["deactivation_reason"] == "disabled_in_keycloak"
-    assert desired_document(Observation(UID, None, T0)) == {
+    assert desired_document(Observation(UID, None, T0), MIRRORED) == {
         "is_active": False,
         "deactivation_reason": "deleted_in_keycloak",
     }
@@ -74,7 +91,8 @@ def test_desired_document_of_a_disabled_user_and_of_a_missing_one() -> None:
 
 def test_empty_strings_are_stored_as_null_and_groups_sorted() -> None:
     doc = desired_document(
-        Observation(UID, user(email="", first_name="", groups=("b", "a", "b"), realm_roles=("r2", "r1")), T0)
+        Observation(UID, user(email="", first_name="", groups=("b", "a", "b"), realm_roles=("r2", "r1")), T0),
+        MIRRORED,
     )
     assert doc["email"] is None and doc["first_name"] is None
     assert doc["groups"] == ["a", "b"]
@@ -278,7 +296,7 @@ def test_any_order_of_observations_converges_to_the_latest(
         return
     assert doc is not None
     assert doc["observed_at"] == latest.observed_at
-    wanted = desired_document(latest)
+    wanted = desired_document(latest, MIRRORED)
     assert {k: doc.get(k) for k in wanted} == wanted | (
         {"deactivation_reason": None} if latest.user.enabled else {}
     )
@@ -334,7 +352,7 @@ def test_ids_are_uuids() -> None:
     assert uuid.UUID(UID)
 
 
-PROFILE = ("username", "enabled", "email", "email_verified", "first_name", "last_name", "avatar_url")
+PROFILE = ("username", "enabled", "email", "email_verified", "first_name", "last_name", "attributes")
 
 
 @given(
@@ -356,7 +374,9 @@ def test_a_stored_print_equal_to_the_listed_one_is_exactly_an_unchanged_decision
     if deactivated_earlier and not stored_as.enabled:
         doc["deactivation_reason"] = "deleted_in_keycloak"
     observation = Observation(UID, listed, T1)
-    same_print = profile_print(doc) == profile_print(desired_document(observation))
+    same_print = profile_print(doc, MIRRORED) == profile_print(
+        desired_document(observation, MIRRORED), MIRRORED
+    )
     decided = one(observation, doc)
     if stored_later:
         assert decided.action is Action.STALE and decided.write is None
@@ -366,5 +386,6 @@ def test_a_stored_print_equal_to_the_listed_one_is_exactly_an_unchanged_decision
 
 
 def test_the_print_covers_every_field_the_core_compares_and_ignores_unhashable_documents() -> None:
-    assert set(desired_document(Observation(UID, user(), T0))) == set(PROFILE_FIELDS)
-    assert profile_print({**stored(user()), "first_name": ["not", "a", "name"]}) is None
+    assert set(desired_document(Observation(UID, user(), T0), MIRRORED)) == set(MIRRORED.profile_fields)
+    assert set(MIRRORED.profile_fields) == {*PROFILE_FIELDS, "avatar_url", "department"}
+    assert profile_print({**stored(user()), "first_name": ["not", "a", "name"]}, MIRRORED) is None

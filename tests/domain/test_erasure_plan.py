@@ -12,13 +12,15 @@ from hypothesis import strategies as st
 from reconciler.domain.document import KEPT_ON_ERASURE, PERSONAL_FIELDS, F
 from reconciler.domain.models import KeycloakUser, Observation, SyncedBy
 from reconciler.domain.plan import Action
-from tests.support.plans import T0, T1, UID, one, stored, stored_after, user, users
+from tests.support.plans import MIRRORED, T0, T1, UID, one, stored, stored_after, user, users
+
+PERSONAL = MIRRORED.personal_fields  # the fixed personal fields and the mirrored ones
 
 
 def erased(u: KeycloakUser | None = None, **overrides: Any) -> dict[str, Any]:
     """The document of `u` deleted in Keycloak at T0, then erased (what `UserStore.erase_user` leaves)."""
     doc = stored(u or user(), is_active=False, deactivation_reason="deleted_in_keycloak", deactivated_at=T0)
-    for name in PERSONAL_FIELDS:
+    for name in PERSONAL:
         doc.pop(name, None)
     return {**doc, F.ERASED_AT: T0 + timedelta(seconds=0.5), **overrides}
 
@@ -27,13 +29,23 @@ def written_personal(change: Any) -> set[str]:
     if change.write is None:
         return set()
     inserted = change.write.insert_fields or {}
-    return (set(change.write.set_fields) | set(inserted)) & set(PERSONAL_FIELDS)
+    return (set(change.write.set_fields) | set(inserted)) & set(PERSONAL)
 
 
 def test_every_document_field_is_either_personal_or_kept_on_erasure() -> None:
     names = {value for key, value in vars(F).items() if key.isupper()}
     assert set(PERSONAL_FIELDS) | set(KEPT_ON_ERASURE) == names
     assert not set(PERSONAL_FIELDS) & set(KEPT_ON_ERASURE)
+
+
+def test_mirrored_fields_are_personal_and_come_back_only_with_an_enabled_user() -> None:
+    assert {"avatar_url", "department"} <= set(PERSONAL) and set(PERSONAL_FIELDS) <= set(PERSONAL)
+    u = user(attributes=(("department", "Finance"),))
+    doc = erased(u)
+    assert "department" not in doc
+    assert not written_personal(one(Observation(UID, user(enabled=False, attributes=u.attributes), T1), doc))
+    back = one(Observation(UID, u, T1), doc)
+    assert back.write is not None and back.write.set_fields["department"] == "Finance"
 
 
 def test_a_404_against_an_erased_document_changes_nothing_and_touches_only_observed_at() -> None:
@@ -93,9 +105,9 @@ def test_no_observation_but_an_enabled_user_writes_a_personal_field_to_an_erased
         after = stored_after(doc, change)
         assert after is not None  # never deleted
         doc = after
-        has_personal = any(doc.get(name) is not None for name in PERSONAL_FIELDS if name != F.EMAIL_VERIFIED)
+        has_personal = any(doc.get(name) is not None for name in PERSONAL if name != F.EMAIL_VERIFIED)
         assert not (has_personal and doc.get(F.ERASED_AT) is not None)
     mirrored = any(s is not None and s.enabled for s in states)
     assert (doc.get(F.ERASED_AT) is None) is mirrored
     if not mirrored:
-        assert not set(doc) & set(PERSONAL_FIELDS)
+        assert not set(doc) & set(PERSONAL)

@@ -94,6 +94,34 @@ async def test_configuration_errors_name_the_variables_without_their_values() ->
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("mapping", "reason"),
+    [
+        ("picture=avatar_url,mail=email", "email is one of the document's own fields"),
+        ("picture=avatar_url,photo=avatar_url", "field 'avatar_url' is the target of two attributes"),
+        ('{"picture":"avatar_url"}', "is not attribute=field"),
+    ],
+)
+async def test_a_malformed_mirrored_attributes_mapping_stops_every_command_at_start(
+    mapping: str, reason: str
+) -> None:
+    env = {
+        **base_env(),
+        "KEYCLOAK_URL": "http://127.0.0.1:9",  # nothing listens: the mapping is refused before any connection
+        "KEYCLOAK_REALM": "app",
+        "KEYCLOAK_CLIENT_SECRET": SECRET_MARKER,
+        "MONGODB_URI": "mongodb://127.0.0.1:9",
+        "MIRRORED_ATTRIBUTES": mapping,
+    }
+    for command in (["run"], ["reconcile", "--once"], ["verify"]):
+        result = await run_cli(env, *command)
+        assert result.code == 2, (command, result.stderr)
+        assert result.stderr.strip().splitlines() == [result.last_error_line]
+        assert "configuration error: invalid MIRRORED_ATTRIBUTES" in result.last_error_line
+        assert reason in result.last_error_line
+        assert SECRET_MARKER not in result.stderr + result.stdout
+
+
 def test_describe_settings_error_never_includes_input() -> None:
     from pydantic import ValidationError
 

@@ -18,7 +18,8 @@ from reconciler.base.config import Settings
 from reconciler.base.errors import ExitStatus
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
-from reconciler.domain.document import PERSONAL_FIELDS, F
+from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP
+from reconciler.domain.document import F
 from reconciler.domain.plan import ApplyPolicy
 from tests.conftest import override
 from tests.support.keycloak_admin import KeycloakTestAdmin
@@ -58,7 +59,7 @@ def assert_no_personal_value(text: str, *people: Person) -> None:
 def assert_erased(doc: dict[str, Any] | None) -> None:
     assert doc is not None
     assert doc.get(F.ERASED_AT) is not None, doc
-    assert not set(doc) & set(PERSONAL_FIELDS), doc
+    assert not set(doc) & set(DEFAULT_ATTRIBUTE_MAP.personal_fields), doc  # avatar_url too
     assert doc[F.ID] and doc[F.EXTERNAL_ID]  # the application's references hold
     assert doc[F.IS_ACTIVE] is False
 

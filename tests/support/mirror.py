@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from reconciler.clients.store import UserStore
+from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP, AttributeMap
 from tests.support.keycloak_admin import KeycloakTestAdmin
 
 
@@ -15,8 +16,11 @@ async def documents(store: UserStore) -> dict[str, dict[str, Any]]:
     return {doc["external_id"]: doc async for doc in store.users.find({})}
 
 
-async def assert_mirror(kc_admin: KeycloakTestAdmin, store: UserStore) -> None:
-    """Every Keycloak user is mirrored exactly; every other local user is deactivated as deleted."""
+async def assert_mirror(
+    kc_admin: KeycloakTestAdmin, store: UserStore, mirrored: AttributeMap = DEFAULT_ATTRIBUTE_MAP
+) -> None:
+    """Every Keycloak user is mirrored exactly (with the attributes of `mirrored`); every other local user is
+    deactivated as deleted."""
     kc_users = {u["id"]: u for u in await kc_admin.list_users()}
     docs = await documents(store)
     for user_id, user in kc_users.items():
@@ -28,7 +32,8 @@ async def assert_mirror(kc_admin: KeycloakTestAdmin, store: UserStore) -> None:
         assert doc["email_verified"] is user.get("emailVerified", False)
         assert doc["first_name"] == first and doc["last_name"] == last
         assert doc["display_name"] == (" ".join(p for p in (first, last) if p) or user["username"])
-        assert doc["avatar_url"] == ((user.get("attributes") or {}).get("picture") or [None])[0]
+        for attribute, field in mirrored.pairs:
+            assert doc[field] == ((user.get("attributes") or {}).get(attribute) or [None])[0]
         assert doc["is_active"] is user["enabled"]
         if user["enabled"]:
             assert "deactivated_at" not in doc and "deactivation_reason" not in doc

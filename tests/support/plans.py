@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from reconciler.domain.attributes import AttributeMap
 from reconciler.domain.models import KeycloakUser, Observation, SyncedBy
 from reconciler.domain.plan import ApplyPolicy, Change, desired_document, plan
 
@@ -15,6 +16,8 @@ T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=1)
 NOW = T0 + timedelta(minutes=5)
 UID = "0b7f1c2e-8d0e-4c35-9a55-0d7a0a3f6c11"
+# The mapping the plan tests apply: the default attribute and a custom one.
+MIRRORED = AttributeMap.parse("picture=avatar_url,department=department")
 
 
 def user(**fields: Any) -> KeycloakUser:
@@ -31,12 +34,14 @@ def user(**fields: Any) -> KeycloakUser:
     return KeycloakUser(**values)
 
 
-def stored(u: KeycloakUser, observed_at: datetime = T0, **overrides: Any) -> dict[str, Any]:
+def stored(
+    u: KeycloakUser, observed_at: datetime = T0, mirrored: AttributeMap = MIRRORED, **overrides: Any
+) -> dict[str, Any]:
     """The document the store would hold after applying `u` observed at `observed_at`."""
     doc = {
         "external_id": u.id,
         "observed_at": observed_at,
-        **desired_document(Observation(u.id, u, observed_at)),
+        **desired_document(Observation(u.id, u, observed_at), mirrored),
     }
     if doc["is_active"]:
         doc.pop("deactivation_reason")
@@ -50,8 +55,11 @@ def policy(
     synced_by: SyncedBy = SyncedBy.RECONCILE,
     touch_unchanged: bool = False,
     sync_groups_and_roles: bool = False,
+    mirrored: AttributeMap = MIRRORED,
 ) -> ApplyPolicy:
-    return ApplyPolicy(synced_by, touch_unchanged=touch_unchanged, sync_access=sync_groups_and_roles)
+    return ApplyPolicy(
+        synced_by, touch_unchanged=touch_unchanged, sync_access=sync_groups_and_roles, mirrored=mirrored
+    )
 
 
 def one(
@@ -81,7 +89,13 @@ users = st.builds(
     email_verified=st.booleans(),
     first_name=names,
     last_name=names,
-    avatar_url=names,
+    attributes=st.builds(
+        lambda picture, department: tuple(
+            (name, value) for name, value in (("picture", picture), ("department", department)) if value
+        ),
+        names,
+        names,
+    ),
 )
 
 
