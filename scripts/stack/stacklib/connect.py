@@ -49,7 +49,13 @@ CDC_ROLE = "keycloak_cdc"
 SECRETS_FILE_NAME = "cdc-database.properties"
 # The user tables whose committed changes are hints, and the federation components' configuration (a sync's
 # end) (topic = prefix.schema.table).
-CDC_TABLES = ("user_entity", "user_attribute", "user_group_membership", "user_role_mapping", "component_config")
+CDC_TABLES = (
+    "user_entity",
+    "user_attribute",
+    "user_group_membership",
+    "user_role_mapping",
+    "component_config",
+)
 
 CONNECT_LOG4J = """status = warn
 appender.out.type = Console
