@@ -223,11 +223,16 @@ class Settings(BaseSettings):
         default=5, ge=0, description="Deactivations always allowed in one run, whatever the share"
     )
     sync_groups_and_roles: bool = Field(default=False, description="Mirror group names and realm roles")
+    organizations_enabled: bool = Field(
+        default=False,
+        description="Mirror each user's Keycloak 26 organization memberships (`organizations`: id, alias, "
+        "name, membership type); needs the realm's organizations on and realm-management/view-organizations",
+    )
     reconcile_store_snapshot: bool = Field(
         default=True,
         description="The full reconcile reads the store in one scan while its listing starts and compares "
         "listed users with it, instead of one store read per page; costs about 150 bytes per stored user "
-        "for the run. Not used with SYNC_GROUPS_AND_ROLES",
+        "for the run. Not used with SYNC_GROUPS_AND_ROLES or ORGANIZATIONS_ENABLED",
     )
 
     # --- Erasure -------------------------------------------------------------------------------------

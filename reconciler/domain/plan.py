@@ -28,6 +28,8 @@ Decisions:
 - Empty strings from Keycloak (first name, last name, email, picture) are stored as null.
 - Group and realm-role names (sorted) are mirrored only with `sync_groups_and_roles`; otherwise those fields
   are neither compared nor written.
+- Organization memberships (`organizations`, sorted by organization id) are mirrored only when the read
+  fetched them (`organizations_enabled`); otherwise the field is neither compared nor written.
 - Erased documents (`erased_at` set, personal fields removed: `apply.erasure`) get personal fields back only
   from a read that finds the user *enabled* in Keycloak: the user reappeared, so it is mirrored again and
   `erased_at` is removed. A 404 writes only the deactivated state (as for every document), and a user found
@@ -46,7 +48,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from reconciler.domain.document import PROFILE_FIELDS, F, UserWrite, is_erased
-from reconciler.domain.models import DeactivationReason, Observation, SyncedBy
+from reconciler.domain.models import DeactivationReason, Observation, OrganizationMembership, SyncedBy
 
 ACCESS_FIELDS: Final[tuple[str, ...]] = (F.GROUPS, F.REALM_ROLES)
 
@@ -120,11 +122,21 @@ def display_name(first_name: str | None, last_name: str | None, username: str) -
     return name or username
 
 
+def organization_entries(memberships: Iterable[OrganizationMembership]) -> list[dict[str, Any]]:
+    """The stored form of a user's organization memberships: one entry per organization id, sorted by id."""
+    by_id = {m.id: m for m in sorted(memberships)}
+    return [
+        {"id": m.id, "alias": m.alias, "name": m.name, "membership_type": m.membership_type.value}
+        for _, m in sorted(by_id.items())
+    ]
+
+
 def desired_document(observation: Observation) -> dict[str, Any]:
     """The mirrored fields Keycloak's state implies for one observation (pure).
 
     A found user yields its profile, `is_active` and `deactivation_reason` (None when active), plus `groups`
-    and `realm_roles` when they were fetched; a user not found yields only the deactivated state.
+    and `realm_roles` and `organizations` when they were fetched; a user not found yields only the deactivated
+    state.
     """
     user = observation.user
     if user is None:
@@ -144,6 +156,8 @@ def desired_document(observation: Observation) -> dict[str, Any]:
         doc[F.GROUPS] = sorted(set(user.groups))
     if user.realm_roles is not None:
         doc[F.REALM_ROLES] = sorted(set(user.realm_roles))
+    if user.organizations is not None:
+        doc[F.ORGANIZATIONS] = organization_entries(user.organizations)
     return doc
 
 
