@@ -444,7 +444,8 @@ class KeycloakAdminClient:
     async def check_access(self) -> int:
         """At start: a token, then one small authorised read of the realm's users; returns the user count.
 
-        Raises `KeycloakConfigError` when Keycloak refuses (bad secret, no view-users, unknown realm), and
+        Raises `KeycloakConfigError` when Keycloak refuses (bad secret, no view-users, unknown realm; with
+        ORGANIZATIONS_ENABLED no view-organizations, or organizations off in the realm), and
         also when the listing is empty while `/users/count` says there are users: the service account can
         count but not view them, which must never read as "Keycloak has no users".
         """
@@ -452,6 +453,8 @@ class KeycloakAdminClient:
         listed = await self._get_json(
             "list_users", "/users", {"first": 0, "max": 1, "briefRepresentation": "true"}
         )
+        if self._settings.organizations_enabled:  # refused (no view-organizations) or off in the realm
+            await self.list_organizations(0, 1)
         if total > 0 and isinstance(listed, list) and not listed:
             raise KeycloakConfigError(self._cannot_view(total))
         return total
@@ -545,6 +548,13 @@ class KeycloakAdminClient:
             token = await self._access_token()
             response = await self._send(operation, "GET", url, params=params, token=token)
         status = response.status_code
+        if status == 404 and role == ORGANIZATIONS_ROLE and _organizations_off(response):
+            # Not "this user or organization is gone": a 404 for every organization read (users would
+            # otherwise be deactivated as deleted).
+            raise KeycloakConfigError(
+                f"organizations are not enabled in realm '{self._settings.keycloak_realm}' ({operation}: HTTP"
+                " 404): turn them on in the realm, or set ORGANIZATIONS_ENABLED=false"
+            )
         if status == 404 and not_found_ok:
             return None
         if status == 401:
@@ -742,6 +752,17 @@ def _certificate_failure(error: BaseException) -> str | None:
             return seen.verify_message or "certificate verify failed"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _organizations_off(response: httpx.Response) -> bool:
+    """Keycloak's answer to an organization read in a realm whose organizations are off (26.7: HTTP 404 with
+    `{"errorMessage": "Organizations not enabled for this realm."}`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    message = body.get("errorMessage") if isinstance(body, dict) else None
+    return isinstance(message, str) and "not enabled" in message.lower()
 
 
 def _outcome(status: int) -> str:
