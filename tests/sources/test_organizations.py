@@ -150,6 +150,40 @@ async def test_a_full_reconcile_reads_each_member_list_once_and_writes_every_mem
         )
 
 
+async def test_a_membership_written_by_the_event_path_during_a_run_is_not_undone_by_the_runs_older_view(
+    settings: Settings, kc_admin: KeycloakTestAdmin, organizations: list[Org], private_store: UserStore
+) -> None:
+    """The run reads the member lists before it lists users: a member added (and applied by the event path)
+    after its list was read must survive the run's later page (its observation is stamped no later than the
+    member lists)."""
+    user_id = await kc_admin.create_user()
+    org = organizations[45]
+    config = orgs_settings(settings, private_store)
+    async with KeycloakAdminClient(config) as event_client:
+        event_path = Applier(private_store, event_client, config)
+        await event_path.observe_and_apply([user_id], ApplyPolicy.event())
+        members_path = f"/admin/realms/{config.keycloak_realm}/organizations/{org.id}/members"
+
+        class AddedAfterItsListWasRead(CountingTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                response = await super().handle_async_request(request)
+                if request.url.path == members_path:  # answered without the user; now it joins
+                    await kc_admin.add_organization_member(org.id, user_id)
+                    await event_path.observe_and_apply([user_id], ApplyPolicy.event())
+                    doc = await private_store.get_user(user_id)
+                    assert doc is not None and doc["organizations"] == [org.entry()]
+                return response
+
+        transport = AddedAfterItsListWasRead()
+        async with KeycloakAdminClient(config, transport=transport) as keycloak:
+            summary = await FullReconcile(config, private_store, keycloak).run()
+    assert summary.outcome is Outcome.SUCCESS
+    assert transport.requests[("GET", members_path)] == 1
+    doc = await private_store.get_user(user_id)
+    assert doc is not None and doc["organizations"] == [org.entry()]
+    assert summary.applied[Action.STALE] >= 1
+
+
 async def test_with_the_setting_off_no_document_gets_the_field_and_keycloak_no_organization_request(
     settings: Settings, kc_admin: KeycloakTestAdmin, organizations: list[Org], private_store: UserStore
 ) -> None:
