@@ -25,12 +25,13 @@ from datetime import datetime
 from tenacity import RetryCallState, retry_if_exception_type
 
 from reconciler.base.config import Settings
-from reconciler.base.errors import PermanentError, TemporaryError
+from reconciler.base.errors import PermanentError, TemporaryError, UserDataError
 from reconciler.base.retry import RetryPolicy
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
 from reconciler.domain.events import HintReason, OrganizationHint, UserHint
 from reconciler.domain.models import SyncedBy
+from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
 from reconciler.observability.monitor import FailureMonitor
 from reconciler.sources.workqueue import CoalescingQueue
@@ -99,7 +100,20 @@ class OrganizationHints:
         """Submit one hint per user concerned (`users`, else found now); `done` is called once, after all of
         them were applied (at once when there are none). Returns the number of hints."""
         if users is None:
-            users = await self.users_retried(hint)
+            try:
+                users = await self.users_retried(hint)
+            except UserDataError as error:
+                # Keycloak answered something unreadable for this organization: given up like a user's
+                # apply after its attempts (the next full reconcile writes its members), so that the
+                # record does not hold its partition's commits forever.
+                log.error(
+                    "organization members unreadable, left to the next full reconcile",
+                    organization_id=hint.organization_id,
+                    error=str(error)[:300],
+                )
+                metrics.HINTS_ABANDONED.inc()
+                done()
+                return 0
         log.info(
             "organization event hints its members",
             organization_id=hint.organization_id,

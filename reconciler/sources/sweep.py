@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from reconciler.base.config import Settings
-from reconciler.base.errors import KeycloakConfigError, ReconcilerError
+from reconciler.base.errors import KeycloakConfigError, ReconcilerError, UserDataError
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.lease import Lease
 from reconciler.clients.store import SweepState, UserStore
@@ -299,7 +299,11 @@ class Sweeper:
         if result.organization is None or self._organizations is None:
             hint = self._hint_of(read, result)
             return [] if hint is None else [hint]
-        users = await self._organizations.users(result.organization)
+        try:
+            users = await self._organizations.users(result.organization)
+        except UserDataError:  # unreadable member list: left to the next full reconcile, the sweep goes on
+            log.error("organization members unreadable", organization_id=result.organization.organization_id)
+            users = []
         if not users:
             metrics.SWEEP_EVENTS.labels(source=read.source, outcome="ignored_organization").inc()
         return member_hints(result.organization, users, source=SyncedBy.SWEEP, after_commit=True)

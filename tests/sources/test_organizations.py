@@ -18,17 +18,21 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from reconciler.apply.applier import Applier
 from reconciler.base.config import Settings
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
+from reconciler.domain.events import OrganizationHint
 from reconciler.domain.outcomes import Outcome
 from reconciler.domain.plan import Action, ApplyPolicy
 from reconciler.fullsync.reconcile import FullReconcile
+from reconciler.sources.organizations import OrganizationHints
 from tests.conftest import override
 from tests.support.keycloak_admin import KeycloakTestAdmin
+from tests.support.scripted_keycloak import FakeKeycloak
 from tests.support.service import running_service, running_sweep_service, until_stored
 
 pytestmark = pytest.mark.stack
@@ -302,3 +306,23 @@ async def test_the_sweep_keeps_memberships_true_without_the_listener(
         await scenario(kc_admin, users, timeout_s=SWEEP_INTERVAL_S + 10)
     async for doc in users.find({}):
         assert doc["synced_by"] == "sweep", doc["external_id"]
+
+
+async def test_an_unreadable_member_list_is_given_up_so_the_record_is_committed(
+    settings: Settings, private_store: UserStore
+) -> None:
+    """Edge case a real Keycloak does not produce (a member without a known membershipType): the record of
+    the event is done (its partition's commits go on) and the hint counted as abandoned."""
+
+    async def admin(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=[{"id": str(uuid.uuid4()), "membershipType": "OWNER"}])
+
+    config = orgs_settings(settings, private_store)
+    hint = OrganizationHint(str(uuid.uuid4()), "members", None, config.keycloak_realm, "CREATE")
+    abandoned = REGISTRY.get_sample_value("reconciler_hints_abandoned_total") or 0
+    done: list[bool] = []
+    async with KeycloakAdminClient(config, transport=httpx.MockTransport(FakeKeycloak(admin))) as keycloak:
+        organization_hints = OrganizationHints(config, private_store, keycloak)
+        assert await organization_hints.submit(hint, queue=None, done=lambda: done.append(True)) == 0  # type: ignore[arg-type]
+    assert done == [True]
+    assert REGISTRY.get_sample_value("reconciler_hints_abandoned_total") == abandoned + 1
