@@ -168,10 +168,9 @@ def organization_from_representation(data: Any, membership_type: MembershipType)
     `KeycloakProtocolError` when id or name is unusable (the id ends up in an admin API URL)."""
     if not isinstance(data, Mapping):
         raise KeycloakProtocolError("organization representation is not a JSON object")
-    org_id, name = data.get("id"), data.get("name")
-    if not is_keycloak_id(org_id) or not isinstance(name, str):
+    org_id, name = _optional_str(data, "id"), _optional_str(data, "name")
+    if org_id is None or not is_keycloak_id(org_id) or name is None:
         raise KeycloakProtocolError("organization representation has no valid id or name")
-    assert isinstance(org_id, str)
     return OrganizationMembership(org_id.lower(), _optional_str(data, "alias"), name, membership_type)
 
 

@@ -21,7 +21,13 @@ from aiokafka.structs import OffsetAndMetadata
 from reconciler.base.config import Settings
 from reconciler.base.errors import Component
 from reconciler.clients.kafka import DeadLetters, client_options, kafka_boundary, stop_quietly
-from reconciler.domain.events import ParseResult, UserHint, parse_record, published_after_commit
+from reconciler.domain.events import (
+    OrganizationHint,
+    ParseResult,
+    UserHint,
+    parse_record,
+    published_after_commit,
+)
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
 from reconciler.observability.monitor import FailureMonitor
@@ -148,7 +154,7 @@ class EventConsumer:
             offsets.track(record.offset, parts=0)
             return
         if result.organization is not None and self._organizations is not None:
-            self._expand(record, offsets, result)
+            self._expand(record, offsets, self._organizations, result.organization)
             return
         if not result.hints:
             metrics.EVENTS.labels(topic=record.topic, outcome=f"ignored_{result.ignored or 'other'}").inc()
@@ -162,16 +168,19 @@ class EventConsumer:
             await self._queue.submit(hint.user_id, hint, _done(offsets, record.offset))
 
     def _expand(
-        self, record: ConsumerRecord[bytes, bytes], offsets: PartitionOffsets, result: ParseResult
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        offsets: PartitionOffsets,
+        organizations: OrganizationHints,
+        hint: OrganizationHint,
     ) -> None:
         """An organization event names no user: its members are found (store, Keycloak) in a task of their
         own, so the poll loop goes on, and the record is done once every member's hint was applied."""
-        assert self._organizations is not None and result.organization is not None
         metrics.EVENTS.labels(topic=record.topic, outcome="hinted").inc()
         offsets.track(record.offset, parts=1)
         task = asyncio.create_task(
-            self._organizations.submit(
-                result.organization,
+            organizations.submit(
+                hint,
                 self._queue,
                 _done(offsets, record.offset),
                 after_commit=published_after_commit(record.headers),
