@@ -374,8 +374,16 @@ class UserStore:
     @_store_boundary
     async def organization_members(self, organization_id: str) -> list[str]:
         """external_ids of the documents whose `organizations` hold this organization id (also after
-        Keycloak deleted the organization: the store still remembers who was in it)."""
-        cursor = self.users.find({f"{F.ORGANIZATIONS}.id": organization_id}, {F.EXTERNAL_ID: 1, F.ID: 0})
+        Keycloak deleted the organization: the store still remembers who was in it), except users deleted in
+        Keycloak (their documents keep the memberships they had, and a read would only find them gone
+        again)."""
+        cursor = self.users.find(
+            {
+                f"{F.ORGANIZATIONS}.id": organization_id,
+                F.DEACTIVATION_REASON: {"$ne": DeactivationReason.DELETED.value},
+            },
+            {F.EXTERNAL_ID: 1, F.ID: 0},
+        )
         return [str(doc[F.EXTERNAL_ID]) async for doc in cursor]
 
     @_store_boundary

@@ -326,3 +326,25 @@ async def test_an_unreadable_member_list_is_given_up_so_the_record_is_committed(
         assert await organization_hints.submit(hint, queue=None, done=lambda: done.append(True)) == 0  # type: ignore[arg-type]
     assert done == [True]
     assert REGISTRY.get_sample_value("reconciler_hints_abandoned_total") == abandoned + 1
+
+
+async def test_the_store_names_the_members_of_an_organization_but_not_users_deleted_in_keycloak(
+    settings: Settings, kc_admin: KeycloakTestAdmin, organizations: list[Org], private_store: UserStore
+) -> None:
+    """A deleted user's document keeps its memberships; a rename or a member added must not read it again
+    each time. A disabled member still exists in Keycloak and is named."""
+    org = organizations[30]
+    active, disabled, deleted = [await kc_admin.create_user() for _ in range(3)]
+    for user_id in (active, disabled, deleted):
+        await kc_admin.add_organization_member(org.id, user_id)
+    config = orgs_settings(settings, private_store)
+    async with KeycloakAdminClient(config) as keycloak:
+        applier = Applier(private_store, keycloak, config)
+        await applier.observe_and_apply([active, disabled, deleted], ApplyPolicy.event())
+        assert sorted(await private_store.organization_members(org.id)) == sorted([active, disabled, deleted])
+        await kc_admin.set_enabled(disabled, False)
+        await kc_admin.delete_user(deleted)
+        await applier.observe_and_apply([disabled, deleted], ApplyPolicy.event())
+    gone = await private_store.get_user(deleted)
+    assert gone is not None and gone["deactivation_reason"] == "deleted_in_keycloak" and gone["organizations"]
+    assert sorted(await private_store.organization_members(org.id)) == sorted([active, disabled])
