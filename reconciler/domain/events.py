@@ -81,7 +81,7 @@ class HintReason(StrEnum):
     ROLE_MAPPING = "role_mapping"
     USER_EVENT = "user_event"
     ORGANIZATION_MEMBERSHIP = "organization_membership"  # the user joined or left an organization
-    ORGANIZATION = "organization"  # an organization the user belongs to was renamed or deleted
+    ORGANIZATION = "organization"  # an organization the user is (or was) in: renamed, deleted, members
 
 
 class IgnoreReason(StrEnum):
