@@ -39,6 +39,7 @@ from reconciler.sources.cdc import ChangeSource
 from reconciler.sources.consumer import EventConsumer
 from reconciler.sources.hint_apply import hint_queue
 from reconciler.sources.listing_road import ListingRoad
+from reconciler.sources.organizations import OrganizationHints
 from reconciler.sources.sweep import Sweeper
 from reconciler.sources.workqueue import CoalescingQueue, LoggingObserver
 
@@ -83,6 +84,7 @@ class Service:
         self.scheduler: ReconcileScheduler | None = None
         self.sweeper: Sweeper | None = None
         self.changes: ChangeSource | None = None
+        self.organizations: OrganizationHints | None = None  # ORGANIZATIONS_ENABLED
         self.queue: CoalescingQueue[UserHint] | None = None
         self.http_port: int | None = None
         self._store_ok_until = 0.0
@@ -122,6 +124,8 @@ class Service:
             self.scheduler = ReconcileScheduler(settings, store, keycloak, monitor=self.monitor)
             self.health.add_heartbeat("reconcile", self.scheduler.heartbeat, SCHEDULER_MAX_SILENCE_S)
             parts["reconcile"] = asyncio.create_task(self.scheduler.run(self.stop), name="reconcile")
+        if settings.organizations_enabled:
+            self.organizations = OrganizationHints(settings, store, keycloak, self.monitor)
         if settings.consumer_enabled or settings.sweep_enabled:
             self.queue = hint_queue(
                 Applier(store, keycloak, settings),
@@ -166,6 +170,7 @@ class Service:
             queue,
             holder=make_holder_id(),
             request_reconcile=scheduler.request if scheduler is not None else None,
+            organizations=self.organizations,
         )
         try:
             active = await sweeper.check()
@@ -250,6 +255,7 @@ class Service:
                     accepted_realms(self.settings.keycloak_realm, self.settings.keycloak_realm_id),
                     monitor=self.monitor,
                     changes=self.changes,
+                    organizations=self.organizations,
                 )
                 try:
                     await consumer.run(self.stop)

@@ -144,7 +144,9 @@ class Applier:
     """Applies observations to the store: one store read and at most one bulk write per batch.
 
     With `sync_groups_and_roles` on, the groups and realm roles of every found user in a batch are read from
-    Keycloak before deciding (two more requests per user, bounded by the client's concurrency).
+    Keycloak before deciding (two more requests per user, bounded by the client's concurrency); with
+    `organizations_enabled` its organization memberships (one request, plus one per organization), unless
+    the observation already carries them (the full reconcile reads every member list once per run).
     """
 
     def __init__(self, store: UserStore, keycloak: KeycloakAdminClient, settings: Settings) -> None:
@@ -152,6 +154,7 @@ class Applier:
         self._keycloak = keycloak
         self.sync_access = settings.sync_groups_and_roles
         self.mirrored = keycloak.mirrored  # the attributes its reads carry, from MIRRORED_ATTRIBUTES
+        self.sync_organizations = settings.organizations_enabled
         self.batch_size = settings.apply_batch_size
         self.clock = observation_time
 
@@ -162,6 +165,8 @@ class Applier:
             return ApplyResult()
         if self.sync_access:
             observations = await self._with_access(observations)
+        if self.sync_organizations:
+            observations = await self._with_organizations(observations)
         current = await self._store.find_by_external_ids(
             (o.user_id for o in observations), self.mirrored.compared_projection
         )
@@ -208,6 +213,22 @@ class Applier:
                 return Observation(obs.user_id, None, obs.observed_at)
             enriched: KeycloakUser = dataclasses.replace(user, groups=groups, realm_roles=roles)
             return Observation(obs.user_id, enriched, obs.observed_at)
+
+        return await _gather_all(one(obs) for obs in observations)
+
+    async def _with_organizations(self, observations: Sequence[Observation]) -> list[Observation]:
+        """Fill in the organization memberships of found users; a 404 on that read means the user is gone."""
+
+        async def one(obs: Observation) -> Observation:
+            user = obs.user
+            if user is None or user.organizations is not None:
+                return obs
+            organizations = await self._keycloak.user_organizations(user.id)
+            if organizations is None:
+                return Observation(obs.user_id, None, obs.observed_at)
+            return Observation(
+                obs.user_id, dataclasses.replace(user, organizations=organizations), obs.observed_at
+            )
 
         return await _gather_all(one(obs) for obs in observations)
 

@@ -238,11 +238,16 @@ class Settings(BaseSettings):
         "(a letter, then letters, digits, _), none of the document's own, each the target of one attribute; "
         "mirrored fields are personal data (erased with the others). Checked at start (exit 2)",
     )
+    organizations_enabled: bool = Field(
+        default=False,
+        description="Mirror each user's Keycloak 26 organization memberships (`organizations`: id, alias, "
+        "name, membership type); needs the realm's organizations on and realm-management/view-organizations",
+    )
     reconcile_store_snapshot: bool = Field(
         default=True,
         description="The full reconcile reads the store in one scan while its listing starts and compares "
         "listed users with it, instead of one store read per page; costs about 150 bytes per stored user "
-        "for the run. Not used with SYNC_GROUPS_AND_ROLES",
+        "for the run. Not used with SYNC_GROUPS_AND_ROLES or ORGANIZATIONS_ENABLED",
     )
 
     # --- Erasure -------------------------------------------------------------------------------------

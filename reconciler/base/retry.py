@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, stop_after_delay
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, stop_after_delay, stop_never
 from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
@@ -122,3 +122,9 @@ class RetryPolicy:
             Backoff.requests(settings).tenacity_wait(),
             stop_after_delay(DEAD_LETTER_PUBLISH_DEADLINE_S),
         )
+
+    @classmethod
+    def organization_members(cls, settings: Settings) -> RetryPolicy:
+        """Finding the members of a renamed or deleted organization (store, Keycloak) for an event: like a
+        user's apply, tried until it succeeds (its record is not committed meanwhile)."""
+        return cls("organization_members", Backoff.users(settings).tenacity_wait(), stop_never)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,7 @@ from reconciler.base.errors import (
 from reconciler.base.retry import RetryPolicy
 from reconciler.clients.costs import RequestCosts
 from reconciler.domain.attributes import AttributeMap
-from reconciler.domain.models import KeycloakUser, is_keycloak_id
+from reconciler.domain.models import KeycloakUser, MembershipType, OrganizationMembership, is_keycloak_id
 from reconciler.observability import logs, metrics
 
 __all__ = [
@@ -41,8 +42,11 @@ __all__ = [
     "UnreadableUser",
     "UserPage",
     "created_filter",
+    "organization_from_representation",
     "user_from_representation",
 ]
+
+ORGANIZATIONS_ROLE: Final = "view-organizations"
 
 log = logs.get_logger(__name__)
 
@@ -53,6 +57,10 @@ Operation = Literal[
     "count_users",
     "user_groups",
     "user_realm_roles",
+    "list_organizations",
+    "organization_members",
+    "user_organizations",
+    "organization_member",
     "admin_events",
     "user_events",
     "events_config",
@@ -163,6 +171,24 @@ def _first_values(attributes: object, names: Sequence[str]) -> tuple[tuple[str, 
         if isinstance(values, list) and values and isinstance(values[0], str) and values[0]:
             found.append((name, values[0]))
     return tuple(found)
+
+
+def organization_from_representation(data: Any, membership_type: MembershipType) -> OrganizationMembership:
+    """Map a Keycloak OrganizationRepresentation (brief) to a membership of that type. Raises
+    `KeycloakProtocolError` when id or name is unusable (the id ends up in an admin API URL)."""
+    if not isinstance(data, Mapping):
+        raise KeycloakProtocolError("organization representation is not a JSON object")
+    org_id, name = _optional_str(data, "id"), _optional_str(data, "name")
+    if org_id is None or not is_keycloak_id(org_id) or name is None:
+        raise KeycloakProtocolError("organization representation has no valid id or name")
+    return OrganizationMembership(org_id.lower(), _optional_str(data, "alias"), name, membership_type)
+
+
+def _membership_type(data: Any) -> MembershipType:
+    value = data.get("membershipType") if isinstance(data, Mapping) else None
+    if value not in tuple(MembershipType):
+        raise KeycloakProtocolError("member representation has no known membershipType")
+    return MembershipType(value)
 
 
 # Pages at least this large tell what a listed user costs (a page of one is mostly the request's overhead).
@@ -321,10 +347,116 @@ class KeycloakAdminClient:
         data = await self._get_json("user_realm_roles", path, None, not_found_ok=True)
         return None if data is None else tuple(self._names(data, "realm roles"))
 
+    # --- organizations (Keycloak 26; needs realm-management/view-organizations) ----------------------------
+
+    async def user_organizations(self, user_id: str) -> tuple[OrganizationMembership, ...] | None:
+        """The organizations the user is a member of, each with the user's membership type; None when the
+        user is gone (404). One request for the organizations, one per organization for the type (Keycloak's
+        organization representation does not carry it)."""
+        checked = self._checked_id(user_id)
+        data = await self._get_json(
+            "user_organizations",
+            f"/organizations/members/{checked}/organizations",
+            {"briefRepresentation": "true"},
+            not_found_ok=True,
+            role=ORGANIZATIONS_ROLE,
+        )
+        if data is None:
+            return None
+        if not isinstance(data, list):
+            raise KeycloakProtocolError("organizations of a member is not a JSON array")
+        orgs = [organization_from_representation(item, MembershipType.UNMANAGED) for item in data]
+        memberships: list[OrganizationMembership] = []
+        for org in orgs:
+            member = await self._get_json(
+                "organization_member",
+                f"/organizations/{org.id}/members/{checked}",
+                None,
+                not_found_ok=True,
+                role=ORGANIZATIONS_ROLE,
+            )
+            if member is not None:  # None: removed since the first read (or the organization deleted)
+                memberships.append(dataclasses.replace(org, membership_type=_membership_type(member)))
+        return tuple(sorted(memberships))
+
+    async def list_organizations(self, first: int, max_results: int) -> list[OrganizationMembership]:
+        """One page of the realm's organizations (id, alias, name; the membership type is a placeholder)."""
+        data = await self._get_json(
+            "list_organizations",
+            "/organizations",
+            {"first": first, "max": max_results, "briefRepresentation": "true"},
+            role=ORGANIZATIONS_ROLE,
+        )
+        if not isinstance(data, list):
+            raise KeycloakProtocolError("organization listing is not a JSON array")
+        return [organization_from_representation(item, MembershipType.UNMANAGED) for item in data]
+
+    async def organization_members(
+        self, organization_id: str, first: int, max_results: int
+    ) -> list[tuple[str, MembershipType]] | None:
+        """One page of an organization's members: (user id, membership type); None when the organization
+        does not exist (404)."""
+        if not is_keycloak_id(organization_id):
+            raise InvalidUserId(f"not a Keycloak organization id: {organization_id!r:.80}")
+        data = await self._get_json(
+            "organization_members",
+            f"/organizations/{organization_id}/members",
+            {"first": first, "max": max_results},
+            not_found_ok=True,
+            role=ORGANIZATIONS_ROLE,
+        )
+        if data is None:
+            return None
+        if not isinstance(data, list):
+            raise KeycloakProtocolError("organization member listing is not a JSON array")
+        members: list[tuple[str, MembershipType]] = []
+        for item in data:
+            user_id = item.get("id") if isinstance(item, Mapping) else None
+            if not isinstance(user_id, str) or not is_keycloak_id(user_id):
+                raise KeycloakProtocolError("organization member has no valid Keycloak id")
+            members.append((user_id.lower(), _membership_type(item)))
+        return members
+
+    async def all_organization_members(self, organization_id: str) -> list[tuple[str, MembershipType]]:
+        """Every member of one organization, paged by `keycloak_page_size` ([] when it does not exist)."""
+        page_size = self._settings.keycloak_page_size
+        members: list[tuple[str, MembershipType]] = []
+        first = 0
+        while True:
+            page = await self.organization_members(organization_id, first, page_size)
+            if page is None:
+                return members
+            members.extend(page)
+            if len(page) < page_size:
+                return members
+            first += page_size
+
+    async def organization_memberships(self) -> dict[str, list[OrganizationMembership]]:
+        """user id -> its memberships, from every organization's member list: each organization listed and
+        each member list read once, paged (the full reconcile's one read per run)."""
+        page_size = self._settings.keycloak_page_size
+        organizations: list[OrganizationMembership] = []
+        first = 0
+        while True:
+            page = await self.list_organizations(first, page_size)
+            organizations.extend(page)
+            if len(page) < page_size:
+                break
+            first += page_size
+        # Concurrently, bounded by the client's semaphore and rate limit like every request.
+        member_lists = await asyncio.gather(*(self.all_organization_members(org.id) for org in organizations))
+        by_user: dict[str, list[OrganizationMembership]] = {}
+        for org, members in zip(organizations, member_lists, strict=True):
+            for user_id, membership_type in members:
+                membership = dataclasses.replace(org, membership_type=membership_type)
+                by_user.setdefault(user_id, []).append(membership)
+        return by_user
+
     async def check_access(self) -> int:
         """At start: a token, then one small authorised read of the realm's users; returns the user count.
 
-        Raises `KeycloakConfigError` when Keycloak refuses (bad secret, no view-users, unknown realm), and
+        Raises `KeycloakConfigError` when Keycloak refuses (bad secret, no view-users, unknown realm; with
+        ORGANIZATIONS_ENABLED no view-organizations, or organizations off in the realm), and
         also when the listing is empty while `/users/count` says there are users: the service account can
         count but not view them, which must never read as "Keycloak has no users".
         """
@@ -332,6 +464,8 @@ class KeycloakAdminClient:
         listed = await self._get_json(
             "list_users", "/users", {"first": 0, "max": 1, "briefRepresentation": "true"}
         )
+        if self._settings.organizations_enabled:  # refused (no view-organizations) or off in the realm
+            await self.list_organizations(0, 1)
         if total > 0 and isinstance(listed, list) and not listed:
             raise KeycloakConfigError(self._cannot_view(total))
         return total
@@ -425,6 +559,13 @@ class KeycloakAdminClient:
             token = await self._access_token()
             response = await self._send(operation, "GET", url, params=params, token=token)
         status = response.status_code
+        if status == 404 and role == ORGANIZATIONS_ROLE and _organizations_off(response):
+            # Not "this user or organization is gone": a 404 for every organization read (users would
+            # otherwise be deactivated as deleted).
+            raise KeycloakConfigError(
+                f"organizations are not enabled in realm '{self._settings.keycloak_realm}' ({operation}: HTTP"
+                " 404): turn them on in the realm, or set ORGANIZATIONS_ENABLED=false"
+            )
         if status == 404 and not_found_ok:
             return None
         if status == 401:
@@ -622,6 +763,17 @@ def _certificate_failure(error: BaseException) -> str | None:
             return seen.verify_message or "certificate verify failed"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _organizations_off(response: httpx.Response) -> bool:
+    """Keycloak's answer to an organization read in a realm whose organizations are off (26.7: HTTP 404 with
+    `{"errorMessage": "Organizations not enabled for this realm."}`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    message = body.get("errorMessage") if isinstance(body, dict) else None
+    return isinstance(message, str) and "not enabled" in message.lower()
 
 
 def _outcome(status: int) -> str:

@@ -192,6 +192,8 @@ class UserStore:
         """Create the indexes every query here relies on (idempotent)."""
         await self.users.create_index([(F.EXTERNAL_ID, ASCENDING)], unique=True, name="external_id_unique")
         await self.users.create_index([(F.IS_ACTIVE, ASCENDING)], name="is_active")
+        # The members of an organization (ORGANIZATIONS_ENABLED): its rename or deletion hints each of them.
+        await self.users.create_index([(f"{F.ORGANIZATIONS}.id", ASCENDING)], name="organization_ids")
         await self.runs.create_index(
             [("outcome", ASCENDING), ("started_at", DESCENDING)], name="outcome_started"
         )
@@ -367,6 +369,21 @@ class UserStore:
     # --- erasure --------------------------------------------------------------------------------------------
     # The filters are guards, like `observed_at`: a document reactivated (or no longer deleted) between the
     # decision and the write is not erased.
+
+    @_store_boundary
+    async def organization_members(self, organization_id: str) -> list[str]:
+        """external_ids of the documents whose `organizations` hold this organization id (also after
+        Keycloak deleted the organization: the store still remembers who was in it), except users deleted in
+        Keycloak (their documents keep the memberships they had, and a read would only find them gone
+        again)."""
+        cursor = self.users.find(
+            {
+                f"{F.ORGANIZATIONS}.id": organization_id,
+                F.DEACTIVATION_REASON: {"$ne": DeactivationReason.DELETED.value},
+            },
+            {F.EXTERNAL_ID: 1, F.ID: 0},
+        )
+        return [str(doc[F.EXTERNAL_ID]) async for doc in cursor]
 
     @_store_boundary
     async def due_erasures(self, deleted_before: datetime, limit: int) -> list[str]:

@@ -35,6 +35,7 @@ class F:
     SYNCED_BY: Final = "synced_by"
     GROUPS: Final = "groups"  # only with group/role sync on
     REALM_ROLES: Final = "realm_roles"
+    ORGANIZATIONS: Final = "organizations"  # only with ORGANIZATIONS_ENABLED (plan.organization_entries)
     ERASED_AT: Final = "erased_at"  # set when the personal fields were erased; absent otherwise
 
 
@@ -60,17 +61,19 @@ COMPARED_PROJECTION: Final[tuple[str, ...]] = (
     F.OBSERVED_AT,
     F.GROUPS,
     F.REALM_ROLES,
+    F.ORGANIZATIONS,
     F.ERASED_AT,
 )
 
 # Erasure removes these from a document: the profile (everything `plan.desired_document` yields but the
-# user's state), the group and role names, and the mirrored attributes' fields
-# (`attributes.AttributeMap.personal_fields` adds them). Every other field the reconciler writes is in
-# KEPT_ON_ERASURE, and a test holds the two lists to every name of `F`.
+# user's state), the group and role names, the organization memberships (their names), and the mirrored
+# attributes' fields (`attributes.AttributeMap.personal_fields` adds them). Every other field the reconciler
+# writes is in KEPT_ON_ERASURE, and a test holds the two lists to every name of `F`.
 PERSONAL_FIELDS: Final[tuple[str, ...]] = (
     *(name for name in PROFILE_FIELDS if name not in (F.IS_ACTIVE, F.DEACTIVATION_REASON)),
     F.GROUPS,
     F.REALM_ROLES,
+    F.ORGANIZATIONS,
 )
 # What an erased document keeps: its ids (the application's references hold), its state and the times.
 KEPT_ON_ERASURE: Final[tuple[str, ...]] = (

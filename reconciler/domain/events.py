@@ -44,9 +44,11 @@ from reconciler.domain.models import SyncedBy, is_keycloak_id
 __all__ = [
     "ACCEPTED_USER_EVENT_TYPES",
     "MAX_RECORD_BYTES",
+    "ORGANIZATION_RESOURCE_TYPES",
     "HintReason",
     "IgnoreReason",
     "InvalidReason",
+    "OrganizationHint",
     "ParseResult",
     "UserHint",
     "accepted_realms",
@@ -78,6 +80,8 @@ class HintReason(StrEnum):
     GROUP_MEMBERSHIP = "group_membership"
     ROLE_MAPPING = "role_mapping"
     USER_EVENT = "user_event"
+    ORGANIZATION_MEMBERSHIP = "organization_membership"  # the user joined or left an organization
+    ORGANIZATION = "organization"  # an organization the user is (or was) in: renamed, deleted, members
 
 
 class IgnoreReason(StrEnum):
@@ -97,6 +101,7 @@ class IgnoreReason(StrEnum):
     IMPORT = (
         "import"  # a realm partial import's per-user event (resource REALM, path users/{id}): see `imported`
     )
+    ORGANIZATION = "organization"  # an organization's change that names no user: see `organization`
 
 
 class InvalidReason(StrEnum):
@@ -135,6 +140,21 @@ class UserHint:
 
 
 @dataclass(frozen=True, slots=True)
+class OrganizationHint:
+    """An organization whose members may have changed, for a source to turn into user hints (the event names
+    no user): `renamed` (UPDATE) or `deleted` (DELETE ORGANIZATION): every member the store holds;
+    `members` (a member added: Keycloak 26.7 emits CREATE on `organizations/{id}/members`, the user only in
+    the details): whoever Keycloak's member list and the store disagree about. `organization_id` is a
+    validated, lower-case Keycloak id."""
+
+    organization_id: str
+    change: Literal["renamed", "deleted", "members"]
+    event_time: datetime | None
+    realm: str
+    operation: str
+
+
+@dataclass(frozen=True, slots=True)
 class ParseResult:
     """Exactly one of: `hints` non-empty, `ignored` set, or `invalid` set (with a human `detail`)."""
 
@@ -148,6 +168,8 @@ class ParseResult:
     imported: UserHint | None = None
     # A change record's commit time (CDC), also when it is ignored: heartbeats keep the source's lag true.
     commit_time: datetime | None = None
+    # With `ignored` ORGANIZATION: the organization whose members to hint (ORGANIZATIONS_ENABLED).
+    organization: OrganizationHint | None = None
 
     @classmethod
     def ignore(cls, reason: IgnoreReason) -> ParseResult:
@@ -218,20 +240,27 @@ class _AdminEvent(_Event):
 _ADMIN_KEYS: Final = ("resourceType", "resourceTypeAsString", "operationType", "resourcePath", "authDetails")
 _ROLE_MAPPING_TYPES: Final = frozenset({"REALM_ROLE_MAPPING", "CLIENT_ROLE_MAPPING"})
 _USER_RESOURCE_TYPES: Final = frozenset({"USER", "GROUP_MEMBERSHIP"}) | _ROLE_MAPPING_TYPES
+ORGANIZATION_RESOURCE_TYPES: Final = ("ORGANIZATION", "ORGANIZATION_MEMBERSHIP")
+# Sub-resources of `organizations/{id}/members` that send invitations: nobody's membership changed yet.
+_INVITATIONS: Final = frozenset({"invite-user", "invite-existing-user"})
 
 # Percent-escapes (%2e, %2f, %5c, %00, ...), backslashes, query, fragment, whitespace and control characters.
 _BAD_PATH_CHARS: Final = re.compile(r"%[0-9A-Fa-f]{2}|[\\?#\s\x00-\x1f\x7f]")
 
 
-def parse_event(data: dict[str, Any], *, realms: frozenset[str] | None) -> ParseResult:
+def parse_event(
+    data: dict[str, Any], *, realms: frozenset[str] | None, organizations: bool = False
+) -> ParseResult:
     """Parse one event already decoded from JSON (Kafka's record, or a representation Keycloak's event
-    store served). `realms=None` accepts the event's own realm: events read from a realm's own store."""
+    store served). `realms=None` accepts the event's own realm: events read from a realm's own store.
+    `organizations` (ORGANIZATIONS_ENABLED): organization events become hints; otherwise they are ignored
+    as events on other resources."""
     is_admin = any(key in data for key in _ADMIN_KEYS)
     is_user = "type" in data
     if is_admin and is_user:
         return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "has fields of both user and admin events")
     if is_admin:
-        return _parse_admin_event(data, realms)
+        return _parse_admin_event(data, realms, organizations)
     if is_user:
         return _parse_user_event(data, realms)
     return ParseResult.reject(InvalidReason.NOT_AN_EVENT, "neither `type` nor admin event fields")
@@ -250,6 +279,7 @@ def parse_record(
     realms: frozenset[str],
     max_bytes: int = MAX_RECORD_BYTES,
     headers: Iterable[tuple[str, bytes | None]] | None = None,
+    organizations: bool = False,
 ) -> ParseResult:
     """Parse one Kafka record value (and its headers). Never raises; see `ParseResult`.
 
@@ -257,17 +287,19 @@ def parse_record(
     `realmId` or `realmName` is in it. An admin event's `authDetails.realmId` is the admin's realm and is not
     used for filtering. The hints of a record published after commit (`published_after_commit`) say so.
     """
-    result = _parse_value(value, realms, max_bytes)
+    result = _parse_value(value, realms, max_bytes, organizations)
     if result.hints and published_after_commit(headers):
         return ParseResult(hints=tuple(dataclasses.replace(h, after_commit=True) for h in result.hints))
     return result
 
 
-def _parse_value(value: bytes | None, realms: frozenset[str], max_bytes: int) -> ParseResult:
+def _parse_value(
+    value: bytes | None, realms: frozenset[str], max_bytes: int, organizations: bool
+) -> ParseResult:
     data = _decode(value, max_bytes)
     if isinstance(data, ParseResult):
         return data
-    return parse_event(data, realms=realms)
+    return parse_event(data, realms=realms, organizations=organizations)
 
 
 def _decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | ParseResult:
@@ -328,7 +360,9 @@ def _parse_user_event(data: dict[str, Any], realms: frozenset[str] | None) -> Pa
     return ParseResult(hints=(hint,))
 
 
-def _parse_admin_event(data: dict[str, Any], realms: frozenset[str] | None) -> ParseResult:
+def _parse_admin_event(
+    data: dict[str, Any], realms: frozenset[str] | None, organizations: bool
+) -> ParseResult:
     try:
         event = _AdminEvent.model_validate(data)
     except ValidationError as exc:
@@ -340,12 +374,11 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str] | None) -> P
         return realm
     if event.error:
         return ParseResult.ignore(IgnoreReason.ERROR_EVENT)
-    # `resourceType` is `CUSTOM` for types Keycloak's enum lacks; the string form has the real name.
-    resource_type = event.resource_type
-    if resource_type in (None, "CUSTOM"):
-        resource_type = event.resource_type_as_string
+    resource_type = _resource_type(event)
     if resource_type == "REALM":
         return _partial_import(event, realm)
+    if resource_type in ORGANIZATION_RESOURCE_TYPES and organizations:
+        return _organization_event(event, resource_type, realm)
     if resource_type not in _USER_RESOURCE_TYPES:
         return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)
     if event.operation_type is None:
@@ -365,6 +398,13 @@ def _parse_admin_event(data: dict[str, Any], realms: frozenset[str] | None) -> P
     return ParseResult(hints=(hint,))
 
 
+def _resource_type(event: _AdminEvent) -> str | None:
+    """`resourceType` is `CUSTOM` for types Keycloak's enum lacks; the string form has the real name."""
+    if event.resource_type in (None, "CUSTOM"):
+        return event.resource_type_as_string
+    return event.resource_type
+
+
 def _partial_import(event: _AdminEvent, realm: str) -> ParseResult:
     """A REALM event on `users/{id}` is a partial import's record of one user (CREATE, or UPDATE when it
     overwrote one); any other REALM event is about the realm itself."""
@@ -375,6 +415,59 @@ def _partial_import(event: _AdminEvent, realm: str) -> ParseResult:
     reason = HintReason.USER_CREATED if operation == "CREATE" else HintReason.USER_UPDATED
     hint = UserHint(parts[1].lower(), reason, event_time(event.time), realm, f"IMPORT_{operation}")
     return ParseResult(ignored=IgnoreReason.IMPORT, imported=hint)
+
+
+def _organization_event(event: _AdminEvent, resource_type: str, realm: str) -> ParseResult:
+    """ORGANIZATION_MEMBERSHIP on `organizations/{org}/members/{user}` (DELETE: a member removed) names the
+    user; CREATE on `organizations/{org}/members` (a member added) and UPDATE / DELETE ORGANIZATION on
+    `organizations/{org}` name only the organization. Invitations and other organization changes (create,
+    domains, identity providers) change no membership and are ignored."""
+    operation = event.operation_type
+    if operation is None:
+        return ParseResult.reject(
+            InvalidReason.INVALID_EVENT, f"{resource_type} admin event without operationType"
+        )
+    path = event.resource_path or ""
+    parts = _split_path(path)
+    if parts is None or len(parts) < 2 or parts[0] != "organizations":
+        return ParseResult.reject(
+            InvalidReason.INVALID_RESOURCE_PATH, f"{resource_type} event with resourcePath {show_value(path)}"
+        )
+    if not is_keycloak_id(parts[1]):
+        return ParseResult.reject(
+            InvalidReason.INVALID_RESOURCE_PATH, f"organization id {show_value(parts[1])} is not a UUID"
+        )
+    change = _organization_change(resource_type, operation, parts)
+    if change is None:
+        return ParseResult.ignore(IgnoreReason.NOT_USER_RESOURCE)
+    time = event_time(event.time)
+    if change == "member":
+        if not is_keycloak_id(parts[3]):
+            return ParseResult.reject(
+                InvalidReason.INVALID_USER_ID,
+                f"member id {show_value(parts[3])} in resourcePath is not a UUID",
+            )
+        hint = UserHint(parts[3].lower(), HintReason.ORGANIZATION_MEMBERSHIP, time, realm, operation)
+        return ParseResult(hints=(hint,))
+    organization = OrganizationHint(parts[1].lower(), change, time, realm, operation)
+    return ParseResult(ignored=IgnoreReason.ORGANIZATION, organization=organization)
+
+
+def _organization_change(
+    resource_type: str, operation: str, parts: list[str]
+) -> Literal["member", "renamed", "deleted", "members"] | None:
+    """What an organization admin event changed; None when no membership and no name changed."""
+    if resource_type == "ORGANIZATION":
+        if len(parts) != 2:
+            return None
+        if operation == "UPDATE":
+            return "renamed"
+        return "deleted" if operation == "DELETE" else None
+    if len(parts) < 3 or parts[2] != "members" or len(parts) > 4:
+        return None
+    if len(parts) == 3:
+        return "members" if operation == "CREATE" else None
+    return None if parts[3] in _INVITATIONS else "member"
 
 
 def _user_path(resource_type: str, path: str | None) -> list[str] | ParseResult:

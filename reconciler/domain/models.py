@@ -36,6 +36,23 @@ class DeactivationReason(StrEnum):
     DISABLED = "disabled_in_keycloak"
 
 
+class MembershipType(StrEnum):
+    """How a user belongs to a Keycloak organization (Keycloak's MemberRepresentation.membershipType)."""
+
+    MANAGED = "MANAGED"  # the organization's identity provider owns the account (removal deletes the user)
+    UNMANAGED = "UNMANAGED"  # an existing realm user added or invited to the organization
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class OrganizationMembership:
+    """One organization a user is a member of: the organization's id, alias and name, and how it belongs."""
+
+    id: str
+    alias: str | None
+    name: str
+    membership_type: MembershipType
+
+
 @dataclass(frozen=True, slots=True)
 class KeycloakUser:
     """The part of a Keycloak UserRepresentation the application mirrors. `attributes` holds the first value
@@ -52,6 +69,7 @@ class KeycloakUser:
     created_timestamp_ms: int | None = None
     groups: tuple[str, ...] | None = None  # None: not fetched (group/role sync off)
     realm_roles: tuple[str, ...] | None = None
+    organizations: tuple[OrganizationMembership, ...] | None = None  # None: not fetched (setting off)
 
     def attribute(self, name: str) -> str | None:
         """The first value of attribute `name`, when it is mirrored and the user has one."""

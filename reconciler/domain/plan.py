@@ -30,6 +30,8 @@ Decisions:
   `picture` -> `avatar_url`).
 - Group and realm-role names (sorted) are mirrored only with `sync_groups_and_roles`; otherwise those fields
   are neither compared nor written.
+- Organization memberships (`organizations`, sorted by organization id) are mirrored only when the read
+  fetched them (`organizations_enabled`); otherwise the field is neither compared nor written.
 - Erased documents (`erased_at` set, personal fields removed: `apply.erasure`) get personal fields back only
   from a read that finds the user *enabled* in Keycloak: the user reappeared, so it is mirrored again and
   `erased_at` is removed. A 404 writes only the deactivated state (as for every document), and a user found
@@ -49,7 +51,7 @@ from typing import Any, Final
 
 from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP, AttributeMap
 from reconciler.domain.document import F, UserWrite, is_erased
-from reconciler.domain.models import DeactivationReason, Observation, SyncedBy
+from reconciler.domain.models import DeactivationReason, Observation, OrganizationMembership, SyncedBy
 
 ACCESS_FIELDS: Final[tuple[str, ...]] = (F.GROUPS, F.REALM_ROLES)
 
@@ -125,12 +127,21 @@ def display_name(first_name: str | None, last_name: str | None, username: str) -
     return name or username
 
 
+def organization_entries(memberships: Iterable[OrganizationMembership]) -> list[dict[str, Any]]:
+    """The stored form of a user's organization memberships: one entry per organization id, sorted by id."""
+    by_id = {m.id: m for m in sorted(memberships)}
+    return [
+        {"id": m.id, "alias": m.alias, "name": m.name, "membership_type": m.membership_type.value}
+        for _, m in sorted(by_id.items())
+    ]
+
+
 def desired_document(observation: Observation, mirrored: AttributeMap) -> dict[str, Any]:
     """The mirrored fields Keycloak's state implies for one observation (pure).
 
     A found user yields its profile (with a field per mirrored attribute), `is_active` and
-    `deactivation_reason` (None when active), plus `groups` and `realm_roles` when they were fetched; a user
-    not found yields only the deactivated state.
+    `deactivation_reason` (None when active), plus `groups` and `realm_roles` and `organizations` when they
+    were fetched; a user not found yields only the deactivated state.
     """
     user = observation.user
     if user is None:
@@ -151,6 +162,8 @@ def desired_document(observation: Observation, mirrored: AttributeMap) -> dict[s
         doc[F.GROUPS] = sorted(set(user.groups))
     if user.realm_roles is not None:
         doc[F.REALM_ROLES] = sorted(set(user.realm_roles))
+    if user.organizations is not None:
+        doc[F.ORGANIZATIONS] = organization_entries(user.organizations)
     return doc
 
 

@@ -42,6 +42,7 @@ the summary keeps the error (`failure`) so that the command line maps it to its 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import time
 import uuid
@@ -62,7 +63,7 @@ from reconciler.base.retry import RetryPolicy
 from reconciler.clients.keycloak import KeycloakAdminClient, UnreadableUser, UserPage
 from reconciler.clients.store import UserStore
 from reconciler.domain.document import F, utc_now
-from reconciler.domain.models import Observation
+from reconciler.domain.models import KeycloakUser, Observation, OrganizationMembership
 from reconciler.domain.outcomes import Outcome
 from reconciler.domain.plan import Action, ApplyPolicy, Change
 from reconciler.fullsync.listing import OffsetPages, PageSizer
@@ -86,6 +87,19 @@ class DriftItem:
 
     external_id: str
     diff: Mapping[str, tuple[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Memberships:
+    """The organization memberships of every user, as the run read them (users in none are absent)."""
+
+    observed_at: datetime
+    by_user: Mapping[str, Sequence[OrganizationMembership]]
+
+    def of(self, user: KeycloakUser) -> KeycloakUser:
+        """The listed user with its memberships (`()` for a user in no organization)."""
+        memberships = tuple(sorted(self.by_user.get(user.id.lower(), ())))
+        return dataclasses.replace(user, organizations=memberships)
 
 
 @dataclass(slots=True)
@@ -227,6 +241,7 @@ class FullReconcile:
         # Brief representations carry no attributes and cost Keycloak 1.3-3x less (BENCHMARKS.md): the
         # listing reads full ones only when an attribute is mirrored. Both roads use this choice.
         self._brief = not keycloak.mirrored.needs_attributes
+        self._memberships: Memberships | None = None  # ORGANIZATIONS_ENABLED: this run's member lists
 
     async def run(
         self,
@@ -299,8 +314,10 @@ class FullReconcile:
         settings = self._settings
         total = await self._keycloak.count_users()
         road = await self._road(total)
+        self._memberships = await self._read_memberships()
         snapshot = StoreSnapshot(self._keycloak.mirrored)
         seen = await self._list_all(summary, total, progress, snapshot, road)
+        self._memberships = None  # the confirmations below read each user's memberships with the user
 
         # Only a complete, error-free listing gets here.
         closing = await self._closing_scan(seen, snapshot)
@@ -517,7 +534,13 @@ class FullReconcile:
         keys = [uuid.UUID(user.id).bytes for user in page.users]
         observations: list[Observation] = []
         unchanged: list[Change] = []
-        for key, user in zip(keys, page.users, strict=True):
+        users = page.users
+        if self._memberships is not None:
+            users = [self._memberships.of(user) for user in users]
+            # Stamped no later than the member lists were read: an event-path write of a membership that
+            # changed since then is newer, and this run's older view of it loses the guard (invariant 2).
+            observed_at = min(observed_at, self._memberships.observed_at)
+        for key, user in zip(keys, users, strict=True):
             observation = Observation(user.id, user, observed_at)
             if snapshot.unchanged(key, observation):
                 unchanged.append(Change(Action.UNCHANGED, user.id))
@@ -576,8 +599,28 @@ class FullReconcile:
         return ApplyPolicy.reconcile(dry_run=summary.dry_run)
 
     def _uses_snapshot(self) -> bool:
-        # Group and role names are not in the prints: with them mirrored every page is read by id.
-        return self._settings.reconcile_store_snapshot and not self._settings.sync_groups_and_roles
+        # Group, role and organization names are not in the prints: with them mirrored every page is read
+        # by id.
+        settings = self._settings
+        return (
+            settings.reconcile_store_snapshot
+            and not settings.sync_groups_and_roles
+            and not settings.organizations_enabled
+        )
+
+    async def _read_memberships(self) -> Memberships | None:
+        """ORGANIZATIONS_ENABLED: every organization and each one's member list, read once for the run (cost
+        grows with organizations and memberships, not with users); None when off."""
+        if not self._settings.organizations_enabled:
+            return None
+        observed_at = self._applier.clock()  # stamped before the first of these reads
+        by_user = await self._keycloak.organization_memberships()
+        log.info(
+            "organization memberships read",
+            users=len(by_user),
+            memberships=sum(len(m) for m in by_user.values()),
+        )
+        return Memberships(observed_at, by_user)
 
     def _set_aside(
         self,

@@ -21,12 +21,19 @@ from aiokafka.structs import OffsetAndMetadata
 from reconciler.base.config import Settings
 from reconciler.base.errors import Component
 from reconciler.clients.kafka import DeadLetters, client_options, kafka_boundary, stop_quietly
-from reconciler.domain.events import ParseResult, UserHint, parse_record
+from reconciler.domain.events import (
+    OrganizationHint,
+    ParseResult,
+    UserHint,
+    parse_record,
+    published_after_commit,
+)
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
 from reconciler.observability.monitor import FailureMonitor
 from reconciler.sources.cdc import ChangeSource
 from reconciler.sources.offsets import OffsetTracker, PartitionOffsets
+from reconciler.sources.organizations import OrganizationHints
 from reconciler.sources.workqueue import CoalescingQueue
 
 log = get_logger(__name__)
@@ -43,10 +50,13 @@ class EventConsumer:
         realms: frozenset[str],
         monitor: FailureMonitor | None = None,
         changes: ChangeSource | None = None,
+        organizations: OrganizationHints | None = None,
     ) -> None:
         self._settings = settings
         self._monitor = monitor
         self._changes = changes
+        self._organizations = organizations  # ORGANIZATIONS_ENABLED: organization events hint their members
+        self._expanding: set[asyncio.Task[int]] = set()
         self._topics = settings.consumed_topics if changes is not None else settings.event_topics
         self._realms = realms
         self._queue = queue
@@ -93,6 +103,8 @@ class EventConsumer:
                 await self._queue.close(drain=True, timeout_s=self._settings.consumer_drain_timeout_s)
                 await self._commit(force=True)
         finally:
+            for task in self._expanding:  # not done, so their records were not committed: redelivered
+                task.cancel()
             if stop.is_set():
                 await self._queue.close(drain=False)
             await stop_quietly(self._consumer)
@@ -141,6 +153,9 @@ class EventConsumer:
             metrics.EVENTS.labels(topic=record.topic, outcome="dead_lettered").inc()
             offsets.track(record.offset, parts=0)
             return
+        if result.organization is not None and self._organizations is not None:
+            self._expand(record, offsets, self._organizations, result.organization)
+            return
         if not result.hints:
             metrics.EVENTS.labels(topic=record.topic, outcome=f"ignored_{result.ignored or 'other'}").inc()
             offsets.track(record.offset, parts=0)
@@ -152,13 +167,42 @@ class EventConsumer:
             hint = dataclasses.replace(hint, received_at=received_at)
             await self._queue.submit(hint.user_id, hint, _done(offsets, record.offset))
 
+    def _expand(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        offsets: PartitionOffsets,
+        organizations: OrganizationHints,
+        hint: OrganizationHint,
+    ) -> None:
+        """An organization event names no user: its members are found (store, Keycloak) in a task of their
+        own, so the poll loop goes on, and the record is done once every member's hint was applied."""
+        metrics.EVENTS.labels(topic=record.topic, outcome="hinted").inc()
+        offsets.track(record.offset, parts=1)
+        task = asyncio.create_task(
+            organizations.submit(
+                hint,
+                self._queue,
+                _done(offsets, record.offset),
+                after_commit=published_after_commit(record.headers),
+                received_at=datetime.now(UTC),
+            ),
+            name="organization-members",
+        )
+        self._expanding.add(task)
+        task.add_done_callback(self._expanding.discard)
+
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> ParseResult:
         """A change record (CDC) or an event, by its topic: both become the same user hints."""
         if self._changes is not None and record.topic in self._changes.topics:
             return self._changes.parse(
                 record.topic, record.key, record.value, partition=record.partition, offset=record.offset
             )
-        return parse_record(record.value, realms=self._realms, headers=record.headers)
+        return parse_record(
+            record.value,
+            realms=self._realms,
+            headers=record.headers,
+            organizations=self._organizations is not None,
+        )
 
     async def _resolve_positions(self) -> None:
         """Fix where newly assigned partitions start (committed offset, or CONSUMER_START_OFFSET for a new

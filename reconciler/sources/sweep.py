@@ -34,15 +34,22 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from reconciler.base.config import Settings
-from reconciler.base.errors import KeycloakConfigError, ReconcilerError
+from reconciler.base.errors import KeycloakConfigError, ReconcilerError, UserDataError
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.lease import Lease
 from reconciler.clients.store import SweepState, UserStore
 from reconciler.domain.document import utc_now
-from reconciler.domain.events import ACCEPTED_USER_EVENT_TYPES, ParseResult, UserHint, parse_event
+from reconciler.domain.events import (
+    ACCEPTED_USER_EVENT_TYPES,
+    ORGANIZATION_RESOURCE_TYPES,
+    ParseResult,
+    UserHint,
+    parse_event,
+)
 from reconciler.domain.models import SyncedBy
 from reconciler.observability import metrics
 from reconciler.observability.logs import get_logger
+from reconciler.sources.organizations import OrganizationHints, member_hints
 from reconciler.sources.workqueue import CoalescingQueue
 
 log = get_logger(__name__)
@@ -76,12 +83,21 @@ class _Pending:
     """Events of this sweep whose hints are not applied yet, by id; set when all are."""
 
     times: dict[str, int] = field(default_factory=dict)
+    parts: dict[str, int] = field(
+        default_factory=dict
+    )  # hints not applied yet per event (organizations: many)
     all_done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, event_id: str, time_ms: int) -> Callable[[], None]:
         self.times[event_id] = time_ms
+        self.parts[event_id] = self.parts.get(event_id, 0) + 1
 
         def done() -> None:
+            left = self.parts.get(event_id, 1) - 1
+            if left > 0:
+                self.parts[event_id] = left
+                return
+            self.parts.pop(event_id, None)
             self.times.pop(event_id, None)
             if not self.times:
                 self.all_done.set()
@@ -100,8 +116,12 @@ class Sweeper:
         queue: CoalescingQueue[UserHint],
         holder: str,
         request_reconcile: RequestReconcile | None = None,
+        organizations: OrganizationHints | None = None,
     ) -> None:
         self._settings = settings
+        # ORGANIZATIONS_ENABLED: organization events are read too and hint the organization's members.
+        self._organizations = organizations
+        self._admin_types = ADMIN_RESOURCE_TYPES + (ORGANIZATION_RESOURCE_TYPES if organizations else ())
         self._keycloak = keycloak
         self._store = store
         self._queue = queue
@@ -245,7 +265,7 @@ class Sweeper:
             first = 0
             while True:
                 if source == "admin":
-                    items = await self._keycloak.admin_events(date_from_ms, first, page, ADMIN_RESOURCE_TYPES)
+                    items = await self._keycloak.admin_events(date_from_ms, first, page, self._admin_types)
                 else:
                     items = await self._keycloak.user_events(date_from_ms, first, page, USER_EVENT_TYPES)
                 reads.extend(_read(source, item) for item in items)
@@ -259,12 +279,10 @@ class Sweeper:
         hinted: list[tuple[_Read, UserHint]] = []
         overwrites = False
         for read in reads:
-            result = parse_event(read.data, realms=None)
+            result = parse_event(read.data, realms=None, organizations=self._organizations is not None)
             # An overwrite replaced a user under a new id; the old one vanished without an event.
             overwrites |= result.imported is not None and result.imported.operation == "IMPORT_UPDATE"
-            hint = self._hint_of(read, result)
-            if hint is not None:
-                hinted.append((read, hint))
+            hinted.extend((read, hint) for hint in await self._hints_of(read, result))
         if overwrites:
             self.request_reconcile("partial_import_overwrite")
         covered = await self._covered(hinted)
@@ -275,6 +293,20 @@ class Sweeper:
             metrics.SWEEP_EVENTS.labels(source=read.source, outcome="hinted").inc()
             await self._queue.submit(hint.user_id, hint, pending.add(read.event_id, read.time_ms))
         return pending
+
+    async def _hints_of(self, read: _Read, result: ParseResult) -> list[UserHint]:
+        """The event's user hint, or one per member of an organization the event changed."""
+        if result.organization is None or self._organizations is None:
+            hint = self._hint_of(read, result)
+            return [] if hint is None else [hint]
+        try:
+            users = await self._organizations.users(result.organization)
+        except UserDataError:  # unreadable member list: left to the next full reconcile, the sweep goes on
+            log.error("organization members unreadable", organization_id=result.organization.organization_id)
+            users = []
+        if not users:
+            metrics.SWEEP_EVENTS.labels(source=read.source, outcome="ignored_organization").inc()
+        return member_hints(result.organization, users, source=SyncedBy.SWEEP, after_commit=True)
 
     def _hint_of(self, read: _Read, result: ParseResult) -> UserHint | None:
         # A stored event is visible only once Keycloak committed: a read after it sees the change, so its

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from reconciler.apply.applier import ObservationClock
 from reconciler.domain.attributes import DEFAULT_ATTRIBUTE_MAP, AttributeMap
 from reconciler.domain.document import PROFILE_FIELDS
-from reconciler.domain.models import KeycloakUser, Observation, SyncedBy
+from reconciler.domain.models import (
+    KeycloakUser,
+    MembershipType,
+    Observation,
+    OrganizationMembership,
+    SyncedBy,
+)
 from reconciler.domain.plan import (
     Action,
     desired_document,
@@ -389,3 +395,50 @@ def test_the_print_covers_every_field_the_core_compares_and_ignores_unhashable_d
     assert set(desired_document(Observation(UID, user(), T0), MIRRORED)) == set(MIRRORED.profile_fields)
     assert set(MIRRORED.profile_fields) == {*PROFILE_FIELDS, "avatar_url", "department"}
     assert profile_print({**stored(user()), "first_name": ["not", "a", "name"]}, MIRRORED) is None
+
+
+# --- organization memberships (ORGANIZATIONS_ENABLED) --------------------------------------------------------
+
+ORG_A = OrganizationMembership("1a000000-0000-4000-8000-000000000000", "acme", "Acme", MembershipType.MANAGED)
+ORG_B = OrganizationMembership("0b000000-0000-4000-8000-000000000000", None, "Beta", MembershipType.UNMANAGED)
+
+
+def test_organizations_are_stored_sorted_by_id_and_only_when_fetched() -> None:
+    doc = desired_document(Observation(UID, user(organizations=(ORG_A, ORG_B, ORG_A)), T0), MIRRORED)
+    assert doc["organizations"] == [
+        {"id": ORG_B.id, "alias": None, "name": "Beta", "membership_type": "UNMANAGED"},
+        {"id": ORG_A.id, "alias": "acme", "name": "Acme", "membership_type": "MANAGED"},
+    ]
+    assert "organizations" not in desired_document(Observation(UID, user(), T0), MIRRORED)
+    assert desired_document(Observation(UID, user(organizations=()), T0), MIRRORED)["organizations"] == []
+
+
+def test_an_organization_joined_renamed_or_left_updates_the_document() -> None:
+    doc = stored(user(organizations=()))
+    joined = one(Observation(UID, user(organizations=(ORG_A,)), T1), doc)
+    assert joined.action is Action.UPDATED
+    assert list(joined.diff) == ["organizations"]
+    member = stored(user(organizations=(ORG_A,)))
+    renamed = dataclasses.replace(ORG_A, name="Acme Renamed")
+    change = one(Observation(UID, user(organizations=(renamed,)), T1), member)
+    assert change.action is Action.UPDATED
+    assert change.write.set_fields["organizations"][0]["name"] == "Acme Renamed"
+    left = one(Observation(UID, user(organizations=()), T1), member)
+    assert left.write.set_fields["organizations"] == []
+    assert one(Observation(UID, user(organizations=(ORG_A,)), T1), member).action is Action.UNCHANGED
+
+
+def test_a_read_without_organizations_leaves_the_stored_memberships_alone() -> None:
+    """Setting off: the field is neither compared nor written."""
+    member = stored(user(organizations=(ORG_A,)))
+    assert one(Observation(UID, user(), T1), member).action is Action.UNCHANGED
+    change = one(Observation(UID, user(first_name="New"), T1), member)
+    assert "organizations" not in change.write.set_fields
+
+
+def test_a_deleted_member_keeps_its_memberships_until_erased() -> None:
+    """A 404 writes only the deactivated state (the store still knows the members of an organization)."""
+    member = stored(user(organizations=(ORG_A,)))
+    change = one(Observation(UID, None, T1), member)
+    assert change.action is Action.DEACTIVATED
+    assert "organizations" not in change.write.set_fields

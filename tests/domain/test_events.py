@@ -802,3 +802,120 @@ def test_valid_admin_event_round_trips_the_user_id(case: tuple[str, dict[str, An
 def test_valid_user_event_round_trips_the_user_id(user_id: str, event_type: str) -> None:
     hint = one_hint(parse_record(encode(snuk87_user_event(event_type, user_id.upper())), realms=REALMS))
     assert (hint.user_id, hint.operation) == (user_id, event_type)
+
+
+# --- Organization events (ORGANIZATIONS_ENABLED) ------------------------------------------------------------
+# The shapes Keycloak 26.7.3 emits (seen on the stack): ORGANIZATION_MEMBERSHIP CREATE on
+# `organizations/{org}/members` (the user only in the details), DELETE on `organizations/{org}/members/{user}`;
+# ORGANIZATION UPDATE / DELETE on `organizations/{org}`.
+
+ORG_ID = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"
+
+
+def parse_org(event: dict[str, Any]) -> ParseResult:
+    result = parse_record(encode(event), realms=REALMS, organizations=True)
+    assert_well_formed(result)
+    return result
+
+
+@ADMIN_FORMATS
+def test_a_member_removed_hints_that_user(make_admin: Any) -> None:
+    path = f"organizations/{ORG_ID}/members/{USER_ID.upper()}"
+    hint = one_hint(parse_org(make_admin("ORGANIZATION_MEMBERSHIP", "DELETE", path)))
+    assert hint.user_id == USER_ID.lower()
+    assert hint.reason is HintReason.ORGANIZATION_MEMBERSHIP
+    assert hint.operation == "DELETE"
+    assert hint.expects_user
+
+
+@ADMIN_FORMATS
+@pytest.mark.parametrize(
+    ("resource_type", "operation", "path", "change"),
+    [
+        ("ORGANIZATION_MEMBERSHIP", "CREATE", f"organizations/{ORG_ID}/members", "members"),
+        ("ORGANIZATION", "UPDATE", f"organizations/{ORG_ID}", "renamed"),
+        ("ORGANIZATION", "DELETE", f"organizations/{ORG_ID}", "deleted"),
+    ],
+)
+def test_an_organization_change_that_names_no_user_names_the_organization(
+    make_admin: Any, resource_type: str, operation: str, path: str, change: str
+) -> None:
+    result = parse_org(make_admin(resource_type, operation, path.replace(ORG_ID, ORG_ID.upper())))
+    assert result.ignored is IgnoreReason.ORGANIZATION
+    assert result.organization is not None
+    assert result.organization.organization_id == ORG_ID
+    assert result.organization.change == change
+    assert result.organization.operation == operation
+    assert result.organization.event_time == TIME
+
+
+@ADMIN_FORMATS
+@pytest.mark.parametrize(
+    ("resource_type", "operation", "path"),
+    [
+        ("ORGANIZATION", "CREATE", f"organizations/{ORG_ID}"),  # no members yet
+        ("ORGANIZATION", "UPDATE", f"organizations/{ORG_ID}/identity-providers/idp"),
+        ("ORGANIZATION", "CREATE", f"organizations/{ORG_ID}/members"),  # not a membership type
+        ("ORGANIZATION_MEMBERSHIP", "CREATE", f"organizations/{ORG_ID}/members/invite-user"),
+        ("ORGANIZATION_MEMBERSHIP", "CREATE", f"organizations/{ORG_ID}/members/invite-existing-user"),
+        ("ORGANIZATION_MEMBERSHIP", "DELETE", f"organizations/{ORG_ID}/members"),
+    ],
+)
+def test_organization_events_that_change_no_membership_are_ignored(
+    make_admin: Any, resource_type: str, operation: str, path: str
+) -> None:
+    result = parse_org(make_admin(resource_type, operation, path))
+    assert result.ignored is IgnoreReason.NOT_USER_RESOURCE
+    assert result.organization is None
+
+
+@ADMIN_FORMATS
+@pytest.mark.parametrize(
+    ("resource_type", "path", "reason"),
+    [
+        ("ORGANIZATION", "organizations/not-a-uuid", InvalidReason.INVALID_RESOURCE_PATH),
+        ("ORGANIZATION", f"organizations/{ORG_ID}/../x", InvalidReason.INVALID_RESOURCE_PATH),
+        ("ORGANIZATION", f"users/{USER_ID}", InvalidReason.INVALID_RESOURCE_PATH),
+        (
+            "ORGANIZATION_MEMBERSHIP",
+            f"organizations/{ORG_ID}/members/x%2e",
+            InvalidReason.INVALID_RESOURCE_PATH,
+        ),
+        (
+            "ORGANIZATION_MEMBERSHIP",
+            f"organizations/{ORG_ID}/members/not-a-uuid",
+            InvalidReason.INVALID_USER_ID,
+        ),
+    ],
+)
+def test_unsafe_organization_paths_are_dead_lettered(
+    make_admin: Any, resource_type: str, path: str, reason: InvalidReason
+) -> None:
+    assert parse_org(make_admin(resource_type, "DELETE", path)).invalid is reason
+
+
+@ADMIN_FORMATS
+@pytest.mark.parametrize(
+    ("resource_type", "operation", "path"),
+    [
+        ("ORGANIZATION_MEMBERSHIP", "DELETE", f"organizations/{ORG_ID}/members/{USER_ID}"),
+        ("ORGANIZATION_MEMBERSHIP", "CREATE", f"organizations/{ORG_ID}/members"),
+        ("ORGANIZATION", "UPDATE", f"organizations/{ORG_ID}"),
+    ],
+)
+def test_with_organizations_off_organization_events_are_ignored_as_today(
+    make_admin: Any, resource_type: str, operation: str, path: str
+) -> None:
+    result = parse_record(encode(make_admin(resource_type, operation, path)), realms=REALMS)
+    assert result.ignored is IgnoreReason.NOT_USER_RESOURCE
+    assert result.organization is None and not result.hints
+
+
+@given(path=st.text(alphabet=string.ascii_letters + string.digits + "/.-%\\?#", max_size=80))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_organization_path_is_parsed_without_raising_and_leaks_no_unsafe_id(path: str) -> None:
+    for resource_type in ("ORGANIZATION", "ORGANIZATION_MEMBERSHIP"):
+        result = parse_org(snuk87_admin_event(resource_type, "DELETE", f"organizations/{path}"))
+        if result.organization is not None:
+            assert is_keycloak_id(result.organization.organization_id)
+            assert result.organization.organization_id == result.organization.organization_id.lower()

@@ -206,6 +206,35 @@ class KeycloakTestAdmin:
     async def grant_realm_role(self, user_id: str, role: dict[str, Any]) -> None:
         await self.request("POST", f"/users/{user_id}/role-mappings/realm", json=[role])
 
+    # --- organizations (Keycloak 26) -------------------------------------------------------------------------
+    async def enable_organizations(self) -> None:
+        """Switch the realm's organizations on (the admin API answers 400 for them otherwise)."""
+        realm = (await self.request("GET", f"/admin/realms/{self.realm}")).json()
+        realm["organizationsEnabled"] = True
+        await self.request("PUT", f"/admin/realms/{self.realm}", json=realm)
+
+    async def create_organization(self, name: str, alias: str) -> str:
+        response = await self.request("POST", "/organizations", json={"name": name, "alias": alias})
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+    async def get_organization(self, organization_id: str) -> dict[str, Any]:
+        return (await self.request("GET", f"/organizations/{organization_id}")).json()  # type: ignore[no-any-return]
+
+    async def rename_organization(self, organization_id: str, name: str) -> None:
+        current = await self.get_organization(organization_id)
+        await self.request("PUT", f"/organizations/{organization_id}", json={**current, "name": name})
+
+    async def delete_organization(self, organization_id: str) -> None:
+        await self.request("DELETE", f"/organizations/{organization_id}")
+
+    async def add_organization_member(self, organization_id: str, user_id: str) -> None:
+        """Keycloak 26.7 records ORGANIZATION_MEMBERSHIP CREATE on `organizations/{id}/members`."""
+        await self.request("POST", f"/organizations/{organization_id}/members", json=user_id)
+
+    async def remove_organization_member(self, organization_id: str, user_id: str) -> None:
+        """An unmanaged member only leaves (a managed one would be deleted with it)."""
+        await self.request("DELETE", f"/organizations/{organization_id}/members/{user_id}")
+
     # --- the user acting on their own account (user events) -------------------------------------------------
     async def user_token(self, username: str, password: str) -> str:
         response = await self._http.post(

@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from reconciler.base.config import Settings
 from reconciler.service import Service
 from tests.support.polling import eventually
@@ -26,6 +28,25 @@ async def running_service(settings: Settings) -> AsyncIterator[Service]:
 
     try:
         await eventually(joined, timeout_s=30, what="consumer joined its group")
+        yield service
+    finally:
+        service.stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
+
+
+@contextlib.asynccontextmanager
+async def running_sweep_service(settings: Settings) -> AsyncIterator[Service]:
+    """`reconciler run` in this process with the sweep (no consumer needed), once its first sweep ended."""
+    sweeps = REGISTRY.get_sample_value("reconciler_sweeps_total", {"outcome": "ok"}) or 0
+    service = Service(settings)
+    task = asyncio.create_task(service.run())
+
+    async def swept() -> bool:
+        done = REGISTRY.get_sample_value("reconciler_sweeps_total", {"outcome": "ok"}) or 0
+        return service.sweeper is not None and done > sweeps
+
+    try:
+        await eventually(swept, timeout_s=30, what="the first sweep")
         yield service
     finally:
         service.stop.set()
