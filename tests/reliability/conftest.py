@@ -232,7 +232,7 @@ def env(
         # The scenarios' faults are placed against the offset listing (a run held mid-paging, offset paging
         # skipping users under churn): they pin that road. The creation-time windows under churn and faults:
         # tests/fullsync/test_listing_roads.py and tests/fullsync/test_windowed.py.
-        override(settings, keycloak_listing="offset"),
+        override(settings, keycloak_listing=os.environ.get("RELIABILITY_LISTING", "offset")),
         kc_admin,
         users_collection,
         keycloak_proxy,
