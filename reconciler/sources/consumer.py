@@ -76,6 +76,10 @@ class EventConsumer:
         self._last_commit = 0.0
         # per partition: the offset after the last record read (with the highwater: the unread backlog)
         self._next_offsets: dict[TopicPartition, int] = {}
+        # records read, and hints they gave: a topic shared with other realms (or full of ignored events)
+        # holds far fewer of our users per unread record than one that is all ours
+        self._records_read = 0
+        self._hints_read = 0
         # readiness: the group has assigned us (possibly zero) partitions and their positions are known
         self.joined = False
         self._unpositioned: set[TopicPartition] | None = None
@@ -141,13 +145,22 @@ class EventConsumer:
         return unread
 
     def waiting_users(self) -> float:
-        """Distinct users waiting: those queued, plus the unread records at the share of distinct users seen."""
-        return len(self._queue) + self.unread_records() * self._queue.distinct_share
+        """Distinct users waiting: those queued, plus the unread records at the distinct users per record
+        read so far (see `expected_waiting`)."""
+        return expected_waiting(
+            queued=len(self._queue),
+            unread_records=self.unread_records(),
+            records_read=self._records_read,
+            hints_read=self._hints_read,
+            distinct_share=self._queue.distinct_share,
+        )
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         offsets = self._offsets.partition(record.topic, record.partition)
         result = self._parse(record)
+        self._records_read += 1
+        self._hints_read += len(result.hints) + (result.organization is not None)
         if result.invalid is not None:
             await self._dead_letters.publish(record, result.invalid, result.detail or "")
             metrics.EVENTS.labels(topic=record.topic, outcome="dead_lettered").inc()
@@ -311,3 +324,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._owner.on_assigned(set(assigned))
+
+
+def expected_waiting(
+    *, queued: int, unread_records: int, records_read: int, hints_read: int, distinct_share: float
+) -> float:
+    """Distinct users waiting on the event path: those queued, plus the unread records times the hints a
+    record has given so far (records of other realms, ignored events and bad records give none; one hint a
+    record before any was read) times the share of hints that named a user not already waiting."""
+    hints_per_record = hints_read / records_read if records_read else 1.0
+    return queued + unread_records * hints_per_record * distinct_share

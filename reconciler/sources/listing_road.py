@@ -13,11 +13,13 @@ before every read, except a follow-up re-check's (always a GET of its own, `hint
    the records stay uncommitted) and come back to step 1 once it ends. A hint waits for one listing that
    began after it arrived at most, and is read by GET if that one did not cover it.
 3. **List?** The cost model compares the waiting users (queued, plus the records not yet read times the
-   share of distinct users seen so far) at the measured GET cost and concurrency with the realm's count at
-   the measured cost per user of a full reconcile that mostly read (this process's last run, else the
-   store's record of the last run by any replica, else the measured cost of a listed user in a page,
-   else a prior on the slow side; writes cost the same on either road). When the listing is cheaper it asks the scheduler for a full reconcile now (`run_soon`: one lease, one run across
-   replicas, the same apply core, deactivation only after a complete listing) and the hints wait for it.
+   distinct users a record read so far named: a backlog of another realm's events is not ours) at the
+   measured GET cost and concurrency with the realm's count at the measured cost per user of a full
+   reconcile that mostly read (this process's last run, else the store's record of the last run by any
+   replica, else the measured cost of a listed user in a page, else a prior on the slow side; writes cost
+   the same on either road). When the listing is cheaper it asks the scheduler for a full reconcile now
+   (`run_soon`: one lease, one run across replicas, the same apply core, deactivation only after a
+   complete listing) and the hints wait for it.
 
 A listing that did not run here (another replica holds the lease) or failed closes the road for one lease
 TTL: the users are read one by one meanwhile, as without it.

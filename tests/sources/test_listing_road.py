@@ -10,6 +10,7 @@ The module has its own realm, database and consumer groups. The consumer reads o
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from reconciler.domain.events import accepted_realms, parse_record
 from reconciler.fullsync.reconcile import FullReconcile, RunSummary
 from reconciler.fullsync.scheduler import LEASE_NAME
 from tests.conftest import override
+from tests.support.kafka import publish
 from tests.support.kafka_offsets import (
     Offsets,
     PartitionReader,
@@ -34,12 +36,14 @@ from tests.support.kafka_offsets import (
 from tests.support.keycloak_admin import KeycloakTestAdmin
 from tests.support.mirror import assert_mirror
 from tests.support.polling import eventually
+from tests.support.provider_events import playa_admin_event
 from tests.support.service import running_service
 from tests.support.user_reads import GetCounter
 
 pytestmark = pytest.mark.stack
 
 REALM_USERS = 150
+OTHER_REALM_RECORDS = 40_000  # more than one fetch holds: some are still unread when ours are read
 
 
 def burst_settings(settings: Settings) -> Settings:
@@ -203,6 +207,42 @@ async def test_a_few_events_are_read_one_by_one(
         sum(sample("reconciler_burst_listings_total", outcome=o) for o in ("success", "failed", "not_run"))
         == listings
     )
+    await assert_mirror(kc_admin, store)
+
+
+async def test_a_backlog_of_another_realms_events_is_no_burst_of_ours(
+    settings: Settings,
+    store: UserStore,
+    kc_admin: KeycloakTestAdmin,
+    mirrored: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A topic shared by realms: a few changes of ours between thousands of another realm's records are read
+    one by one. The waiting users are the unread records times the users a record read so far named; counted
+    as one user each, the other realm's records would make a listing of ours look cheaper than 3 GETs."""
+    config = override(burst_settings(settings), consumer_max_in_flight_users=8)
+    few = mirrored[3:6]
+    others = [
+        json.dumps(playa_admin_event(realm_id="another-realm", path=f"users/{uuid.uuid4()}")).encode()
+        for _ in range(OTHER_REALM_RECORDS)
+    ]
+    topic = config.kafka_admin_events_topic
+
+    async def changes() -> int:
+        await publish(config.kafka_bootstrap_servers, topic, others[: OTHER_REALM_RECORDS // 2])
+        for uid in few:
+            await kc_admin.update_user(uid, lastName="shared-topic")
+        await publish(config.kafka_bootstrap_servers, topic, others[OTHER_REALM_RECORDS // 2 :])
+        return len(others) + len(few)
+
+    ends = await backlog(config, changes)
+    gets = GetCounter(monkeypatch)
+    listings = all_listings()
+    async with running_service(config):
+        await until_committed(config, ends)
+
+    assert all_listings() == listings, "a listing for a backlog that names 3 users of this realm"
+    assert set(gets.calls) == set(few)
     await assert_mirror(kc_admin, store)
 
 
