@@ -85,12 +85,13 @@ class Settings(BaseSettings):
     )
 
     keycloak_listing: Literal["auto", "windows", "offset"] = Field(
-        default="offset",
-        description="How the full reconcile lists the realm: offset pages (the default), windows of creation "
-        "time sized by /users/count (Keycloak 26.6+: every request stays shallow, see ARCHITECTURE.md), or "
-        "auto (windows when Keycloak filters by creation time, found out once at the first run and logged, "
-        "else offset pages). Windows hold at most KEYCLOAK_PAGE_SIZE - 1 users; they are opt-in until a "
-        "window that keeps growing under heavy churn is handled (operations.md)",
+        default="auto",
+        description="How the full reconcile lists the realm: auto (the default: windows of creation time "
+        "when Keycloak filters by it, found out once at the first run over a non-empty realm and logged, "
+        "else offset pages), windows (Keycloak 26.6+: windows sized by /users/count, of at most "
+        "KEYCLOAK_PAGE_SIZE - 1 users, so every request stays shallow; see ARCHITECTURE.md) or offset "
+        "(offset pages, whose cost grows with their depth; also right behind a proxy that strips query "
+        "parameters)",
     )
 
     # --- Store ----------------------------------------------------------------------------------------

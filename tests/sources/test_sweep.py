@@ -193,8 +193,14 @@ async def test_a_stopped_sweeper_frees_its_lease_and_a_waiting_one_takes_it_with
     assert LEASE_POLL_S + 3 < config.sweep_interval_s
     leases = mongo_client[config.mongodb_database]["leases"]
     replicas = [Service(config), Service(config)]
+    swept_before = _sweeps()
     tasks = [asyncio.create_task(replica.run()) for replica in replicas]
     try:
+        # The holder's first sweep reads the realm's whole event store into a new database: stopped before
+        # it ends, the next holder would start that long read again instead of a sweep from the watermark.
+        await eventually(
+            lambda: _value(_sweeps()), until=lambda n: n > swept_before, timeout_s=60, what="the first sweep"
+        )
         lease = await eventually(
             lambda: leases.find_one({"_id": SWEEP_LEASE}), timeout_s=30, what="a sweeper holds the lease"
         )
