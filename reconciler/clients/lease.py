@@ -90,17 +90,25 @@ class Lease:
     @contextlib.asynccontextmanager
     async def kept(self) -> AsyncIterator[None]:
         """Renew the lease every third of its ttl while the block runs (a run that outlasts the ttl)."""
-        renewer = asyncio.create_task(self._renew(), name=f"lease-renewal:{self.name}")
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(done), name=f"lease-renewal:{self.name}")
         try:
             yield
         finally:
+            # The event as well as the cancel: a cancel that lands while the driver waits for a server can
+            # come back as the driver's own error (seen with PyMongo in a store outage), and the renewal
+            # loop would then go on for ever, holding this block's exit with it.
+            done.set()
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
 
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_s / 3)
+    async def _renew(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=self.ttl_s / 3)
+            if done.is_set():
+                return
             try:
                 if not await self.acquire():
                     log.warning("lease lost to another replica; finishing this work anyway", lease=self.name)
