@@ -72,13 +72,23 @@ _DEFAULT_TOKEN_LIFETIME_S = 60.0
 _BAD_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """One request's answer; a GET answered 200 comes with its JSON, read once inside the attempt so that a
+    body Keycloak cut short is retried."""
+
+    response: httpx.Response
+    body: Any = None
+
+
 class _Transient(Exception):
     """One attempt failed in a way worth retrying."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, outcome: str = "server_error") -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.outcome = outcome  # the requests metric's outcome label of the failed attempt
 
 
 class _RetryAfterOrBackoff(wait_base):
@@ -551,13 +561,14 @@ class KeycloakAdminClient:
     ) -> Any:
         url = self._admin_base + path
         token = await self._access_token()
-        response = await self._send(operation, "GET", url, params=params, token=token)
-        if response.status_code in (401, 403):
+        answer = await self._send(operation, "GET", url, params=params, token=token)
+        if answer.response.status_code in (401, 403):
             # 401: revoked, or expired earlier than announced. 403: the token's roles are those of its issue
             # time, so a role granted since needs a new token. Either way: one fresh token, one more try.
             self._invalidate_token(token)
             token = await self._access_token()
-            response = await self._send(operation, "GET", url, params=params, token=token)
+            answer = await self._send(operation, "GET", url, params=params, token=token)
+        response = answer.response
         status = response.status_code
         if status == 404 and role == ORGANIZATIONS_ROLE and _organizations_off(response):
             # Not "this user or organization is gone": a 404 for every organization read (users would
@@ -581,7 +592,7 @@ class KeycloakAdminClient:
         if status != 200:
             raise KeycloakProtocolError(f"unexpected HTTP {status} from Keycloak for {operation}")
         self._note_server_time(response)
-        return self._json(response, operation)
+        return answer.body
 
     def _note_server_time(self, response: httpx.Response) -> None:
         date = response.headers.get("Date")
@@ -608,11 +619,11 @@ class KeycloakAdminClient:
         params: Mapping[str, Any] | None = None,
         data: Mapping[str, str] | None = None,
         token: str | None = None,
-    ) -> httpx.Response:
+    ) -> _Answer:
         """One logical request: bounded, rate limited, retried while the failure is transient."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
 
-        async def attempt() -> httpx.Response:
+        async def attempt() -> _Answer:
             async with self._semaphore:
                 if self._limiter is not None:
                     await self._limiter.acquire()
@@ -633,15 +644,13 @@ class KeycloakAdminClient:
                 except httpx.TransportError as exc:
                     self._observe(operation, "connection_error", started)
                     raise _Transient(f"connection error ({type(exc).__name__})") from exc
-                status = response.status_code
-                if status == 429:
-                    self._observe(operation, "rate_limited", started)
-                    raise _Transient("HTTP 429", _retry_after_s(response.headers.get("Retry-After")))
-                if status >= 500:
-                    self._observe(operation, "server_error", started)
-                    raise _Transient(f"HTTP {status}")
-                self._observe(operation, _outcome(status), started)
-                return response
+                try:
+                    answer = _answer(method, response)
+                except _Transient as failure:
+                    self._observe(operation, failure.outcome, started)
+                    raise
+                self._observe(operation, _outcome(response.status_code), started)
+                return answer
 
         retrying = self._retry_policy.retrying(
             retry_if_exception_type(_Transient), before_sleep=lambda state: self._log_retry(operation, state)
@@ -706,7 +715,7 @@ class KeycloakAdminClient:
             "client_id": self._settings.keycloak_client_id,
             "client_secret": self._client_secret,
         }
-        response = await self._send("token", "POST", self._token_url, data=form)
+        response = (await self._send("token", "POST", self._token_url, data=form)).response
         client, realm = self._settings.keycloak_client_id, self._settings.keycloak_realm
         if response.status_code in (400, 401):
             error = _oauth_error(response)
@@ -774,6 +783,35 @@ def _organizations_off(response: httpx.Response) -> bool:
         return False
     message = body.get("errorMessage") if isinstance(body, dict) else None
     return isinstance(message, str) and "not enabled" in message.lower()
+
+
+def _answer(method: str, response: httpx.Response) -> _Answer:
+    """The answer of one attempt, or `_Transient` when it is worth another."""
+    status = response.status_code
+    if status == 429:
+        raise _Transient("HTTP 429", _retry_after_s(response.headers.get("Retry-After")), "rate_limited")
+    if status >= 500 or (method == "GET" and _answer_not_written(response)):
+        raise _Transient(f"HTTP {status}")
+    if method != "GET" or status != 200:
+        return _Answer(response)
+    try:
+        return _Answer(response, response.json())
+    except ValueError:  # cut short: Keycloak failed while it streamed (keycloak#34857)
+        raise _Transient("HTTP 200 with a broken JSON body") from None
+
+
+def _answer_not_written(response: httpx.Response) -> bool:
+    """Keycloak's HTTP 400 "Cannot parse the JSON" to a GET: a GET sends no JSON, so this is Keycloak failing to
+    write its own answer (a database connection lost while the answer streams, as after a PostgreSQL restart:
+    each pooled connection fails once; Keycloak maps every JSON-processing error to 400 since its PR #19492).
+    A server error, retried like one."""
+    if response.status_code != 400:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error_description") == "Cannot parse the JSON"
 
 
 def _outcome(status: int) -> str:

@@ -108,6 +108,47 @@ async def test_503_then_success() -> None:
     assert len(fake.admin_requests) == 3
 
 
+ANSWER_NOT_WRITTEN = {"error": "unknown_error", "error_description": "Cannot parse the JSON"}
+
+
+async def test_a_listing_keycloak_could_not_write_is_retried_like_a_server_error() -> None:
+    # Keycloak's answer to a GET whose database connection died while the answer streamed (each pooled
+    # connection does so once after a PostgreSQL restart; reliability scenario 12 meets it for real).
+    fake = FakeKeycloak(scripted(httpx.Response(400, json=ANSWER_NOT_WRITTEN), httpx.Response(200, json=[])))
+    before = requests_total("list_users", "server_error")
+    async with client_for(fake) as client:
+        assert await client.list_users(0, 10) == []
+    assert len(fake.admin_requests) == 2
+    assert requests_total("list_users", "server_error") == before + 1
+
+
+async def test_a_listing_cut_short_is_retried_and_then_unavailable() -> None:
+    # keycloak#34857: a transaction error while the listing streams leaves a 200 whose JSON breaks off.
+    cut_short = httpx.Response(200, content=b'[{"id": "' + USER_ID.encode() + b'", "username": "a')
+    fake = FakeKeycloak(scripted(cut_short, httpx.Response(200, json=[]), cut_short, cut_short, cut_short))
+    async with client_for(fake) as client:
+        assert await client.list_users(0, 10) == []
+        with pytest.raises(KeycloakUnavailable, match="after 3 attempts: HTTP 200 with a broken JSON body"):
+            await client.list_users(0, 10)
+    assert len(fake.admin_requests) == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "unknown_error", "error_description": "Invalid search query"},
+        {"error": "invalid_request"},
+        "not an object",
+    ],
+)
+async def test_any_other_400_is_an_answer_not_understood_and_not_retried(body: Any) -> None:
+    fake = FakeKeycloak(scripted(httpx.Response(400, json=body)))
+    async with client_for(fake) as client:
+        with pytest.raises(KeycloakProtocolError, match="HTTP 400"):
+            await client.list_users(0, 10)
+    assert len(fake.admin_requests) == 1
+
+
 async def test_timeout_becomes_unavailable() -> None:
     async def hang(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)

@@ -88,6 +88,27 @@ class ScenarioEnv:
             pass
         return restart
 
+    async def keycloak_serving_again(self, *, width: int = 200, timeout_s: float = 180) -> int:
+        """After its PostgreSQL came back, Keycloak answers one error for each pooled connection that was open
+        across the restart, when a request draws it (Agroal validates idle connections only every few
+        minutes): after a busy scenario that is dozens of errors, more than one run's retries absorb. Until
+        two bursts of `width` reads at once (wider than a node's pool in use) all succeed: the errors seen."""
+        errors = 0
+        clean = 0
+
+        async def burst() -> int:
+            nonlocal errors, clean
+            statuses = await self.kc_admin.read_burst(width)
+            failed = sum(1 for status in statuses if status != 200)
+            errors += failed
+            clean = clean + 1 if failed == 0 else 0
+            return clean
+
+        await eventually(
+            burst, until=lambda n: n >= 2, timeout_s=timeout_s, interval_s=0.5, what="Keycloak serving again"
+        )
+        return errors
+
     def consumer(
         self,
         label: str,

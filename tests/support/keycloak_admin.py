@@ -5,6 +5,7 @@ This is the "outside world" the reconciler mirrors; it deliberately does not reu
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 import uuid
@@ -35,6 +36,7 @@ class KeycloakTestAdmin:
         self._self_service_client = self_service_client
         # A secure stack's Keycloak has a certificate of the stack's own test CA.
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self._verify = verify
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, verify=verify)
         self._token: str | None = None
         self._token_expires = 0.0
@@ -78,6 +80,27 @@ class KeycloakTestAdmin:
         response = await self._http.request(method, url, headers=await self._headers(), **kwargs)
         response.raise_for_status()
         return response
+
+    async def read_burst(self, width: int) -> list[int]:
+        """`width` reads of the realm's user count at once, each on a connection of its own: their HTTP
+        statuses (0: no answer; all 0 when no admin token could be had)."""
+        try:
+            headers = await self._headers()
+        except httpx.HTTPError:
+            return [0] * width
+        limits = httpx.Limits(max_connections=width)
+        async with httpx.AsyncClient(
+            base_url=self.base_url, timeout=self._http.timeout, verify=self._verify, limits=limits
+        ) as http:
+
+            async def read() -> int:
+                try:
+                    response = await http.get(f"/admin/realms/{self.realm}/users/count", headers=headers)
+                except httpx.HTTPError:
+                    return 0
+                return response.status_code
+
+            return list(await asyncio.gather(*(read() for _ in range(width))))
 
     # --- service account ------------------------------------------------------------------------------------
     async def _service_account_role(self, client_id: str, role: str) -> tuple[str, str, dict[str, Any]]:
