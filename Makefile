@@ -13,13 +13,14 @@ STACK_LDAP ?= 1
 # Loads the local stack's settings (written by stack-up) into a recipe's shell.
 WITH_STACK_ENV := set -a; . .stack/env; set +a;
 
-.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench reliability reliability-production reliability-production-all reliability-stack-down test-containers test-compat docs clean
+.PHONY: help install tools image stack-up stack-down stack-status lint typecheck pytest test run bench bench-scale bench-scale-down reliability reliability-production reliability-production-all reliability-stack-down test-containers test-compat docs clean
 
 help:
 	@echo "make run          start the local stack, create demo users, run the reconciler in the foreground"
 	@echo "make test         install, start the stack, ruff, mypy, pytest"
 	@echo "make stack-up     start Kafka, Keycloak and SecantusDB on 127.0.0.1 (stack-down / stack-status)"
 	@echo "make bench        benchmarks (not part of make test)"
+	@echo "make bench-scale  the listing at 10,000 / 100,000 / 1,000,000 users on a stack of its own"
 	@echo "make reliability  fault-injection suite on a second stack of its own (CI runs it after make test)"
 	@echo "make reliability-production  scenarios 9-12 on two Keycloak nodes and three brokers (CI runs it last)"
 	@echo "make test-containers  the event-path and full-reconcile tests on containers (testcontainers, podman)"
@@ -76,6 +77,24 @@ run: stack-up
 
 bench: stack-up
 	$(WITH_STACK_ENV) $(BIN)/python -m bench
+
+# The listing at scale (bench/scale.py) on a stack of its own (.stack-scale-<version>/: PostgreSQL, no CDC or
+# LDAP; ports 49092/49093, 48080/49100, 27060, 45432), left running with its realms (one per size), so the
+# next run inserts nothing (`make bench-scale-down` stops it). SCALE_KEYCLOAK_VERSION=26.5.6 measures the
+# previous Keycloak (offset pages only: it has no creation-time filters).
+SCALE_KEYCLOAK_VERSION ?= 26.7.3
+SCALE_STACK := STACK_STATE_DIR=.stack-scale-$(SCALE_KEYCLOAK_VERSION) \
+	STACK_KEYCLOAK_VERSION=$(SCALE_KEYCLOAK_VERSION) STACK_CDC=0 STACK_LDAP=0 STACK_KAFKA_PORT=49092 \
+	STACK_KAFKA_CONTROLLER_PORT=49093 STACK_KEYCLOAK_PORT=48080 STACK_KEYCLOAK_MANAGEMENT_PORT=49100 \
+	STACK_MONGO_PORT=27060 STACK_POSTGRES_PORT=45432
+
+bench-scale: install
+	$(SCALE_STACK) $(STACK) up
+	set -a; . .stack-scale-$(SCALE_KEYCLOAK_VERSION)/env; set +a; \
+		STACK_KEYCLOAK_VERSION=$(SCALE_KEYCLOAK_VERSION) $(BIN)/python -m bench.scale
+
+bench-scale-down:
+	$(SCALE_STACK) $(STACK) down
 
 # Fault injection on a second stack of its own (.stack-reliability/, ports 19092/18080/27018/15432), started and
 # stopped by the suite itself: the main stack is never touched. See RELIABILITY.md.
@@ -134,4 +153,4 @@ docs: install
 	$(BIN)/python scripts/gen_monitoring.py
 
 clean: stack-down
-	rm -rf $(VENV) .stack .stack-compat .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .stack .stack-compat .stack-scale-* .pytest_cache .mypy_cache .ruff_cache

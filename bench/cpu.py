@@ -45,8 +45,11 @@ def _tree_seconds(root: int, table: dict[int, tuple[int, float]]) -> float:
     return total
 
 
-def snapshot(state_dir: Path = STACK_ENV_FILE.parent) -> dict[str, float]:
-    """CPU seconds so far of each stack server found, and of this process ("bench_process")."""
+def snapshot(state_dir: Path | None = None) -> dict[str, float]:
+    """CPU seconds so far of each stack server found (the stack of STACK_STATE_DIR, else `.stack/`), and of
+    this process ("bench_process")."""
+    if state_dir is None:
+        state_dir = Path(os.environ.get("STACK_STATE_DIR") or STACK_ENV_FILE.parent)
     table = _processes()
     seconds: dict[str, float] = {}
     for name in SERVERS:

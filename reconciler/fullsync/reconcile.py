@@ -185,7 +185,7 @@ class Progress:
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
 
-class _Listing(Protocol):
+class RoadPages(Protocol):
     """A road's pages: `listing.OffsetPages` or `windowed.WindowedPages`."""
 
     applied: int
@@ -431,7 +431,7 @@ class FullReconcile:
         seen: set[bytes] = set()
         self._last_log = 0.0
         scan = asyncio.ensure_future(snapshot.read(self._store)) if self._uses_snapshot() else None
-        pages = self._offset_pages(total) if road is Road.OFFSET else self._windowed_pages()
+        pages = self.pages(road, total)
         # Pages are requested while earlier ones are compared and written: a run costs about the larger of
         # Keycloak's and the store's time instead of their sum.
         try:
@@ -452,6 +452,11 @@ class FullReconcile:
                 await asyncio.gather(scan, return_exceptions=True)
         self._log_road(pages, total)
         return seen
+
+    def pages(self, road: Road, total: int) -> RoadPages:
+        """The road's pages of a realm of `total` users, as a run requests them (`next_page` until None,
+        then `close`); the bench's listing floor reads them without applying."""
+        return self._offset_pages(total) if road is Road.OFFSET else self._windowed_pages()
 
     def _offset_pages(self, total: int) -> OffsetPages:
         async def fetch(first: int, size: int) -> tuple[datetime, UserPage]:
@@ -491,7 +496,7 @@ class FullReconcile:
         windows = plan_windows(count, MIN_CREATED_MS, hi, limit, concurrency=depth)
         return WindowedPages(fetch, windows, page_size, depth, open_from_ms=now)
 
-    def _log_road(self, pages: _Listing, total: int) -> None:
+    def _log_road(self, pages: RoadPages, total: int) -> None:
         if isinstance(pages, WindowedPages):
             log.info(
                 "full reconcile listed by creation-time windows",
