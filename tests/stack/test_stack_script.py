@@ -74,13 +74,13 @@ def test_the_cluster_shape_has_two_nodes_behind_a_front_on_the_keycloak_port(tmp
         **DEFAULT_SHAPE,
         "STACK_STATE_DIR": str(tmp_path / "state"),
         "STACK_KEYCLOAK_NODES": "2",
-        "STACK_KEYCLOAK_PORT": "48080",
-        "STACK_KEYCLOAK_MANAGEMENT_PORT": "49000",
+        "STACK_KEYCLOAK_PORT": "47080",
+        "STACK_KEYCLOAK_MANAGEMENT_PORT": "47000",
     }
     ports = {line.split()[0]: line.split()[3:] for line in stack("status", env=env).stdout.splitlines()}
     assert list(ports)[-3:] == ["keycloak-1", "keycloak-2", "keycloak-front"]
-    assert ports["keycloak-front"] == ["48080:closed"]
-    assert [p.split(":")[0] for p in ports["keycloak-2"]] == ["48082", "49002", "49801", "49901"]
+    assert ports["keycloak-front"] == ["47080:closed"]
+    assert [p.split(":")[0] for p in ports["keycloak-2"]] == ["47082", "47002", "47801", "47901"]
 
 
 def test_three_brokers_take_consecutive_port_pairs(tmp_path: Path) -> None:
