@@ -247,8 +247,8 @@ class Settings(BaseSettings):
     reconcile_store_snapshot: bool = Field(
         default=True,
         description="The full reconcile reads the store in one scan while its listing starts and compares "
-        "listed users with it, instead of one store read per page; costs about 150 bytes per stored user "
-        "for the run. Not used with SYNC_GROUPS_AND_ROLES or ORGANIZATIONS_ENABLED",
+        "listed users with it, instead of one store read per page; costs about 25 bytes per stored user "
+        "for the run (sorted arrays). Not used with SYNC_GROUPS_AND_ROLES or ORGANIZATIONS_ENABLED",
     )
 
     # --- Erasure -------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ One run:
    (`KeycloakConfigError`), never "Keycloak has no users" (by windows: a whole listing that returned
    nobody). The listing is complete once every page up to the first short one (of every window) has been
    fetched and applied;
-2. remembers only a compact set of seen ids (16-byte UUIDs), never the users (invariant 7,
-   docs/ARCHITECTURE.md); with `reconcile_store_snapshot` (not with `sync_groups_and_roles`) it first reads
+2. remembers only which ids it listed, never the users (invariant 7, docs/ARCHITECTURE.md): a flag per
+   stored user in the snapshot's arrays, a set of 16-byte ids for the others; with `reconcile_store_snapshot` (not with `sync_groups_and_roles`) it first reads
    one print of every stored user in one scan, concurrently with the first pages (`snapshot.StoreSnapshot`),
    and a listed user whose print matches costs no store read (the apply core would leave it unchanged);
 3. only after a complete, error-free listing, in one closing scan of the store: deactivation candidates =
@@ -316,12 +316,12 @@ class FullReconcile:
         road = await self._road(total)
         self._memberships = await self._read_memberships()
         snapshot = StoreSnapshot(self._keycloak.mirrored)
-        seen = await self._list_all(summary, total, progress, snapshot, road)
+        await self._list_all(summary, total, progress, snapshot, road)
         self._memberships = None  # the confirmations below read each user's memberships with the user
 
         # Only a complete, error-free listing gets here.
-        closing = await self._closing_scan(seen, snapshot)
-        del seen, snapshot
+        closing = await self._closing_scan(snapshot)
+        del snapshot
         if closing.skipped:
             log.warning(
                 "active local users with an external_id that is not a Keycloak id were skipped",
@@ -401,7 +401,7 @@ class FullReconcile:
             summary.add(result)
             self._collect_drift(summary, result.changes)
 
-    async def _closing_scan(self, seen: set[bytes], snapshot: StoreSnapshot) -> ClosingScan:
+    async def _closing_scan(self, snapshot: StoreSnapshot) -> ClosingScan:
         """One scan of the store after a complete listing: the active users it did not list, the active count
         for the guard, and the users the snapshot skipped whose document changed or vanished since."""
         closing = ClosingScan()
@@ -411,12 +411,12 @@ class FullReconcile:
             key = user_key(doc.get(F.EXTERNAL_ID))
             if key is None:
                 closing.skipped += active
-            elif key in seen:
+            elif snapshot.listed(key):
                 if snapshot.changed(key, doc):
                     closing.changed.append(key)
             elif active:
                 closing.candidates.append(key)
-        closing.changed.extend(key for key in snapshot.unvisited() if key in seen)
+        closing.changed.extend(key for key in snapshot.unvisited() if snapshot.listed(key))
         return closing
 
     async def _list_all(
@@ -426,9 +426,9 @@ class FullReconcile:
         progress: ProgressCallback | None,
         snapshot: StoreSnapshot,
         road: Road,
-    ) -> set[bytes]:
-        """List every user and apply the pages; fills `snapshot` (when it is used) before the first apply."""
-        seen: set[bytes] = set()
+    ) -> None:
+        """List every user and apply the pages; fills `snapshot` (when it is used) before the first apply, and
+        marks in it every user listed."""
         self._last_log = 0.0
         scan = asyncio.ensure_future(snapshot.read(self._store)) if self._uses_snapshot() else None
         pages = self.pages(road, total)
@@ -442,7 +442,7 @@ class FullReconcile:
                     log.info("store snapshot read", users=len(snapshot))
                 position, observed_at, page = item
                 self._check_listing(position + page.size, total, road)
-                await self._apply_page(summary, seen, observed_at, page, snapshot)
+                await self._apply_page(summary, observed_at, page, snapshot)
                 self._log_listing(summary, pages.applied, total, pages.complete)
                 await self._report(progress, summary, "listing", total, 0, 0)
         finally:
@@ -451,7 +451,6 @@ class FullReconcile:
                 scan.cancel()
                 await asyncio.gather(scan, return_exceptions=True)
         self._log_road(pages, total)
-        return seen
 
     def pages(self, road: Road, total: int) -> RoadPages:
         """The road's pages of a realm of `total` users, as a run requests them (`next_page` until None,
@@ -530,12 +529,11 @@ class FullReconcile:
     async def _apply_page(
         self,
         summary: RunSummary,
-        seen: set[bytes],
         observed_at: datetime,
         page: UserPage,
         snapshot: StoreSnapshot,
     ) -> None:
-        self._set_aside(summary, seen, snapshot, page.unreadable)
+        self._set_aside(summary, snapshot, page.unreadable)
         keys = [uuid.UUID(user.id).bytes for user in page.users]
         observations: list[Observation] = []
         unchanged: list[Change] = []
@@ -552,6 +550,7 @@ class FullReconcile:
             else:
                 snapshot.forget(key)
                 observations.append(observation)
+            snapshot.mark_listed(key)
         summary.add(report(((change, change.action) for change in unchanged), self._policy(summary)))
         # In batches of APPLY_BATCH_SIZE: a store read of N ids costs more than N/100 reads of 100 (measured on
         # SecantusDB, BENCHMARKS.md), so a larger page only makes the listing cheaper.
@@ -559,7 +558,6 @@ class FullReconcile:
             result = await self._store_retried(self._applier.apply, batch, self._policy(summary))
             summary.add(result)
             self._collect_drift(summary, result.changes)
-        seen.update(keys)
         summary.listed += len(page.users)
 
     async def _store_retried(
@@ -630,7 +628,6 @@ class FullReconcile:
     def _set_aside(
         self,
         summary: RunSummary,
-        seen: set[bytes],
         snapshot: StoreSnapshot,
         unreadable: list[UnreadableUser],
     ) -> None:
@@ -640,7 +637,7 @@ class FullReconcile:
             summary.unreadable += 1
             if user.user_id is not None:
                 key = uuid.UUID(user.user_id).bytes
-                seen.add(key)
+                snapshot.mark_listed(key)
                 snapshot.forget(key)  # not read again either
             if not summary.dry_run:
                 metrics.UNREADABLE_USERS.inc()
