@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     mongodb_database: str = Field(default="app", min_length=1, description="Database holding the users")
     mongodb_users_collection: str = Field(default="users", min_length=1, description="Collection of users")
     mongodb_timeout_s: float = Field(default=10.0, gt=0, description="Server selection and socket timeout")
+    mongodb_scan_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long one batch of a full reconcile's collection scan (the store snapshot, the closing "
+        "scan) may take, instead of MONGODB_TIMEOUT_S: SecantusDB answers a scan's first batch only after "
+        "reading most of the collection (24 s at 1,000,000 users on this project's bench machine)",
+    )
     mongodb_retry_attempts: int = Field(
         default=3,
         ge=1,

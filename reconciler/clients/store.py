@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
@@ -146,8 +147,10 @@ class UserStore:
         users_collection: str = "users",
         *,
         owns_client: bool = False,
+        scan_timeout_s: float | None = None,
     ) -> None:
         self._client = client
+        self._scan_timeout_s = scan_timeout_s  # None: the client's socket timeout
         self._owns_client = owns_client
         db = client[database]
         self.users: AsyncCollection[Document] = db[users_collection]
@@ -168,7 +171,13 @@ class UserStore:
             connectTimeoutMS=timeout_ms,
             socketTimeoutMS=timeout_ms,
         )
-        return cls(client, settings.mongodb_database, settings.mongodb_users_collection, owns_client=True)
+        return cls(
+            client,
+            settings.mongodb_database,
+            settings.mongodb_users_collection,
+            owns_client=True,
+            scan_timeout_s=settings.mongodb_scan_timeout_s,
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -360,10 +369,17 @@ class UserStore:
         return UpdateOne(guard, update, upsert=write.upsert)
 
     async def scan_users(self, fields: Sequence[str], batch_size: int = 1000) -> AsyncIterator[Document]:
-        """Stream these fields of every user document: one collection scan, `batch_size` at a time."""
+        """Stream these fields of every user document: one collection scan, `batch_size` at a time. Each
+        batch may take `scan_timeout_s` (pymongo's timeout replaces the socket timeout for the fetch)."""
         projection = {name: 1 for name in fields} | {F.ID: 0}
         with _translated():
-            async for doc in self.users.find({}, projection, batch_size=batch_size):
+            cursor = self.users.find({}, projection, batch_size=batch_size)
+            while True:
+                with pymongo.timeout(self._scan_timeout_s):
+                    try:
+                        doc = await anext(cursor)
+                    except StopAsyncIteration:
+                        break
                 yield doc
 
     # --- erasure --------------------------------------------------------------------------------------------

@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import NetworkTimeout
 
 from reconciler.apply.applier import Applier
 from reconciler.apply.batching import GroupRead
 from reconciler.base.config import Settings
+from reconciler.base.errors import StoreUnavailable
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import LeaseTaken, UserStore
 from reconciler.domain.document import F, UserWrite, WriteStatus, utc_now
@@ -299,6 +302,30 @@ async def test_users_are_scanned_with_the_asked_fields_only_and_active_ones_coun
     assert {i: scanned[i] for i in ids} == {
         i: {F.EXTERNAL_ID: i, F.IS_ACTIVE: n % 2 == 0} for n, i in enumerate(ids)
     }
+
+
+async def test_a_scan_batch_may_take_the_scan_timeout_where_a_plain_read_times_out(
+    store_settings: Settings, store: UserStore
+) -> None:
+    """SecantusDB answers a scan's first batch only after reading most of the collection (24 s at a million
+    users): the scans of the full reconcile wait `MONGODB_SCAN_TIMEOUT_S` for a batch, not the socket timeout."""
+    collection = f"scan-{uuid.uuid4().hex[:6]}"
+    ids = [str(uuid.uuid4()) for _ in range(20_000)]
+    await store.users.database[collection].insert_many([{F.EXTERNAL_ID: i, F.IS_ACTIVE: True} for i in ids])
+    uri, database = store_settings.mongodb_uri.get_secret_value(), store_settings.mongodb_database
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True, socketTimeoutMS=20)
+    try:
+        await client.admin.command("ping")
+        with pytest.raises(NetworkTimeout):
+            await client[database][collection].find({}, batch_size=1000).to_list()
+        patient = UserStore(client, database, collection, scan_timeout_s=60)
+        assert sorted([doc[F.EXTERNAL_ID] async for doc in patient.scan_users((F.EXTERNAL_ID,))]) == sorted(ids)
+        hasty = UserStore(client, database, collection, scan_timeout_s=0.02)
+        with pytest.raises(StoreUnavailable):
+            [doc async for doc in hasty.scan_users((F.EXTERNAL_ID,))]
+    finally:
+        await client.close()
+        await store.users.database.drop_collection(collection)  # here: the module's drop_database is slow with it
 
 
 # --- lease ----------------------------------------------------------------------------------------------------
