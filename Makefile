@@ -79,14 +79,17 @@ bench: stack-up
 	$(WITH_STACK_ENV) $(BIN)/python -m bench
 
 # The listing at scale (bench/scale.py) on a stack of its own (.stack-scale-<version>/: PostgreSQL, no CDC or
-# LDAP; ports 49092/49093, 48080/49100, 27060, 45432), left running with its realms (one per size), so the
-# next run inserts nothing (`make bench-scale-down` stops it). SCALE_KEYCLOAK_VERSION=26.5.6 measures the
-# previous Keycloak (offset pages only: it has no creation-time filters).
+# LDAP; ports 49092/49093, 48080/49100, 27060, 45432 for 26.7.3, 5xxxx and 27061 for any other version, so
+# both can run side by side), left running with its realms (one per size), so the next run inserts nothing
+# (`make bench-scale-down` stops it). SCALE_KEYCLOAK_VERSION=26.5.6 BENCH_SCALE_PARTS=listings measures the
+# previous Keycloak's listing (offset pages only: it has no creation-time filters).
 SCALE_KEYCLOAK_VERSION ?= 26.7.3
+SCALE_P := $(if $(filter 26.7.3,$(SCALE_KEYCLOAK_VERSION)),4,5)
 SCALE_STACK := STACK_STATE_DIR=.stack-scale-$(SCALE_KEYCLOAK_VERSION) \
-	STACK_KEYCLOAK_VERSION=$(SCALE_KEYCLOAK_VERSION) STACK_CDC=0 STACK_LDAP=0 STACK_KAFKA_PORT=49092 \
-	STACK_KAFKA_CONTROLLER_PORT=49093 STACK_KEYCLOAK_PORT=48080 STACK_KEYCLOAK_MANAGEMENT_PORT=49100 \
-	STACK_MONGO_PORT=27060 STACK_POSTGRES_PORT=45432
+	STACK_KEYCLOAK_VERSION=$(SCALE_KEYCLOAK_VERSION) STACK_CDC=0 STACK_LDAP=0 STACK_KAFKA_PORT=$(SCALE_P)9092 \
+	STACK_KAFKA_CONTROLLER_PORT=$(SCALE_P)9093 STACK_KEYCLOAK_PORT=$(SCALE_P)8080 \
+	STACK_KEYCLOAK_MANAGEMENT_PORT=$(SCALE_P)9100 STACK_MONGO_PORT=2706$(subst 4,0,$(subst 5,1,$(SCALE_P))) \
+	STACK_POSTGRES_PORT=$(SCALE_P)5432
 
 bench-scale: install
 	$(SCALE_STACK) $(STACK) up

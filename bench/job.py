@@ -23,7 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from bench import cpu, floors
 from bench.env import make_settings, stack_env
 from bench.measure import Stopwatch, install_store_counter, keycloak_requests, peak_rss_mb
-from bench.reference import SeedUserRepository, reference_sync
+from bench.reference import SeedUserRepository, bulk_fill, reference_sync
 from reconciler.base.config import Settings
 from reconciler.clients.keycloak import KeycloakAdminClient
 from reconciler.clients.store import UserStore
@@ -63,8 +63,9 @@ async def _store_summary(users: AsyncCollection[dict[str, Any]]) -> dict[str, in
     }
 
 
-async def _filled(settings: Settings, impl: str, size: int) -> bool:
-    """Whether an implementation's store already holds `size` user documents, all active (two counts)."""
+async def _filled(settings: Settings, impl: str, size: int, all_active: bool = True) -> bool:
+    """Whether an implementation's store already holds `size` user documents, all active unless
+    `all_active` is false (a realm with disabled users: the scale bench's)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri.get_secret_value())
     try:
         users = client[settings.mongodb_database][
@@ -73,7 +74,7 @@ async def _filled(settings: Settings, impl: str, size: int) -> bool:
         summary = await _store_summary(users)
     finally:
         await client.close()
-    return summary["store_users"] == size and summary["store_active_users"] == size
+    return summary["store_users"] == size and (not all_active or summary["store_active_users"] == size)
 
 
 async def reconcile_job(spec: Spec) -> dict[str, Any]:
@@ -84,7 +85,8 @@ async def reconcile_job(spec: Spec) -> dict[str, Any]:
     settings = make_settings(env, spec["realm"], spec["database"], **overrides)
     counter = install_store_counter(settings.mongodb_users_collection)
     result: dict[str, Any] = {}
-    if spec.get("only_if_unfilled") and await _filled(settings, spec["impl"], int(spec["size"])):
+    all_active = spec.get("all_active", True)
+    if spec.get("only_if_unfilled") and await _filled(settings, spec["impl"], int(spec["size"]), all_active):
         return {"skipped": True}
     async with KeycloakAdminClient(settings) as keycloak:
         if spec["impl"] == "ours":
@@ -110,9 +112,13 @@ async def reconcile_job(spec: Spec) -> dict[str, Any]:
             )
             try:
                 repo = SeedUserRepository(client[settings.mongodb_database]["users"])
-                if spec.get("drop"):
+                if spec.get("drop") or spec.get("bulk_fill"):
                     await repo.users.drop()
                 await repo.ensure_indexes()
+                if spec.get("bulk_fill"):  # untimed preparation, reported as such
+                    watch = Stopwatch()
+                    filled = await bulk_fill(keycloak, repo, settings.keycloak_page_size)
+                    return {"bulk_filled": filled, "seconds": watch.seconds()}
                 counter.reset()
                 counter.enabled = True
                 before = keycloak_requests()

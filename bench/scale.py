@@ -18,17 +18,23 @@ Measured at each size, Keycloak's user cache cleared just before each listing:
   listing is estimated as the mean page time times the number of pages (marked `sampled`); at the largest
   size listed whole both figures are reported, which shows what the pages in flight buy;
 - the cost per listed user, the Keycloak requests of each listing, and the process's peak RSS;
-- up to BENCH_SCALE_WARM_MAX users (100,000), the reconciler itself with its default settings, each run in a
-  fresh process (`bench.job`, so its peak RSS is its own): a cold run that fills the store (reported, once:
-  the store is kept), then a warm run (nothing changed): seconds, Keycloak requests, CPU seconds per
-  process, peak RSS; with BENCH_SCALE_REF=1 the port of the seed's algorithm likewise (its cold run costs one
-  store round trip per user: minutes at 100,000).
-The linearity figure is the cost per user at the largest size over the smallest, per road and form.
+- then (BENCH_SCALE_PARTS: `listings`, then `reconciler`), up to BENCH_SCALE_WARM_MAX users (all sizes), the
+  reconciler itself with its default settings, each run in a fresh process (`bench.job`, so its peak RSS is
+  its own): a cold run that fills the store (reported once: the store is kept), a warm run (nothing
+  changed), a churn run (1% of the users updated, 1% disabled, 1% deleted, written into the database just
+  before, like the seeding), then the churn undone and a settle run (reported, no target): seconds,
+  Keycloak requests, CPU seconds per process, peak RSS, counts; at BENCH_SCALE_REF_SIZES (100,000) the port
+  of the seed's algorithm's warm run, its store filled in bulk beforehand (its own cold run costs one store
+  round trip per user).
+The linearity figure is the cost per user at the largest size over the smallest, per road and form; the
+targets compare our warm and churn runs with the best whole listing of the default form at the same size.
 
-Knobs: BENCH_SCALE_SIZES (10000,100000,1000000), BENCH_SCALE_FORMS (brief,full), BENCH_SCALE_ROADS
-(windows,offset), BENCH_SCALE_SAMPLES (20), BENCH_SCALE_OFFSET_FULL_MAX (100000), BENCH_SCALE_WARM_MAX
-(100000; 0: no reconciler runs), BENCH_SCALE_REF (off), BENCH_SCALE_REALM (bench-scale: the realms are
-bench-scale-10k, -100k, -1000k, kept for the next run). Results go to stdout and bench/results/scale-<Keycloak version>-<time>.json.
+Knobs: BENCH_SCALE_SIZES (10000,100000,1000000), BENCH_SCALE_PARTS (listings,reconciler), BENCH_SCALE_FORMS
+(brief,full), BENCH_SCALE_ROADS (windows,offset), BENCH_SCALE_SAMPLES (20), BENCH_SCALE_OFFSET_FULL_MAX
+(100000), BENCH_SCALE_WARM_MAX (1000000; 0: no reconciler runs), BENCH_SCALE_REF_SIZES (100000; empty: none),
+BENCH_SCALE_RESULTS (a results file to add to: the parts of one run done one after the other),
+BENCH_SCALE_REALM (bench-scale: the realms are bench-scale-10k, -100k, -1000k, kept for the next run).
+Results go to stdout and bench/results/scale-<Keycloak version>-<time>.json.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import resource
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -68,8 +75,9 @@ def _list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
-def seed_sql(realm: str, realm_id: str, start: int, stop: int) -> str:
-    """Users start .. stop-1 of `realm`, their `picture` attributes and default roles, in one transaction."""
+def seed_sql(realm: str, realm_id: str, start: int, stop: int, step: int = 1) -> str:
+    """Users start, start+step .. below stop of `realm`, their `picture` attributes and default roles, in one
+    transaction; users already there are left alone (a churned realm's deleted users are written back so)."""
     user_id = f"md5('{realm}/' || i)::uuid::text"
     created = (
         f"CASE WHEN i % {IMPORT_EVERY} < {IMPORT_SIZE}"
@@ -77,7 +85,7 @@ def seed_sql(realm: str, realm_id: str, start: int, stop: int) -> str:
         f" ELSE {FIRST_CREATED_MS} + i::bigint * {SPACING_MS}"
         f" + ('x' || substr(md5('j' || i), 1, 8))::bit(32)::bigint % {JITTER_MS} END"
     )
-    series = f"generate_series({start}, {stop - 1}) AS i"
+    series = f"generate_series({start}, {stop - 1}, {step}) AS i"
     return f"""
 BEGIN;
 INSERT INTO user_entity (id, email, email_constraint, email_verified, enabled, first_name, last_name,
@@ -85,17 +93,62 @@ INSERT INTO user_entity (id, email, email_constraint, email_verified, enabled, f
 SELECT {user_id}, 'scale-' || i || '@example.test', 'scale-' || i || '@example.test', i % 3 <> 0,
        i % 50 <> 0, 'First' || i, 'Last' || i, '{realm_id}', 'scale-' || lpad(i::text, 7, '0'),
        {created}, 0
-FROM {series};
+FROM {series}
+ON CONFLICT DO NOTHING;
 INSERT INTO user_attribute (id, name, value, user_id)
 SELECT md5('{realm}/picture/' || i)::uuid::text, 'picture', 'https://img.example.test/' || i || '.png',
        {user_id}
-FROM {series} WHERE i % 3 = 0;
+FROM {series} WHERE i % 3 = 0
+ON CONFLICT DO NOTHING;
 INSERT INTO user_role_mapping (role_id, user_id)
 SELECT r.id, {user_id} FROM {series}
-CROSS JOIN (SELECT id FROM keycloak_role WHERE realm_id = '{realm_id}' AND name = 'default-roles-{realm}') r;
+CROSS JOIN (SELECT id FROM keycloak_role WHERE realm_id = '{realm_id}' AND name = 'default-roles-{realm}') r
+ON CONFLICT DO NOTHING;
 COMMIT;
 ANALYZE user_entity; ANALYZE user_attribute; ANALYZE user_role_mapping;
 """
+
+
+# Churn: 1% of the users updated (names and email), 1% disabled, 1% deleted, chosen by i % 100.
+CHURN_UPDATED, CHURN_DISABLED, CHURN_DELETED = 11, 12, 13
+
+
+def _churned_ids(realm: str, first: int, size: int) -> str:
+    return f"SELECT md5('{realm}/' || i)::uuid::text FROM generate_series({first}, {size - 1}, 100) AS i"
+
+
+def churn_sql(realm: str, size: int) -> str:
+    """One round of churn in one transaction, written into the database like the seeding (a million users'
+    1% through the admin API would take longer than the runs it prepares)."""
+    return f"""
+BEGIN;
+UPDATE user_entity u SET first_name = 'Churned' || s.i, email = 'scale-' || s.i || '-churned@example.test',
+       email_constraint = 'scale-' || s.i || '-churned@example.test'
+FROM generate_series({CHURN_UPDATED}, {size - 1}, 100) AS s(i) WHERE u.id = md5('{realm}/' || s.i)::uuid::text;
+UPDATE user_entity SET enabled = false WHERE id IN ({_churned_ids(realm, CHURN_DISABLED, size)});
+DELETE FROM user_role_mapping WHERE user_id IN ({_churned_ids(realm, CHURN_DELETED, size)});
+DELETE FROM user_attribute WHERE user_id IN ({_churned_ids(realm, CHURN_DELETED, size)});
+DELETE FROM user_entity WHERE id IN ({_churned_ids(realm, CHURN_DELETED, size)});
+COMMIT;
+"""
+
+
+def restore_sql(realm: str, realm_id: str, size: int) -> str:
+    """The churned users back as seeded (idempotent: also run on a realm that was never churned)."""
+    return f"""
+BEGIN;
+UPDATE user_entity u SET first_name = 'First' || s.i, email = 'scale-' || s.i || '@example.test',
+       email_constraint = 'scale-' || s.i || '@example.test'
+FROM generate_series({CHURN_UPDATED}, {size - 1}, 100) AS s(i)
+WHERE u.id = md5('{realm}/' || s.i)::uuid::text AND u.first_name <> 'First' || s.i;
+UPDATE user_entity SET enabled = true
+WHERE id IN ({_churned_ids(realm, CHURN_DISABLED, size)}) AND NOT enabled;
+COMMIT;
+""" + seed_sql(realm, realm_id, CHURN_DELETED, size, step=100)
+
+
+async def realm_id_of(postgres: Postgres, realm: str) -> str:
+    return await postgres.aquery(f"SELECT id FROM realm WHERE name = '{realm}'")
 
 
 async def grow(env: dict[str, str], postgres: Postgres, realm: str, size: int) -> dict[str, Any]:
@@ -106,7 +159,7 @@ async def grow(env: dict[str, str], postgres: Postgres, realm: str, size: int) -
         created_realm = not await seed.realm_exists(kc)
         if created_realm:
             await seed.create_realm(kc)
-        realm_id = await postgres.aquery(f"SELECT id FROM realm WHERE name = '{realm}'")
+        realm_id = await realm_id_of(postgres, realm)
         have = int(
             await postgres.aquery(
                 f"SELECT count(*) FROM user_entity WHERE realm_id = '{realm_id}' AND username LIKE 'scale-%'"
@@ -115,6 +168,13 @@ async def grow(env: dict[str, str], postgres: Postgres, realm: str, size: int) -
         if have > size:
             raise SystemExit(f"realm {realm} holds {have} seeded users, more than {size}: delete it first")
         started = time.perf_counter()
+        if 0 < have < size:  # a run cut short after its churn: first the churned users back
+            await postgres.aquery(restore_sql(realm, realm_id, size), timeout_s=3600)
+            have = int(
+                await postgres.aquery(
+                    f"SELECT count(*) FROM user_entity WHERE realm_id = '{realm_id}' AND username LIKE 'scale-%'"
+                )
+            )
         if have < size:
             await postgres.aquery(seed_sql(realm, realm_id, have, size), timeout_s=3600)
         seconds = time.perf_counter() - started
@@ -207,18 +267,50 @@ async def sampled_offset_listing(settings: Settings, form: str, size: int, sampl
     return Listing("offset", form, size, spent / len(offsets) * pages, listed, requests, sampled=True)
 
 
-def reconciler_runs(realm: str, size: int, impl: str) -> dict[str, Any]:
-    """A cold run that fills the implementation's store (skipped when it is full already), then a warm one."""
-    database = f"{realm.replace('-', '_')}_{impl}"
-    spec = {"kind": "reconcile", "impl": impl, "realm": realm, "database": database, "size": size}
-    cold = run_job(f"scale-{impl}-cold-{size}", {**spec, "only_if_unfilled": True}, timeout_s=4 * 3600)
-    warm = run_job(f"scale-{impl}-warm-{size}", spec, timeout_s=4 * 3600)
-    keep = ("seconds", "keycloak_requests", "cpu_seconds", "peak_rss_mb", "counts")
+_KEPT = ("seconds", "keycloak_requests", "cpu_seconds", "peak_rss_mb", "counts")
+
+
+def _job(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return run_job(name, spec, timeout_s=4 * 3600)
+
+
+async def reconciler_runs(env: dict[str, str], postgres: Postgres, realm: str, size: int) -> dict[str, Any]:
+    """Ours: a cold run that fills the store (skipped when it is full already), a warm run (nothing
+    changed), a churn run (1% updated, 1% disabled, 1% deleted, written just before), then the churn undone
+    and a settle run that mirrors it back (reported, not a target)."""
+    database = f"{realm.replace('-', '_')}_ours"
+    spec = {"kind": "reconcile", "impl": "ours", "realm": realm, "database": database, "size": size}
+    cold = _job(f"scale-ours-cold-{size}", {**spec, "only_if_unfilled": True, "all_active": False})
+    warm = _job(f"scale-ours-warm-{size}", spec)
+    await postgres.aquery(churn_sql(realm, size), timeout_s=3600)
+    await clear_user_cache(env, realm)
+    churn = _job(f"scale-ours-churn-{size}", spec)
+    await postgres.aquery(restore_sql(realm, await realm_id_of(postgres, realm), size), timeout_s=3600)
+    await clear_user_cache(env, realm)
+    settle = _job(f"scale-ours-settle-{size}", spec)
     return {
-        "impl": impl,
+        "impl": "ours",
         "size": size,
-        "cold": None if cold.get("skipped") else {k: cold.get(k) for k in keep},
-        "warm": {k: warm.get(k) for k in keep},
+        "cold": None if cold.get("skipped") else {k: cold.get(k) for k in _KEPT},
+        **{name: {k: run.get(k) for k in _KEPT} for name, run in (("warm", warm), ("churn", churn))},
+        "settle": {k: settle.get(k) for k in _KEPT},
+    }
+
+
+def reference_runs(realm: str, size: int) -> dict[str, Any]:
+    """The port of the seed's algorithm: its store filled in bulk when it is not full (untimed: its own cold
+    run costs one round trip per user), then its warm run."""
+    database = f"{realm.replace('-', '_')}_ref"
+    spec = {"kind": "reconcile", "impl": "ref", "realm": realm, "database": database, "size": size}
+    fill = _job(
+        f"scale-ref-fill-{size}", {**spec, "only_if_unfilled": True, "all_active": False, "bulk_fill": True}
+    )
+    warm = _job(f"scale-ref-warm-{size}", spec)
+    return {
+        "impl": "ref",
+        "size": size,
+        "bulk_fill_seconds": None if fill.get("skipped") else round(fill["seconds"], 1),
+        "warm": {k: warm.get(k) for k in _KEPT},
     }
 
 
@@ -241,36 +333,84 @@ def linearity(listings: list[Listing]) -> dict[str, float]:
     return ratios
 
 
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's scale targets from what this run measured: our warm and churn runs against the best
+    whole listing floor of the form the defaults use, and the seed's algorithm against ours."""
+    form = "full" if FORMS["full"] else "brief"
+    floors: dict[int, float] = {}
+    for item in results["listings"]:
+        if item["form"] == form and not item["sampled"]:
+            floors[item["size"]] = min(floors.get(item["size"], float("inf")), item["seconds"])
+    out: dict[str, Any] = {}
+    ours = {run["size"]: run for run in results["reconciler"] if run["impl"] == "ours"}
+    for size, run in sorted(ours.items()):
+        floor = floors.get(size)
+        for case in ("warm", "churn"):
+            if run.get(case) and floor:
+                out[f"{case} {size} / best {form} floor"] = round(run[case]["seconds"] / floor, 2)
+        out[f"warm {size} seconds"] = round(run["warm"]["seconds"], 1)
+        out[f"warm {size} peak RSS MB"] = run["warm"]["peak_rss_mb"]
+    for run in results["reconciler"]:
+        if run["impl"] == "ref" and run["size"] in ours:
+            ratio = run["warm"]["seconds"] / ours[run["size"]]["warm"]["seconds"]
+            out[f"seed's algorithm / ours, warm {run['size']}"] = round(ratio, 2)
+    return out
+
+
 async def main() -> int:
     configure_logging("WARNING", "json")
     env = stack_env()
     postgres = Postgres.of_stack(env)
     prefix = os.environ.get("BENCH_SCALE_REALM", "bench-scale")
     sizes = sorted(int(v) for v in _list("BENCH_SCALE_SIZES", "10000,100000,1000000"))
+    parts = _list("BENCH_SCALE_PARTS", "listings,reconciler")
     forms = _list("BENCH_SCALE_FORMS", "brief,full")
     roads = [Road(v) for v in _list("BENCH_SCALE_ROADS", "windows,offset")]
     samples = int(os.environ.get("BENCH_SCALE_SAMPLES", "20"))
     offset_full_max = int(os.environ.get("BENCH_SCALE_OFFSET_FULL_MAX", "100000"))
-    warm_max = int(os.environ.get("BENCH_SCALE_WARM_MAX", "100000"))
-    with_ref = os.environ.get("BENCH_SCALE_REF", "") not in ("", "0")
+    warm_max = int(os.environ.get("BENCH_SCALE_WARM_MAX", "1000000"))
+    ref_sizes = {int(v) for v in _list("BENCH_SCALE_REF_SIZES", "100000")}
     version = os.environ.get("STACK_KEYCLOAK_VERSION", "26.7.3")
-    results: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(),
-        "keycloak_version": version,
-        "seeding": [],
-        "listings": [],
-        "reconciler": [],
-    }
-    listings: list[Listing] = []
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS_DIR / f"scale-{version}-{stamp}.json"
+    continued = os.environ.get("BENCH_SCALE_RESULTS", "")
+    out = Path(continued) if continued else RESULTS_DIR / f"scale-{version}-{stamp}.json"
+    results: dict[str, Any] = (
+        json.loads(out.read_text())
+        if continued
+        else {
+            "started_at": datetime.now(UTC).isoformat(),
+            "keycloak_version": version,
+            "seeding": [],
+            "listings": [],
+            "reconciler": [],
+        }
+    )
+    results.setdefault("parts", []).append(
+        {"parts": parts, "sizes": sizes, "started_at": datetime.now(UTC).isoformat(), "load": os.getloadavg()}
+    )
+    listings = [
+        Listing(
+            i["road"], i["form"], i["size"], i["seconds"], i["listed"], i["keycloak_requests"], i["sampled"]
+        )
+        for i in results["listings"]
+    ]
+
+    def save() -> None:
+        """After every step: a run cut short keeps what it measured."""
+        results["listings"] = [item.to_dict() for item in listings]
+        results["linearity"] = linearity(listings)
+        results["targets"] = targets(results)
+        results["listing_process_peak_rss_mb"] = round(peak_rss_mb(), 1)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
     for size in sizes:
         realm = f"{prefix}-{size // 1000}k" if size % 1000 == 0 else f"{prefix}-{size}"
         database = realm.replace("-", "_") + "_unused"  # the listings write nothing
         grown = await grow(env, postgres, realm, size)
         results["seeding"].append(grown)
         print(f"{size:>9,} users: {grown['inserted']:,} inserted in {grown['seconds']} s", flush=True)
-        for form in forms:
+        for form in forms if "listings" in parts else ():
             settings = make_settings(env, realm, database, mirrored_attributes=FORMS[form])
             async with KeycloakAdminClient(settings) as keycloak:
                 windows_there = await probe_road(keycloak, await keycloak.count_users()) is Road.WINDOWS
@@ -294,24 +434,31 @@ async def main() -> int:
                             f" {shown['per_user_ms']} ms/user, {item.requests} requests",
                             flush=True,
                         )
+            save()
+    # Largest first: its runs take most of the time, and a run cut short has measured them.
+    for size in sorted(sizes, reverse=True) if "reconciler" in parts else ():
+        realm = f"{prefix}-{size // 1000}k" if size % 1000 == 0 else f"{prefix}-{size}"
         if size <= warm_max:
-            for impl in ("ours", "ref") if with_ref else ("ours",):
-                runs = reconciler_runs(realm, size, impl)
-                results["reconciler"].append(runs)
-                cold = f"cold {runs['cold']['seconds']:.1f} s, " if runs["cold"] else ""
-                warm = runs["warm"]
-                print(
-                    f"  {impl:>4} full reconcile: {cold}warm {warm['seconds']:.1f} s,"
-                    f" {warm['keycloak_requests']} requests, peak RSS {warm['peak_rss_mb']} MB",
-                    flush=True,
-                )
-        # Written after every size: a run cut short keeps what it measured.
-        results["listings"] = [item.to_dict() for item in listings]
-        results["linearity"] = linearity(listings)
-        results["listing_process_peak_rss_mb"] = round(peak_rss_mb(), 1)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({"linearity": results["linearity"], "results": str(out)}), flush=True)
+            await clear_user_cache(env, realm)
+            runs = await reconciler_runs(env, postgres, realm, size)
+            results["reconciler"].append(runs)
+            save()
+            cold = f"cold {runs['cold']['seconds']:.1f} s, " if runs["cold"] else ""
+            print(
+                f"  ours full reconcile {size:,}: {cold}warm {runs['warm']['seconds']:.1f} s"
+                f" ({runs['warm']['keycloak_requests']} requests, peak RSS {runs['warm']['peak_rss_mb']} MB),"
+                f" churn {runs['churn']['seconds']:.1f} s, settle {runs['settle']['seconds']:.1f} s",
+                flush=True,
+            )
+        if size in ref_sizes:
+            await clear_user_cache(env, realm)
+            ref = reference_runs(realm, size)
+            results["reconciler"].append(ref)
+            save()
+            print(f"  the seed's algorithm {size:,}: warm {ref['warm']['seconds']:.1f} s", flush=True)
+    results["ended_at"] = datetime.now(UTC).isoformat()
+    save()
+    print(json.dumps({"linearity": results["linearity"], "targets": results["targets"], "results": str(out)}))
     return 0
 
 
