@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -31,6 +32,8 @@ from reconciler.fullsync.reconcile import FullReconcile
 from reconciler.observability.logs import configure_logging
 
 T = TypeVar("T")
+# Counting a million documents on SecantusDB takes longer than the store's socket timeout.
+COUNT_TIMEOUT_S = 600
 Spec = dict[str, Any]
 
 
@@ -57,10 +60,11 @@ async def _timed(spec: Spec, work: Callable[[], Awaitable[T]]) -> tuple[T, float
 
 
 async def _store_summary(users: AsyncCollection[dict[str, Any]]) -> dict[str, int]:
-    return {
-        "store_users": await users.count_documents({}),
-        "store_active_users": await users.count_documents({"is_active": True}),
-    }
+    with pymongo.timeout(COUNT_TIMEOUT_S):
+        return {
+            "store_users": await users.count_documents({}),
+            "store_active_users": await users.count_documents({"is_active": True}),
+        }
 
 
 async def _filled(settings: Settings, impl: str, size: int, all_active: bool = True) -> bool:
