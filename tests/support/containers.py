@@ -180,6 +180,9 @@ def keycloak_container(network: Network, kafka_address: str) -> tuple[DockerCont
         .with_command(
             [
                 "start-dev",
+                # 26.7's development mode listens on localhost only (outside WSL): the published port needs
+                # every interface of the container.
+                "--http-host=0.0.0.0",
                 "--import-realm",
                 "--health-enabled=true",
                 "--metrics-enabled=false",
