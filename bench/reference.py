@@ -110,6 +110,14 @@ class ReferenceSummary:
         }
 
 
+def _created_document(user: KeycloakUser, now: datetime) -> Document:
+    """The document the seed's create branch writes for a user it has not stored."""
+    doc: Document = {"external_id": user.id, **mapped_fields(user), "created_at": now, "updated_at": now}
+    if not user.enabled:
+        doc |= {"deactivated_at": now, "deactivation_reason": "disabled_in_keycloak"}
+    return doc
+
+
 async def reference_sync(
     keycloak: KeycloakAdminClient, repo: SeedUserRepository, page_size: int
 ) -> ReferenceSummary:
@@ -126,10 +134,7 @@ async def reference_sync(
             fields = mapped_fields(user)
             now = _now()
             if doc is None:
-                new: Document = {"external_id": user.id, **fields, "created_at": now, "updated_at": now}
-                if not user.enabled:
-                    new |= {"deactivated_at": now, "deactivation_reason": "disabled_in_keycloak"}
-                await repo.save(new)
+                await repo.save(_created_document(user, now))
                 summary.created += 1
             elif any(doc.get(k) != v for k, v in fields.items()):
                 doc.update(fields, updated_at=now)
@@ -163,19 +168,7 @@ async def bulk_fill(keycloak: KeycloakAdminClient, repo: SeedUserRepository, pag
     first = 0
     while True:
         users = await keycloak.list_users(first, page_size, brief=False)
-        docs: list[Document] = []
-        for user in users:
-            now = _now()
-            doc: Document = {
-                "_id": str(uuid.uuid4()),
-                "external_id": user.id,
-                **mapped_fields(user),
-                "created_at": now,
-                "updated_at": now,
-            }
-            if not user.enabled:
-                doc |= {"deactivated_at": now, "deactivation_reason": "disabled_in_keycloak"}
-            docs.append(doc)
+        docs = [{**_created_document(user, _now()), "_id": str(uuid.uuid4())} for user in users]
         if docs:
             await repo.users.insert_many(docs, ordered=False)
         filled += len(docs)

@@ -153,6 +153,18 @@ async def realm_id_of(postgres: Postgres, realm: str) -> str:
     return await postgres.aquery(f"SELECT id FROM realm WHERE name = '{realm}'")
 
 
+async def seeded_users(postgres: Postgres, realm_id: str) -> int:
+    return int(
+        await postgres.aquery(
+            f"SELECT count(*) FROM user_entity WHERE realm_id = '{realm_id}' AND username LIKE 'scale-%'"
+        )
+    )
+
+
+def realm_name(prefix: str, size: int) -> str:
+    return f"{prefix}-{size // 1000}k" if size % 1000 == 0 else f"{prefix}-{size}"
+
+
 async def grow(env: dict[str, str], postgres: Postgres, realm: str, size: int) -> dict[str, Any]:
     """The realm (created from the export when missing) holding users 0 .. size-1 of the scheme above (a
     realm per size, so that each size can be measured again alone)."""
@@ -162,21 +174,13 @@ async def grow(env: dict[str, str], postgres: Postgres, realm: str, size: int) -
         if created_realm:
             await seed.create_realm(kc)
         realm_id = await realm_id_of(postgres, realm)
-        have = int(
-            await postgres.aquery(
-                f"SELECT count(*) FROM user_entity WHERE realm_id = '{realm_id}' AND username LIKE 'scale-%'"
-            )
-        )
+        have = await seeded_users(postgres, realm_id)
         if have > size:
             raise SystemExit(f"realm {realm} holds {have} seeded users, more than {size}: delete it first")
         started = time.perf_counter()
         if 0 < have < size:  # a run cut short after its churn: first the churned users back
             await postgres.aquery(restore_sql(realm, realm_id, size), timeout_s=3600)
-            have = int(
-                await postgres.aquery(
-                    f"SELECT count(*) FROM user_entity WHERE realm_id = '{realm_id}' AND username LIKE 'scale-%'"
-                )
-            )
+            have = await seeded_users(postgres, realm_id)
         if have < size:
             await postgres.aquery(seed_sql(realm, realm_id, have, size), timeout_s=3600)
         seconds = time.perf_counter() - started
@@ -276,6 +280,11 @@ def _job(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return run_job(name, spec, timeout_s=4 * 3600)
 
 
+def _kept(run: dict[str, Any]) -> dict[str, Any]:
+    """What the results keep of one run's job output."""
+    return {k: run.get(k) for k in _KEPT}
+
+
 async def reconciler_runs(env: dict[str, str], postgres: Postgres, realm: str, size: int) -> dict[str, Any]:
     """Ours: a cold run that fills the store (skipped when it is full already), a warm run (nothing
     changed), a churn run (1% updated, 1% disabled, 1% deleted, written just before), then the churn undone
@@ -294,9 +303,10 @@ async def reconciler_runs(env: dict[str, str], postgres: Postgres, realm: str, s
     return {
         "impl": "ours",
         "size": size,
-        "cold": None if cold.get("skipped") else {k: cold.get(k) for k in _KEPT},
-        **{name: {k: run.get(k) for k in _KEPT} for name, run in (("warm", warm), ("churn", churn))},
-        "settle": {k: settle.get(k) for k in _KEPT},
+        "cold": None if cold.get("skipped") else _kept(cold),
+        "warm": _kept(warm),
+        "churn": _kept(churn),
+        "settle": _kept(settle),
     }
 
 
@@ -314,7 +324,7 @@ async def reference_runs(env: dict[str, str], realm: str, size: int) -> dict[str
         "impl": "ref",
         "size": size,
         "bulk_fill_seconds": None if fill.get("skipped") else round(fill["seconds"], 1),
-        "warm": {k: warm.get(k) for k in _KEPT},
+        "warm": _kept(warm),
     }
 
 
@@ -409,7 +419,7 @@ async def main() -> int:
         out.write_text(json.dumps(results, indent=2) + "\n")
 
     for size in sizes:
-        realm = f"{prefix}-{size // 1000}k" if size % 1000 == 0 else f"{prefix}-{size}"
+        realm = realm_name(prefix, size)
         database = realm.replace("-", "_") + "_unused"  # the listings write nothing
         grown = await grow(env, postgres, realm, size)
         results["seeding"].append(grown)
@@ -443,7 +453,7 @@ async def main() -> int:
             save()
     # Largest first: its runs take most of the time, and a run cut short has measured them.
     for size in sorted(sizes, reverse=True) if "reconciler" in parts else ():
-        realm = f"{prefix}-{size // 1000}k" if size % 1000 == 0 else f"{prefix}-{size}"
+        realm = realm_name(prefix, size)
         if size <= warm_max:
             await clear_user_cache(env, realm)
             runs = await reconciler_runs(env, postgres, realm, size)
