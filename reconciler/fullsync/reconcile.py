@@ -13,7 +13,8 @@ One run:
    nobody). The listing is complete once every page up to the first short one (of every window) has been
    fetched and applied;
 2. remembers only which ids it listed, never the users (invariant 7, docs/ARCHITECTURE.md): a flag per
-   stored user in the snapshot's arrays, a set of 16-byte ids for the others; with `reconcile_store_snapshot` (not with `sync_groups_and_roles`) it first reads
+   stored user in the snapshot's arrays, a set of 16-byte ids for the others; with
+   `reconcile_store_snapshot` (not with `sync_groups_and_roles`) it first reads
    one print of every stored user in one scan, concurrently with the first pages (`snapshot.StoreSnapshot`),
    and a listed user whose print matches costs no store read (the apply core would leave it unchanged);
 3. only after a complete, error-free listing, in one closing scan of the store: deactivation candidates =

@@ -319,17 +319,15 @@ async def test_a_scan_batch_may_take_the_scan_timeout_where_a_plain_read_times_o
         with pytest.raises(NetworkTimeout):
             await client[database][collection].find({}, batch_size=1000).to_list()
         patient = UserStore(client, database, collection, scan_timeout_s=60)
-        assert sorted([doc[F.EXTERNAL_ID] async for doc in patient.scan_users((F.EXTERNAL_ID,))]) == sorted(
-            ids
-        )
+        scanned = [doc[F.EXTERNAL_ID] async for doc in patient.scan_users((F.EXTERNAL_ID,))]
+        assert sorted(scanned) == sorted(ids)
         hasty = UserStore(client, database, collection, scan_timeout_s=0.02)
         with pytest.raises(StoreUnavailable):
             [doc async for doc in hasty.scan_users((F.EXTERNAL_ID,))]
     finally:
         await client.close()
-        await store.users.database.drop_collection(
-            collection
-        )  # here: the module's drop_database is slow with it
+        # Dropped here: the module's drop_database takes most of a minute with it.
+        await store.users.database.drop_collection(collection)
 
 
 # --- lease ----------------------------------------------------------------------------------------------------
